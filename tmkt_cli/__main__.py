@@ -1,0 +1,3 @@
+from tmkt_cli.cli import main
+
+main()

@@ -1,0 +1,676 @@
+"""Recipe schema: typed dataclasses, strict YAML loading, ``--set a.b=c`` overrides.
+
+The dataclasses below are the single source of every recipe key's type, default, allowed range
+and help text (the docstring under each attribute). ``docs/recipes.md`` is generated from them
+(``tmkt recipe-doc``) and the loader refuses anything they do not describe.
+
+A recipe is one YAML file with shared keys (``name``, ``seed``, ``paths``) and one section per
+stage. Sections a stage does not read are ignored by that stage and by its config hash.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import hashlib
+import inspect
+import json
+import math
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tmkt_cli.errors import TmktError
+
+
+def param(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None,
+          volatile: bool = False, factory=None):
+    """A recipe field with an allowed range.
+
+    ``volatile`` marks keys that change how a run executes but not what it computes (worker
+    counts, logging cadence, the device): they are left out of the config hash, so changing
+    them never invalidates a finished or resumable run.
+    """
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "volatile": volatile}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class PathsConfig:
+    runs: str = "runs"
+    """Root of run folders: each stage writes to ``<runs>/<name>/seed<seed>/<stage>/``."""
+    dataset: str = ""
+    """Folder of the prepared dataset (``dataset.h5`` + manifest). ``prepare`` writes it, the
+    training stages read it. Empty: ``prepared/<prepare.dataset>-T<time_steps>-<size>px``."""
+
+
+@dataclass
+class EmulatorConfig:
+    """tmkt's event-camera emulator (used by the ``digits`` and ``images`` datasets)."""
+
+    canvas: int = param(34, ge=4)
+    """Side of the square sensor the image moves on, in pixels."""
+    image_size: int = param(28, ge=2)
+    """Side the image is resized to before it is placed on the canvas."""
+    duration_ms: float = param(300.0, gt=0)
+    """Length of one recording."""
+    saccades: int = param(3, ge=1)
+    """Number of triangular saccades (out-and-back eye movements) per recording."""
+    amplitude_px: float = param(2.5, ge=0)
+    """Largest displacement of the image along a saccade, in pixels."""
+    sample_rate_hz: float = param(1000.0, gt=0)
+    """Rate at which the moving image is rendered; events get times within each sample."""
+    contrast_threshold: float = param(0.2, gt=0)
+    """Log-intensity change that fires an event (mean over pixels)."""
+    threshold_sigma: float = param(0.03, ge=0)
+    """Standard deviation of the per-pixel contrast threshold (fixed per recording)."""
+    refractory_ms: float = param(1.0, ge=0)
+    """A pixel cannot fire again within this time after an event."""
+    noise_rate_hz: float = param(0.5, ge=0)
+    """Background (shot) noise events per pixel per second, random polarity."""
+    recordings_per_image: int = param(1, ge=1)
+    """Independent recordings (saccade offsets and noise) made of each image."""
+    seed: int = 0
+    """Seed of the emulator; recording k of image i uses the stream (seed, i, k)."""
+
+
+@dataclass
+class PrepareConfig:
+    dataset: str = "digits"
+    """Dataset name: digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, dvsgesture."""
+    root: str = ""
+    """Raw data: the extracted folder or the original archive. Not needed for ``digits``."""
+    time_steps: int = param(10, ge=1)
+    """T, the number of frames each recording is integrated into."""
+    size: int = param(48, ge=1)
+    """Frames and images are resized (bilinear) to size x size."""
+    split_by: Literal["time", "number"] = "time"
+    """``time``: T equal time bins; ``number``: T bins of equal event count."""
+    workers: int = param(1, ge=1, volatile=True)
+    """Processes that read and integrate recordings."""
+    flush_every: int = param(64, ge=1, volatile=True)
+    """Samples written between HDF5 flushes (the resume granularity after a kill)."""
+    emulator: EmulatorConfig = field(default_factory=EmulatorConfig)
+    """Settings of the event-camera emulator."""
+
+
+@dataclass
+class DataConfig:
+    """How training and evaluation read the prepared dataset."""
+
+    event_fraction: float = param(1.0, gt=0, le=1)
+    """Fraction of the event training recordings used (stratified per class). Images are
+    always all used: scarce events and plentiful images is the setting these methods target."""
+    subset_seed: int = param(-1, ge=-1)
+    """Seed of the event subset; -1 uses the recipe's ``seed`` so the subset varies with it."""
+    static_input: Literal["v", "grey"] = "v"
+    """Static image to network input: HSV V channel (KT's choice) or grey, repeated to
+    [T, 2, H, W]."""
+    pairing: Literal["class", "instance"] = "class"
+    """Static partner of an event sample: a random training image of the same class, redrawn
+    every time (``class``), or the recording's own image where the dataset has one."""
+    crop_padding: int = param(4, ge=0)
+    """Random crop with this zero padding (0 disables)."""
+    hflip: bool = True
+    """Random horizontal flip."""
+    rotation: float = param(0.0, ge=0, le=180)
+    """Random rotation in degrees, uniform in [-rotation, rotation] (0 disables)."""
+    num_workers: int = param(0, ge=0, volatile=True)
+    """DataLoader worker processes."""
+    in_memory: bool = param(False, volatile=True)
+    """Read the whole HDF5 split into memory once (fast for small datasets)."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vggsnn"
+    """Spiking backbone from the registry: vggsnn, resnet18, scnn, digitsnet."""
+    tau: float = param(2.0, gt=1)
+    """LIF membrane time constant."""
+    threshold: float = param(0.5, gt=0)
+    """LIF firing threshold (hard reset to 0)."""
+    surrogate: Literal["atan", "sigmoid", "piecewise_quadratic"] = "atan"
+    """Surrogate gradient of the spike function."""
+    surrogate_alpha: float = param(2.0, gt=0)
+    """Sharpness of the surrogate gradient."""
+    detach_reset: bool = False
+    """Do not backpropagate through the reset."""
+
+
+@dataclass
+class TrainConfig:
+    """The training engine: shared by train-tmkt, pretrain-ann and distill."""
+
+    epochs: int = param(30, ge=1)
+    """Passes over the event training split (the training images for pretrain-ann)."""
+    max_steps: int = param(0, ge=0)
+    """Stop after this many optimizer steps (0: run all epochs)."""
+    batch_size: int = param(64, ge=1)
+    """Samples per optimizer step (global, over all processes)."""
+    lr: float = param(5e-3, gt=0)
+    """Base learning rate; with ``lr_scaling`` the rate used is lr x batch_size / 1024."""
+    lr_scaling: bool = True
+    """Apply the linear scaling rule lr x batch_size / 1024 (KT's setting)."""
+    weight_decay: float = param(0.01, ge=0)
+    """AdamW weight decay."""
+    warmup_epochs: float = param(5.0, ge=0)
+    """Linear warm-up length before the cosine decay."""
+    min_lr_ratio: float = param(0.0, ge=0, le=1)
+    """Final learning rate as a fraction of the peak."""
+    grad_clip: float = param(0.0, ge=0)
+    """Clip the global gradient norm to this value (0: off)."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision: autocast dtype (fp16 adds a loss scaler)."""
+    device: str = param("auto", volatile=True)
+    """auto (CUDA when present), cpu, cuda, cuda:N."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms (slower on GPU, bitwise repeatable)."""
+    checkpoint_every_steps: int = param(0, ge=0, volatile=True)
+    """Also checkpoint every N steps (0: only at the end of each epoch)."""
+    log_every_steps: int = param(10, ge=1, volatile=True)
+    """Steps between metrics.jsonl / TensorBoard training records."""
+    grad_noise_window: int = param(0, ge=0)
+    """Record gradient noise (variance of mini-batch gradients) over windows of N steps
+    (0: off). Costs one gradient copy per step."""
+
+
+@dataclass
+class MethodConfig:
+    """What train-tmkt optimises. Switches left at ``null`` take the method's default
+    (see docs/methods.md); the resolved values are printed by --dry-run and saved."""
+
+    name: Literal["event_only", "finetune", "kt", "tmkt"] = "tmkt"
+    """event_only (TET on events), finetune (static then events), kt, tmkt."""
+    tsm: bool | None = None
+    """Time-step mixup stream (static prefix, event suffix). tmkt: on."""
+    sliding_replacement: bool | None = None
+    """KT's whole-sequence replacement with P = min(1, (i/I)^3). kt: on."""
+    mag: bool | None = None
+    """Modality-aware guidance: per-frame static/event classification. tmkt: on."""
+    mrp: bool | None = None
+    """Mix-ratio perception: regress the realised event fraction. tmkt: on."""
+    domain_alignment: bool | None = None
+    """CKA alignment of penultimate membrane potentials. kt, tmkt: on."""
+    str_weights: bool | None = None
+    """Learnable per-step weights sigma(eta_t) in L_DA and L_e. kt, tmkt: on."""
+    tet: bool = True
+    """TET loss (per-step CE plus MSE to the threshold) instead of CE on mean logits."""
+    tet_lambda: float = param(1e-3, ge=0, le=1)
+    """Weight of the MSE term in TET."""
+    da_weight: float = param(0.5, ge=0)
+    """Weight of L_DA."""
+    mag_weight: float = param(0.1, ge=0)
+    """Weight of the MAG loss."""
+    mrp_weight: float = param(0.1, ge=0)
+    """Weight of the MRP loss."""
+    mix_ratio: float = param(0.5, ge=0, le=1)
+    """Target mixup ratio r_m (expected fraction of event frames in the TSM stream)."""
+    mix_schedule: Literal["constant", "linear", "cubic", "step"] = "cubic"
+    """How r_m moves from ``mix_ratio_start`` to ``mix_ratio`` over training."""
+    mix_ratio_start: float = param(0.0, ge=0, le=1)
+    """r_m at the start of training (ignored by ``constant``)."""
+    mix_step_at: float = param(0.5, ge=0, le=1)
+    """Fraction of training at which ``step`` jumps to ``mix_ratio``."""
+    finetune_static_epochs: float = param(0.5, gt=0, lt=1)
+    """finetune: fraction of the epochs trained on static sequences before events."""
+    equal_compute: bool = False
+    """event_only: draw two event batches per step, so it sees as many samples as the
+    two-stream methods (a fair-compute baseline)."""
+
+
+@dataclass
+class PretrainAnnConfig:
+    backbone: Literal["resnet18", "vgg"] = "vgg"
+    """ANN teacher: ResNet-18 or a VGG with the student's layout and ReLU."""
+    init_weights: str = ""
+    """Optional weights file to start from (e.g. an ImageNet checkpoint on disk)."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=1e-2))
+    """Engine settings for the teacher."""
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = ""
+    """Teacher run folder. Empty: ``<runs>/<name>/seed<seed>/pretrain-ann``."""
+    temperature: float = param(4.0, gt=0)
+    """KD temperature."""
+    kd_weight: float = param(1.0, ge=0)
+    """Scale of W L_KD."""
+    switch_at: float = param(0.5, ge=0, le=1)
+    """Fraction of training where W switches from 1 (phase I) to 0 (phase II)."""
+    steepness: float = param(50.0, gt=0)
+    """Steepness of the switch: W = 1 - sigmoid(steepness * (progress - switch_at))."""
+
+
+@dataclass
+class EvalConfig:
+    source: Literal["train-tmkt", "distill", "pretrain-ann"] = "train-tmkt"
+    """Which stage of this recipe's run to evaluate (or pass a path on the command line)."""
+    checkpoint: Literal["best", "last"] = "last"
+    """Which checkpoint of the run."""
+    batch_size: int = param(64, ge=1)
+    """Evaluation batch size."""
+    energy_ac_pj: float = param(0.9, gt=0)
+    """Energy of one accumulate (SNN synaptic op), pJ (45 nm, Horowitz 2014)."""
+    energy_mac_pj: float = param(4.6, gt=0)
+    """Energy of one multiply-accumulate (ANN op), pJ (45 nm, Horowitz 2014)."""
+
+
+@dataclass
+class CamConfig:
+    kind: Literal["gradcam", "sam"] = "gradcam"
+    """Grad-CAM (gradients averaged over time and space) or gradient-free spike activation map."""
+    layer: str = ""
+    """Module name of the layer to explain (empty: the penultimate spiking layer)."""
+    baseline: str = ""
+    """Run folder or checkpoint of the baseline model drawn beside the model under study."""
+    samples: list[int] = param(factory=lambda: [0, 1, 2, 3])
+    """Test-split indices to draw."""
+    classes: list[str] = param(factory=list)
+    """Alternatively, draw the first test sample of each of these classes."""
+
+
+@dataclass
+class Recipe:
+    name: str = ""
+    """Experiment name. Empty: derived from the recipe path (``digits/tmkt.yaml`` -> digits-tmkt)."""
+    seed: int = param(42, ge=0)
+    """Seeds Python, NumPy, torch, data order, augmentation and the method's random draws."""
+    base: str = ""
+    """Another recipe (path relative to this one) whose values this one overrides."""
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    """Where artifacts live."""
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    """tmkt prepare: raw recordings and images into HDF5."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Loading the prepared dataset for training and evaluation."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The spiking network."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Engine settings of the SNN stages (train-tmkt, distill)."""
+    method: MethodConfig = field(default_factory=MethodConfig)
+    """tmkt train-tmkt: method and its components."""
+    pretrain_ann: PretrainAnnConfig = field(default_factory=PretrainAnnConfig)
+    """tmkt pretrain-ann: the ANN teacher."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """tmkt distill: CKD."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """tmkt eval."""
+    cam: CamConfig = field(default_factory=CamConfig)
+    """tmkt cam."""
+
+    # -- derived locations -------------------------------------------------------------------
+    def dataset_dir(self) -> Path:
+        if self.paths.dataset:
+            return Path(self.paths.dataset)
+        p = self.prepare
+        return Path("prepared") / f"{p.dataset}-T{p.time_steps}-{p.size}px"
+
+    def run_root(self) -> Path:
+        return Path(self.paths.runs) / self.name / f"seed{self.seed}"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.run_root() / stage
+
+
+# Which sections each stage reads: they, and only they, enter its config hash.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("prepare",),
+    "train-tmkt": ("seed", "data", "model", "train", "method"),
+    "pretrain-ann": ("seed", "data", "pretrain_ann"),
+    "distill": ("seed", "data", "model", "train", "distill"),
+    "eval": ("data", "eval"),
+    "cam": ("data", "cam"),
+}
+
+# Method defaults for the switches left at null (docs/methods.md explains each choice).
+METHOD_DEFAULTS: dict[str, dict[str, bool]] = {
+    "event_only": dict(tsm=False, sliding_replacement=False, mag=False, mrp=False,
+                       domain_alignment=False, str_weights=False),
+    "finetune": dict(tsm=False, sliding_replacement=False, mag=False, mrp=False,
+                     domain_alignment=False, str_weights=False),
+    "kt": dict(tsm=False, sliding_replacement=True, mag=False, mrp=False,
+               domain_alignment=True, str_weights=True),
+    "tmkt": dict(tsm=True, sliding_replacement=False, mag=True, mrp=True,
+                 domain_alignment=True, str_weights=True),
+}
+
+
+def resolve_method(method: MethodConfig) -> MethodConfig:
+    """Fill the switches left at null with the method's defaults."""
+    defaults = METHOD_DEFAULTS[method.name]
+    values = {k: (defaults[k] if getattr(method, k) is None else getattr(method, k))
+              for k in defaults}
+    return dataclasses.replace(method, **values)
+
+
+# --------------------------------------------------------------------------------------------
+# Field documentation (attribute docstrings)
+# --------------------------------------------------------------------------------------------
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass: the string literal right after each field."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def describe_type(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(describe_type(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {describe_type(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "section"
+    return getattr(tp, "__name__", str(tp))
+
+
+def iter_fields(cls: type = Recipe, prefix: str = ""):
+    """Yield (dotted key, type, default, doc, metadata) for every leaf key of the schema."""
+    docs = field_docs(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, key + ".")
+        else:
+            yield key, tp, getattr(instance, f.name), docs.get(f.name, ""), f.metadata
+
+
+def all_keys() -> list[str]:
+    keys = []
+    for key, *_ in iter_fields():
+        keys.append(key)
+    return keys
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: dict -> dataclasses
+# --------------------------------------------------------------------------------------------
+
+def _closest(key: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not match:  # try the last path component alone (a right key in the wrong section)
+        leaf = key.rsplit(".", 1)[-1]
+        match = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf][:1]
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TmktError(f"recipe key '{key}': expected a finite number, got {value}")
+    for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                            ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        b = meta.get(bound)
+        if b is not None and not ok(value, b):
+            raise TmktError(f"recipe key '{key}': expected a value {word} {b}, got {value!r}")
+
+
+def _convert(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(key, value, a)
+            except TmktError as e:
+                errors.append(e)
+        raise TmktError(f"recipe key '{key}': expected {describe_type(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise TmktError(f"recipe key '{key}': expected one of "
+                            f"{', '.join(map(repr, allowed))}, got {value!r}"
+                            + _closest_value(value, allowed))
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise TmktError(f"recipe key '{key}': expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TmktError(f"recipe key '{key}': expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TmktError(f"recipe key '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TmktError(f"recipe key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TmktError(f"recipe key '{key}': expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported schema type {tp!r} for {key}")  # a bug in the schema
+
+
+def _closest_value(value: Any, allowed: tuple) -> str:
+    if not isinstance(value, str):
+        return ""
+    match = difflib.get_close_matches(value, [a for a in allowed if isinstance(a, str)], n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def build(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Validate a raw mapping against dataclass ``cls``; every error names the full key."""
+    where = prefix.rstrip(".") or "recipe"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise TmktError(f"recipe key '{where}': expected a mapping of keys, got {raw!r}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if k not in fields:
+            raise TmktError(f"unknown recipe key '{key}'" + _closest(key, all_keys()))
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = build(tp, v, key + ".")
+        else:
+            value = _convert(key, v, tp)
+            _check_range(key, value, fields[k].metadata)
+            kwargs[k] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def read_yaml(path: Path, what: str = "recipe") -> dict:
+    if not path.exists():
+        raise TmktError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise TmktError(f"{what} is a folder, expected a YAML file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TmktError(f"{what} {path}{at}: not valid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise TmktError(f"{what} {path}: not a text file") from None
+    if data is None:
+        raise TmktError(f"{what} {path} is empty")
+    if not isinstance(data, dict):
+        raise TmktError(f"{what} {path}: expected a mapping of keys at the top, "
+                        f"got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise TmktError(f"recipe {path}: 'base' chain loops back to itself")
+    raw = read_yaml(path)
+    base = raw.get("base")
+    if base:
+        if not isinstance(base, str):
+            raise TmktError(f"recipe key 'base': expected a string, got {base!r}")
+        base_path = path.parent / base
+        if not base_path.exists():
+            raise TmktError(f"recipe key 'base' in {path}: file not found: {base_path}")
+        raw = deep_merge(_load_raw(base_path, (*seen, path)), raw)
+    raw.pop("base", None)
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise TmktError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise TmktError(f"--set {text!r}: the key is empty or malformed")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise TmktError(f"--set {text!r}: '{'.join(parts[:i + 1])}' is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def default_name(path: Path | None) -> str:
+    if path is None:
+        return "default"
+    stem = path.stem
+    parent = path.resolve().parent.name
+    return f"{parent}-{stem}" if parent and parent != "recipes" else stem
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = (), base_raw: dict | None = None
+                ) -> Recipe:
+    """Load a recipe file (or only defaults with ``path=None``), apply ``--set`` overrides,
+    validate, and fill derived values (name, method switches)."""
+    p = Path(path) if path is not None else None
+    raw = _load_raw(p) if p is not None else {}
+    if base_raw:
+        raw = deep_merge(base_raw, raw)
+    raw = apply_overrides(raw, list(overrides))
+    recipe = build(Recipe, raw)
+    if not recipe.name:
+        recipe.name = default_name(p)
+    if "/" in recipe.name or recipe.name in (".", ".."):
+        raise TmktError(f"recipe key 'name': must be a plain folder name, got {recipe.name!r}")
+    recipe.method = resolve_method(recipe.method)
+    return recipe
+
+
+def dump_yaml(obj: Any) -> str:
+    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def _strip_volatile(cls: type, data: dict) -> dict:
+    out = {}
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("volatile"):
+            continue
+        v = data[f.name]
+        out[f.name] = _strip_volatile(hints[f.name], v) if dataclasses.is_dataclass(
+            hints[f.name]) else v
+    return out
+
+
+def stage_config(recipe: Recipe, stage: str) -> dict:
+    """The part of the recipe a stage reads, without volatile keys: what its hash covers."""
+    full = _strip_volatile(Recipe, to_dict(recipe))
+    return {k: full[k] for k in STAGE_SECTIONS[stage]}
+
+
+def config_hash(data: Any) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def require_path(path: str | Path, key: str, kind: Literal["file", "dir", "any"] = "any") -> Path:
+    """A path the recipe points to must exist: the error names the path and the key."""
+    p = Path(path)
+    if not str(path):
+        raise TmktError(f"recipe key '{key}' is empty: it must name a {kind}")
+    if not p.exists():
+        raise TmktError(f"{p}: not found (from recipe key '{key}')")
+    if kind == "file" and not p.is_file():
+        raise TmktError(f"{p}: expected a file, found a folder (from recipe key '{key}')")
+    if kind == "dir" and not p.is_dir():
+        raise TmktError(f"{p}: expected a folder, found a file (from recipe key '{key}')")
+    return p

@@ -1,0 +1,24 @@
+"""The one error type for problems a user can cause.
+
+Anything raised as :class:`TmktError` is printed by the CLI as a single line and exits with
+code 2 (``--debug`` shows the traceback). Everything else is a bug in tmkt and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_USER_ERROR = 2
+
+
+class TmktError(Exception):
+    """A problem with the user's input: a path, a recipe key, a value, a file's contents."""
+
+
+class StopRequested(Exception):
+    """A training stage was asked to stop (SIGTERM/SIGUSR1) and has saved a checkpoint.
+
+    The CLI turns this into exit code :data:`EXIT_REQUEUE` so a SLURM script can requeue.
+    """
+
+
+EXIT_REQUEUE = 3

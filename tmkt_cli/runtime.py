@@ -1,0 +1,107 @@
+"""Process-level concerns: seeding, determinism, device choice, mixed precision, signals.
+
+Imports torch lazily inside functions so the CLI's ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tmkt_cli.errors import TmktError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); optionally force deterministic kernels.
+
+    tmkt's data order, augmentations and the methods' random draws do not depend on these
+    global generators (they are derived from ``(seed, epoch, step, index)``, which is what makes
+    resumed runs bitwise equal); seeding them still covers any library that uses them.
+    """
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this to be deterministic; must be set before the first cuBLAS call.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.use_deterministic_algorithms(False)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive Python/NumPy seeds from torch's per-worker seed."""
+    import torch
+
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    import torch
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device("cuda", local)
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise TmktError(f"train.device: unknown device {spec!r} (auto, cpu, cuda, cuda:N)") \
+            from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TmktError(f"train.device: {spec!r} asked for, but CUDA is not available here")
+    return device
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context for ``train.amp`` (a no-op when off)."""
+    import torch
+
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    if device.type == "cpu" and amp == "fp16":
+        raise TmktError("train.amp: fp16 autocast needs a GPU; use bf16 on the CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class StopSignal:
+    """Turns SIGTERM / SIGUSR1 (SLURM preemption) into a flag the engine polls between steps.
+
+    The engine then writes a checkpoint and raises :class:`StopRequested`; a second signal
+    while saving is ignored so the checkpoint is never cut short.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.requested = signum
+
+    def __enter__(self) -> StopSignal:
+        with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
