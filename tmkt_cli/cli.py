@@ -28,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-ui = Console(stderr=True, highlight=False)
+ui = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # -- options shared by the stage commands -------------------------------------------------------
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file (see recipes/).",
@@ -163,6 +163,25 @@ def cam(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
         debug: DebugOpt = False) -> None:
     """Class activation maps (Grad-CAM or spike activation maps) of the event stream."""
     _guarded(lambda: _run_stage("cam", "cam", recipe, set_, force, resume, dry_run), debug)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run folders (or folders holding them, e.g. runs/) to gather.",
+        show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for report.md and the figures.")] = Path(
+        "runs/report"),
+    landscape: Annotated[list[Path] | None, typer.Option(
+        help="Also draw the loss landscape around these run folders' checkpoints.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Gather finished runs into a table (mean and spread over seeds, beside the published
+    numbers) and draw training curves and the data-efficiency curve."""
+    def body():
+        from tmkt_cli.report import make_report
+        make_report(list(runs), out, ui, landscape=list(landscape or []))
+    _guarded(body, debug)
 
 
 @app.command("recipe-doc")

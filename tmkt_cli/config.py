@@ -562,8 +562,8 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    path = path.resolve()
-    if path in seen:
+    resolved = path.resolve()
+    if resolved in seen:
         raise TmktError(f"recipe {path}: 'base' chain loops back to itself")
     raw = read_yaml(path)
     base = raw.get("base")
@@ -573,7 +573,7 @@ def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         base_path = path.parent / base
         if not base_path.exists():
             raise TmktError(f"recipe key 'base' in {path}: file not found: {base_path}")
-        raw = deep_merge(_load_raw(base_path, (*seen, path)), raw)
+        raw = deep_merge(_load_raw(base_path, (*seen, resolved)), raw)
     raw.pop("base", None)
     return raw
 
@@ -602,7 +602,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if nxt is None:
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
-                raise TmktError(f"--set {text!r}: '{'.join(parts[:i + 1])}' is not a section")
+                section = ".".join(parts[:i + 1])
+                raise TmktError(f"--set {text!r}: '{section}' is not a section")
             node = nxt
         node[parts[-1]] = value
     return raw
@@ -636,7 +637,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), base_raw: di
 
 def dump_yaml(obj: Any) -> str:
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def _strip_volatile(cls: type, data: dict) -> dict:

@@ -1,0 +1,102 @@
+"""The command line: help, errors as one line with exit code 2, --debug, --dry-run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tmkt_cli.cli import app
+
+runner = CliRunner()
+COMMANDS = ["prepare", "pretrain-ann", "distill", "train-tmkt", "eval", "cam", "report",
+            "recipe-doc"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_top_level_help_lists_every_stage():
+    res = invoke("--help")
+    assert res.exit_code == 0
+    for cmd in COMMANDS:
+        assert cmd in res.output
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_command_help(cmd):
+    res = invoke(cmd, "--help")
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output and len(res.output) > 200
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom tmkt_cli.cli import app\n"
+            "for c in ['--help', 'train-tmkt --help', 'prepare --help', 'eval --help']:\n"
+            "    r = CliRunner().invoke(app, c.split())\n"
+            "    assert r.exit_code == 0, r.output\n"
+            "heavy = [m for m in ('torch', 'spikingjelly', 'tonic', 'h5py') if m in sys.modules]\n"
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_user_error_is_one_line_exit_2(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  epoch: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "tmkt_cli", "train-tmkt", str(recipe)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "unknown recipe key 'train.epoch'" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  epoch: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "tmkt_cli", "train-tmkt", str(recipe),
+                           "--debug"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "TmktError" in proc.stderr
+
+
+def test_missing_recipe_file():
+    res = invoke("train-tmkt", "no/such/recipe.yaml")
+    assert res.exit_code == 2 and "recipe not found: no/such/recipe.yaml" in res.output
+
+
+def test_bad_set_and_resume_values(tmp_path):
+    res = invoke("train-tmkt", str(REPO / "recipes/digits/tmkt.yaml"), "--set", "train.lr=-1")
+    assert res.exit_code == 2 and "'train.lr': expected a value > 0, got -1" in res.output
+    res = invoke("train-tmkt", str(REPO / "recipes/digits/tmkt.yaml"), "--resume", "maybe")
+    assert res.exit_code == 2 and "--resume: expected auto or never" in res.output
+
+
+def test_dry_run_prints_resolved_recipe_and_plan(tmp_path):
+    res = invoke("train-tmkt", str(REPO / "recipes/digits/kt.yaml"), "--dry-run",
+                 "--set", f"paths.runs={tmp_path}/runs", "--set", "train.epochs=3")
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "name: digits-kt" in out and "epochs: 3" in out
+    assert "sliding_replacement: true" in out  # kt's resolved default
+    assert "stage:   train-tmkt" in out and f"{tmp_path}/runs/digits-kt/seed42/train-tmkt" in out
+    assert "not ready" in out  # the dataset has not been prepared
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_prepare_unknown_dataset():
+    res = invoke("prepare", "mnits")
+    assert res.exit_code == 2 and "unknown dataset 'mnits'" in res.output
+
+
+def test_recipe_doc_is_current():
+    res = invoke("recipe-doc")
+    assert res.exit_code == 0
+    assert "| `train.epochs` |" in res.output
+    committed = (REPO / "docs" / "recipes.md").read_text()
+    assert committed == res.output, "docs/recipes.md is stale: run `make docs`"
