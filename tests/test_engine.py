@@ -1,0 +1,154 @@
+"""The training engine: checkpoints, bitwise resume after SIGKILL, logs, guards, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tmkt_cli import engine
+from tmkt_cli.artifacts import read_manifest
+from tmkt_cli.errors import TmktError
+
+sys.path.insert(0, str(Path(__file__).parent))
+import toy  # noqa: E402
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+
+
+def weights(folder: Path) -> dict:
+    return engine.load_checkpoint(folder / engine.LAST)["model"]
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ref") / "run"
+    toy.train(folder)
+    return folder
+
+
+def test_uninterrupted_run_writes_everything(reference):
+    m = read_manifest(reference)
+    assert m["status"] == "complete"
+    assert (reference / engine.LAST).exists() and (reference / engine.BEST).exists()
+    recs = engine.read_metrics(reference)
+    kinds = {r["kind"] for r in recs}
+    assert {"train", "eval", "grad_noise"} <= kinds
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert [r["epoch"] for r in evals] == [1, 2, 3]
+    assert evals[-1]["acc"] > 0.6  # the blobs are separable
+    steps = [r["step"] for r in recs if r["kind"] == "train"]
+    assert steps == sorted(steps) and steps[-1] == 18  # 96 / 16 = 6 steps x 3 epochs
+    noise = [r for r in recs if r["kind"] == "grad_noise"]
+    assert all(r["grad_noise_trace"] >= 0 for r in noise)
+    state = engine.load_checkpoint(reference / engine.LAST)
+    assert state["loop"]["step"] == 18 and state["model_info"] == {"kind": "toy"}
+
+
+@pytest.mark.parametrize("kill_at", [1, 5, 6, 7, 13, 18])
+def test_sigkill_then_resume_is_bitwise_equal(reference, tmp_path, kill_at):
+    folder = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(Path(toy.__file__)), str(folder), str(kill_at)],
+                          env=ENV)
+    assert proc.returncode == -signal.SIGKILL
+    assert read_manifest(folder)["status"] == "running"
+    proc = subprocess.run([sys.executable, str(Path(toy.__file__)), str(folder), "-1"], env=ENV)
+    assert proc.returncode == 0
+    assert read_manifest(folder)["status"] == "complete"
+    assert_bitwise_equal(weights(folder), weights(reference))
+    # the metrics log has no duplicated steps after the resume
+    train_steps = [r["step"] for r in engine.read_metrics(folder) if r["kind"] == "train"]
+    assert train_steps == list(range(1, 19))
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
+    folder = tmp_path / "run"
+    with pytest.raises(TmktError, match=r"non-finite loss .* at step 8 \(epoch 2\).*last\.pt"):
+        toy.train(folder, nan_at=8)
+    m = read_manifest(folder)
+    assert m["status"] == "failed" and "non-finite" in m["error"]
+    state = engine.load_checkpoint(folder / engine.LAST)
+    assert state["loop"]["step"] == 8  # the last good step
+    assert all(torch.isfinite(v).all() for v in state["model"].values()
+               if v.is_floating_point())
+
+
+def test_sigterm_checkpoints_and_resume_matches(reference, tmp_path):
+    folder = tmp_path / "run"
+    code = ("import sys, toy; from pathlib import Path\n"
+            "toy.train(Path(sys.argv[1]), epochs=400, checkpoint_every=0)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (folder / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and b"StopRequested" in err
+    assert read_manifest(folder)["status"] == "interrupted"
+    stopped_at = engine.load_checkpoint(folder / engine.LAST)["loop"]["step"]
+    assert 0 < stopped_at < 400 * 6
+
+
+def test_max_steps_and_resume_never(tmp_path):
+    folder = tmp_path / "run"
+    _, result = toy.train(folder, max_steps=4)
+    assert result.steps == 4
+    assert engine.load_checkpoint(folder / engine.LAST)["loop"]["step"] == 4
+
+
+def test_load_checkpoint_refuses_code_and_foreign_files(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": engine.CHECKPOINT_FORMAT, "x": Evil()}, evil)
+    with pytest.raises(TmktError, match="refused to load"):
+        engine.load_checkpoint(evil)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(TmktError, match="not a tmkt checkpoint"):
+        engine.load_checkpoint(plain)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(TmktError, match="not a readable checkpoint"):
+        engine.load_checkpoint(junk)
+    with pytest.raises(TmktError, match="not found"):
+        engine.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_warmup_cosine_schedule():
+    f = [engine.warmup_cosine(s, 10, 2, 0.1) for s in range(10)]
+    assert f[0] == 0.5 and f[1] == 1.0
+    assert f[2] == pytest.approx(1.0) and f[-1] > 0.1 and all(a >= b for a, b in
+                                                                 zip(f[2:], f[3:]))
+    assert engine.warmup_cosine(10, 10, 2, 0.1) == pytest.approx(0.1)
+
+
+def test_lr_scaling_rule():
+    from tmkt_cli.config import TrainConfig
+    assert engine.lr_for(TrainConfig(lr=5e-3, batch_size=120)) == pytest.approx(5e-3 * 120 / 1024)
+    assert engine.lr_for(TrainConfig(lr=1e-3, batch_size=64, lr_scaling=False)) == 1e-3
+
+
+def test_metrics_log_drops_records_after_resume_point(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"kind": "train", "step": s}) for s in range(1, 6)) + "\n{cut")
+    log = engine.MetricsLog(tmp_path, resume_step=3, tensorboard=False)
+    log.close()
+    assert [r["step"] for r in engine.read_metrics(tmp_path)] == [1, 2, 3]

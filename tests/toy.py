@@ -1,0 +1,98 @@
+"""A tiny task for engine tests: a keyed synthetic dataset and an MLP classifier.
+
+Importable from subprocesses (tests put this folder on PYTHONPATH) so a run can be killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+
+from tmkt_cli import engine
+from tmkt_cli.engine import evaluate_classifier
+from tmkt_cli.artifacts import open_stage
+from tmkt_cli.config import TrainConfig
+
+
+class KeyedBlobs(torch.utils.data.Dataset):
+    """Gaussian blobs; each draw adds noise derived from the key's sample seed (like the
+    real loaders' augmentation)."""
+
+    def __init__(self, n: int = 96, classes: int = 3, dim: int = 8, seed: int = 0):
+        self.centers = np.random.default_rng(99).normal(size=(classes, dim)).astype(
+            np.float32) * 2
+        rng = np.random.default_rng(seed)
+        self.labels = np.arange(n) % classes
+        self.points = (self.centers[self.labels]
+                       + rng.normal(size=(n, dim)).astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key):
+        index, sample_seed = key if isinstance(key, tuple) else (key, key)
+        noise = np.random.default_rng(sample_seed).normal(size=self.points.shape[1]) * 0.1
+        return {"x": torch.from_numpy(self.points[index] + noise.astype(np.float32)),
+                "label": torch.tensor(int(self.labels[index]))}
+
+
+class ToyTask:
+    def __init__(self, nan_at_step: int | None = None):
+        torch.manual_seed(0)
+        self.model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                                   nn.Dropout(0.1), nn.Linear(16, 3))
+        self.nan_at_step = nan_at_step
+
+    def training_step(self, batch, ctx):
+        logits = self.model(batch["x"])
+        # a method-style random draw at every step, from the step's generator
+        jitter = torch.rand(1, generator=ctx.generator(1))
+        loss = F.cross_entropy(logits, batch["label"]) * (1 + 0.01 * jitter)
+        if self.nan_at_step is not None and ctx.step == self.nan_at_step:
+            loss = loss * float("nan")
+        return {"loss": loss, "acc": (logits.argmax(-1) == batch["label"]).float().mean()}
+
+    def evaluate(self, loader, device):
+        return evaluate_classifier(lambda b: self.model(b["x"]), loader, device)
+
+
+def train(folder: Path, epochs: int = 3, kill_at: int | None = None, nan_at: int | None = None,
+          checkpoint_every: int = 1, max_steps: int = 0, resume: str = "auto"):
+    torch.set_num_threads(1)
+    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, lr_scaling=False,
+                      warmup_epochs=1, checkpoint_every_steps=checkpoint_every,
+                      log_every_steps=1, device="cpu", max_steps=max_steps,
+                      grad_noise_window=3)
+    data = KeyedBlobs()
+    test = KeyedBlobs(n=30, seed=1)
+    task = ToyTask(nan_at_step=nan_at)
+    run = open_stage(folder, "train-tmkt", "toy: 1\n", {"toy": 1}, "toyhash", {},
+                     resume=resume)
+    calls = {"n": 0}
+
+    def poll():
+        calls["n"] += 1
+        if kill_at is not None and calls["n"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return False
+
+    with run:
+        run.start()
+        result = engine.fit(task, data, test, np.arange(len(data)), cfg, seed=7, run=run,
+                            ui=Console(quiet=True), model_info={"kind": "toy"},
+                            on_stop_poll=poll, tensorboard=False)
+        run.complete({"checkpoint": engine.LAST}, {"acc": result.metrics["acc"]})
+    return task.model, result
+
+
+if __name__ == "__main__":
+    folder, kill = Path(sys.argv[1]), int(sys.argv[2])
+    train(folder, kill_at=kill if kill >= 0 else None)

@@ -1,0 +1,464 @@
+"""The one training loop, shared by train-tmkt, pretrain-ann and distill.
+
+A stage hands the engine a :class:`Task` (what one step computes, how to evaluate) plus its
+datasets; the engine owns everything else: optimizer and schedule, device and mixed precision,
+the keyed sampler, logging (rich progress, metrics.jsonl, TensorBoard), checkpoints (``last``,
+``best``, written atomically), resume, the non-finite guard and stop signals.
+
+Resuming is bitwise on the CPU because every random draw is a pure function of
+``(seed, epoch, step, index)`` (see data/sampling.py and :class:`StepContext`), and the
+checkpoint holds the model, optimizer, scheduler, scaler and loop position.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tmkt_cli import artifacts
+from tmkt_cli.artifacts import StageRun
+from tmkt_cli.config import TrainConfig
+from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
+from tmkt_cli.errors import StopRequested, TmktError
+from tmkt_cli.runtime import StopSignal, autocast, seed_everything, seed_worker, select_device
+
+CHECKPOINT_FORMAT = "tmkt-checkpoint"
+CHECKPOINT_VERSION = 1
+LAST, BEST = "last.pt", "best.pt"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class StepContext:
+    """What a task's training step may depend on besides the batch."""
+
+    step: int
+    """Global optimizer step, 0-based."""
+    total_steps: int
+    epoch: int
+    device: torch.device
+    seed: int
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done before this step, in [0, 1)."""
+        return self.step / max(1, self.total_steps)
+
+    def step_seed(self, purpose: int = 0) -> int:
+        ss = np.random.SeedSequence([self.seed, 0x7E57, self.step, purpose])
+        return int(ss.generate_state(1, dtype=np.uint64)[0] & ((1 << 63) - 1))
+
+    def generator(self, purpose: int = 1) -> torch.Generator:
+        """A CPU generator for the method's random draws at this step (a pure function of
+        seed, step and purpose, so resumed runs draw the same numbers)."""
+        g = torch.Generator()
+        g.manual_seed(self.step_seed(purpose))
+        return g
+
+
+class Task(Protocol):
+    """What a stage gives the engine."""
+
+    model: nn.Module
+
+    def training_step(self, batch: dict[str, torch.Tensor], ctx: StepContext
+                      ) -> dict[str, torch.Tensor]:
+        """Return named losses/metrics for one batch; ``loss`` is optimised, every other entry
+        is logged (as a float)."""
+
+    def evaluate(self, loader, device: torch.device) -> dict[str, float]:
+        """Metrics on the evaluation split; ``acc`` selects the best checkpoint."""
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, float]
+    best: dict[str, float]
+    steps: int
+    checkpoint: Path
+    best_checkpoint: Path
+
+
+@dataclass
+class _Loop:
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    best_acc: float = -1.0
+    best: dict = field(default_factory=dict)
+    last_eval: dict = field(default_factory=dict)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items()}
+
+
+def lr_for(cfg: TrainConfig) -> float:
+    """The peak learning rate: KT's linear scaling rule lr x batch / 1024 when enabled."""
+    return cfg.lr * cfg.batch_size / 1024 if cfg.lr_scaling else cfg.lr
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to min_ratio."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    t = min(1.0, (step - warmup) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    k = min(k, logits.shape[-1])
+    return int((logits.topk(k, dim=-1).indices == y[:, None]).any(-1).sum())
+
+
+def evaluate_classifier(predict: Callable[[dict], torch.Tensor], loader,
+                        device: torch.device) -> dict[str, float]:
+    correct = correct5 = n = 0
+    loss_sum = 0.0
+    for batch in loader:
+        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                 for k, v in batch.items()}
+        logits = predict(batch).float()
+        y = batch["label"]
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += topk_correct(logits, y, 1)
+        correct5 += topk_correct(logits, y, 5)
+        n += len(y)
+    return {"acc": correct / max(1, n), "top5": correct5 / max(1, n),
+            "loss": loss_sum / max(1, n), "samples": float(n)}
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    with artifacts.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
+    """Load a tmkt checkpoint safely (``weights_only``: a pickle that would run code is
+    refused) and check it is one."""
+    path = Path(path)
+    if not path.is_file():
+        raise TmktError(f"{path}: {what} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for unreadable / unsafe files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Unsupported global" in str(e):  # a class or function reference in the pickle
+            raise TmktError(f"{path}: refused to load: the file holds Python objects that "
+                            f"would run code (not a plain tmkt checkpoint)") from None
+        raise TmktError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TmktError(f"{path}: not a tmkt checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise TmktError(f"{path}: checkpoint version {state.get('version')} is not supported "
+                        f"(this tmkt reads version {CHECKPOINT_VERSION})")
+    return state
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                      "cached": float(np_state[4])},
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+# --------------------------------------------------------------------------------------------
+# Logging
+# --------------------------------------------------------------------------------------------
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON record a line) plus TensorBoard scalars.
+
+    On resume, records written after the checkpoint being resumed are dropped (they will be
+    written again), as is a last line cut short by a kill.
+    """
+
+    def __init__(self, folder: Path, resume_step: int | None, tensorboard: bool = True):
+        self.path = folder / METRICS
+        kept = []
+        if resume_step is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if rec.get("step", 0) <= resume_step and not (
+                        rec.get("kind") == "eval" and rec.get("step", 0) == resume_step
+                        and rec.get("partial")):
+                    kept.append(line)
+        artifacts.write_text(self.path, "".join(k + "\n" for k in kept))
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(folder / "tensorboard"),
+                                        purge_step=resume_step)
+            except ImportError:  # tensorboard is optional at run time
+                self.tb = None
+
+    def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        rec = {"kind": kind, "step": step, **values}
+        self._file.write(json.dumps(rec) + "\n")
+        self._file.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    path = Path(folder) / METRICS
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+class GradientNoise:
+    """Variance of mini-batch gradients over windows of ``window`` steps.
+
+    Reported as the trace of the gradient covariance divided by the squared norm of the mean
+    gradient (a scale-free noise-to-signal ratio) and the raw trace. Windows are aligned to
+    multiples of ``window`` steps; a window cut by a resume is not reported.
+    """
+
+    def __init__(self, window: int):
+        self.window = window
+        self.count = 0
+        self.sum = self.sumsq = None
+
+    def observe(self, model: nn.Module, step: int) -> dict[str, float] | None:
+        if not self.window:
+            return None
+        g = torch.cat([p.grad.detach().float().flatten() for p in model.parameters()
+                       if p.grad is not None])
+        if step % self.window == 0:
+            self.count, self.sum, self.sumsq = 0, torch.zeros_like(g), torch.zeros_like(g)
+        if self.sum is None:  # resumed mid-window
+            return None
+        self.count += 1
+        self.sum += g
+        self.sumsq += g * g
+        if self.count < self.window:
+            return None
+        mean = self.sum / self.count
+        trace = float((self.sumsq / self.count - mean * mean).clamp_min(0).sum())
+        signal = float((mean * mean).sum())
+        self.sum = None
+        return {"grad_noise_trace": trace,
+                "grad_noise_ratio": trace / signal if signal > 0 else float("inf")}
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+def make_loader(dataset, sampler, num_workers: int, seed: int = 0):
+    # A private generator: creating an iterator must not consume the global RNG (which would
+    # make a run resumed mid-epoch draw other dropout masks than an uninterrupted one).
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=num_workers,
+        worker_init_fn=seed_worker if num_workers else None,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+
+def eval_loader(dataset, batch_size: int, num_workers: int = 0):
+    """Every sample once, in order, including a last batch of one (BN is in eval mode)."""
+    n = len(dataset)
+    batches = [[(i, i) for i in range(start, min(start + batch_size, n))]
+               for start in range(0, n, batch_size)]
+    return make_loader(dataset, batches, num_workers)
+
+
+def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainConfig, *,
+        seed: int, run: StageRun, ui, model_info: dict, num_workers: int = 0,
+        on_stop_poll: Callable[[], bool] | None = None, tensorboard: bool = True) -> FitResult:
+    """Train ``task.model`` on ``train_set[train_indices]``, evaluating on ``eval_set`` every
+    epoch; checkpoints and logs go to ``run.folder``. Resumes from ``last.pt`` when the run's
+    decision is ``resume``."""
+    folder = run.folder
+    seed_everything(seed, cfg.deterministic)
+    device = select_device(cfg.device)
+    model = task.model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr_for(cfg), weight_decay=cfg.weight_decay)
+    steps_per_epoch = batches_per_epoch(len(train_indices), cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise TmktError(f"the training split has {len(train_indices)} sample(s): too few for "
+                        f"a batch (train.batch_size={cfg.batch_size})")
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = min(warmup, max(0, total - 1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+
+    loop = _Loop()
+    last_path, best_path = folder / LAST, folder / BEST
+    resume_step = None
+    if run.decision == "resume" and last_path.exists():
+        state = load_checkpoint(last_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        loop = _Loop(**state["loop"])
+        resume_step = loop.step
+        ui.print(f"resuming at step {loop.step}/{total} (epoch {loop.epoch + 1})")
+    elif run.decision == "resume":
+        resume_step = 0  # killed before the first checkpoint: start over, keep nothing
+    log = MetricsLog(folder, resume_step, tensorboard=tensorboard)
+    noise = GradientNoise(cfg.grad_noise_window)
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(path, {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage": run.stage,
+            "model_info": model_info, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": _rng_state(),
+            "loop": loop.__dict__, "config_hash": run.config_hash})
+
+    def evaluate_now() -> dict[str, float]:
+        model.eval()
+        with torch.no_grad(), autocast(device, cfg.amp):
+            metrics = task.evaluate(eval_loader(eval_set, cfg.batch_size, num_workers), device)
+        model.train()
+        return metrics
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=ui,
+                        transient=False, disable=not ui.is_terminal and not ui.is_jupyter)
+    bar = progress.add_task(run.stage, total=total, completed=loop.step, info="")
+    model.train()
+    window_t, window_n = time.perf_counter(), 0
+    running: dict[str, float] = {}
+    try:
+        with StopSignal() as stop, progress:
+            while loop.step < total:
+                sampler = KeyedBatchSampler(train_indices, cfg.batch_size, seed, loop.epoch,
+                                            start_batch=loop.batch_in_epoch)
+                loader = make_loader(train_set, sampler, num_workers, seed + loop.epoch)
+                for batch in loader:
+                    ctx = StepContext(loop.step, total, loop.epoch, device, seed)
+                    # Global RNG users inside the model (dropout) draw from a per-step seed.
+                    torch.manual_seed(ctx.step_seed())
+                    batch = to_device(batch, device)
+                    with autocast(device, cfg.amp):
+                        out = task.training_step(batch, ctx)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss.detach()).all():
+                        raise TmktError(
+                            f"non-finite loss ({float(loss.detach())}) at step {loop.step} "
+                            f"(epoch {loop.epoch + 1}); stopped before the update, the last "
+                            f"good checkpoint is {last_path if last_path.exists() else 'none'}"
+                            f"; lower train.lr or enable train.grad_clip")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.grad_clip:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    gn = noise.observe(model, loop.step)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    loop.step += 1
+                    loop.batch_in_epoch += 1
+                    n = len(batch["label"])
+                    window_n += n
+                    for k, v in out.items():
+                        running[k] = float(v.detach()) if isinstance(v, torch.Tensor) else v
+                    if gn:
+                        log.write("grad_noise", loop.step, gn)
+                    if loop.step % cfg.log_every_steps == 0 or loop.step == total:
+                        dt = time.perf_counter() - window_t
+                        rate = window_n / dt if dt > 0 else 0.0
+                        log.write("train", loop.step, {**running, "epoch": loop.epoch + 1,
+                                                       "lr": scheduler.get_last_lr()[0],
+                                                       "samples_per_s": rate})
+                        window_t, window_n = time.perf_counter(), 0
+                        info = f"loss {running['loss']:.3f}"
+                        if "acc" in running:
+                            info += f" acc {running['acc']:.3f}"
+                        progress.update(bar, info=info + f" {rate:.0f} samples/s")
+                    progress.update(bar, completed=loop.step)
+                    if cfg.checkpoint_every_steps and loop.step % cfg.checkpoint_every_steps == 0:
+                        checkpoint(last_path)
+                    if stop.requested or (on_stop_poll and on_stop_poll()):
+                        checkpoint(last_path)
+                        raise StopRequested(f"signal {stop.requested}: checkpoint saved at step "
+                                            f"{loop.step}; run the same command to resume")
+                    if loop.step >= total:
+                        break
+                epoch_done = loop.batch_in_epoch >= steps_per_epoch
+                if epoch_done or loop.step >= total:
+                    metrics = evaluate_now()
+                    loop.last_eval = metrics
+                    log.write("eval", loop.step, {"epoch": loop.epoch + 1, **metrics})
+                    ui.print(f"epoch {loop.epoch + 1}: " + "  ".join(
+                        f"{k} {v:.4f}" for k, v in metrics.items()
+                        if isinstance(v, float)))
+                    improved = metrics.get("acc", -1.0) > loop.best_acc
+                    if improved:
+                        loop.best_acc = metrics.get("acc", -1.0)
+                        loop.best = {"epoch": loop.epoch + 1, "step": loop.step, **metrics}
+                    if epoch_done:
+                        loop.epoch += 1
+                        loop.batch_in_epoch = 0
+                    checkpoint(last_path)
+                    if improved:
+                        checkpoint(best_path)
+                    run.update(metrics={"step": loop.step, "epoch": loop.epoch,
+                                        "last": metrics, "best": loop.best})
+    finally:
+        log.close()
+    return FitResult(metrics=loop.last_eval, best=loop.best, steps=loop.step,
+                     checkpoint=last_path, best_checkpoint=best_path)

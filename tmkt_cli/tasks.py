@@ -1,0 +1,182 @@
+"""What one training step computes, for every method: the engine's :class:`Task` objects.
+
+``SNNTransferTask`` covers event_only, finetune, kt, tmkt and (with a teacher) CKD: each
+component (sliding replacement, time-step mixup, MAG, MRP, domain alignment, STR weights,
+TET, KD) is a switch in the method config, so an ablation is a recipe, not a code change.
+The equations are in docs/methods.md; the maths lives in tmkt_cli/methods/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
+from torch import nn
+
+from tmkt_cli.config import MethodConfig
+from tmkt_cli.engine import StepContext, evaluate_classifier
+from tmkt_cli.methods.losses import (domain_alignment_loss, kd_loss, linear_cka, mag_loss,
+                                     mean_logits_ce, mrp_loss, tet_loss)
+from tmkt_cli.methods.schedules import (kd_weight, mix_ratio_at,
+                                        sliding_replacement_probability)
+from tmkt_cli.methods.tsm import (event_frame_mask, sample_truncation,
+                                  solve_trigger_probability, time_step_mixup)
+
+
+def as_sequence(events: torch.Tensor) -> torch.Tensor:
+    """Loader batches are [B, T, 2, H, W]; the networks read [T, B, 2, H, W]."""
+    return events.transpose(0, 1).contiguous()
+
+
+@dataclass
+class Teacher:
+    """CKD's frozen ANN teacher and the phase schedule of its weight W."""
+
+    model: nn.Module
+    temperature: float
+    weight: float
+    switch_at: float
+    steepness: float
+
+
+class SNNTransferTask:
+    """Two streams through one spiking trunk (or one stream for event_only / finetune)."""
+
+    # Purposes of the per-step random streams (so each draw has its own generator).
+    _REPLACE, _MIX = 1, 2
+
+    def __init__(self, model: nn.Module, method: MethodConfig, threshold: float,
+                 teacher: Teacher | None = None):
+        self.model = model
+        self.m = method
+        self.threshold = threshold
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.model.eval()
+            for p in teacher.model.parameters():
+                p.requires_grad_(False)
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor, head: str):
+        out = self.model(x, head=head)
+        functional.reset_net(self.model)  # the next stream / batch starts from rest
+        return out
+
+    def _cls_loss(self, logits: torch.Tensor, y: torch.Tensor,
+                  step_weights: torch.Tensor | None = None) -> torch.Tensor:
+        if self.m.tet:
+            return tet_loss(logits, y, lam=self.m.tet_lambda, theta=self.threshold,
+                            step_weights=step_weights)
+        return mean_logits_ce(logits, y)
+
+    def _is_static_phase(self, ctx: StepContext) -> bool:
+        return self.m.name == "finetune" and ctx.progress < self.m.finetune_static_epochs
+
+    # -- the step ----------------------------------------------------------------------------
+    def training_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
+        events = as_sequence(batch["events"])
+        y = batch["label"]
+        T, B = events.shape[:2]
+        m = self.m
+
+        if self._is_static_phase(ctx):  # finetune, phase 1: static sequences only
+            static = batch["static"].unsqueeze(0).expand(T, *batch["static"].shape)
+            out = self._forward(static, "event")
+            loss = self._cls_loss(out.logits, y)
+            return {"loss": loss, "acc": _acc(out.logits, y)}
+
+        two_streams = m.tsm or m.sliding_replacement or m.domain_alignment or \
+            self.teacher is not None
+        if not two_streams:  # event_only, finetune phase 2
+            out = self._forward(events, "event")
+            loss = self._cls_loss(out.logits, y)
+            return {"loss": loss, "acc": _acc(out.logits, y)}
+
+        # The static/mixed stream starts as the partner image repeated over T.
+        static = batch["static"].unsqueeze(0).expand(T, *batch["static"].shape)
+        source = static
+        event_mask = torch.zeros(T, B, dtype=torch.bool, device=events.device)
+        logs: dict[str, torch.Tensor] = {}
+        if m.sliding_replacement:
+            P = sliding_replacement_probability(ctx.step, ctx.total_steps)
+            replace = (torch.rand(B, generator=ctx.generator(self._REPLACE)) < P)
+            replace = replace.to(events.device)
+            source = torch.where(replace.view(1, B, *([1] * (events.dim() - 2))), events,
+                                 source)
+            event_mask |= replace.view(1, B)
+            logs["replace_p"] = torch.tensor(P)
+        if m.tsm:
+            r_m = mix_ratio_at(ctx.progress, m)
+            p = solve_trigger_probability(r_m, T)
+            t_star = sample_truncation(B, T, p, ctx.generator(self._MIX)).to(events.device)
+            mask = event_frame_mask(t_star, T)
+            source = time_step_mixup(source, events, mask)
+            event_mask |= mask
+            logs["mix_ratio"] = torch.tensor(r_m)
+
+        out_s = self._forward(source, "static")
+        out_e = self._forward(events, "event")
+        eta = self.model.eta if m.str_weights else None
+        event_weights = 1 - torch.sigmoid(eta) if eta is not None else None
+        loss_s = self._cls_loss(out_s.logits, y)
+        loss_e = self._cls_loss(out_e.logits, y, event_weights)
+        loss = loss_s + loss_e
+        logs.update(loss_static=loss_s.detach(), loss_event=loss_e.detach(),
+                    acc=_acc(out_e.logits, y), acc_static=_acc(out_s.logits, y))
+        if m.domain_alignment:
+            loss_da = domain_alignment_loss(out_s.features, out_e.features, eta)
+            loss = loss + m.da_weight * loss_da
+            logs["loss_da"] = loss_da.detach()
+        with torch.no_grad():
+            logs["cka"] = torch.stack([linear_cka(out_s.features[t].float(),
+                                                  out_e.features[t].float())
+                                       for t in range(T)]).mean()
+        if m.tsm and m.mag:
+            loss_mag = mag_loss(self.model.mag_head(out_s.features), event_mask)
+            loss = loss + m.mag_weight * loss_mag
+            logs["loss_mag"] = loss_mag.detach()
+        if m.tsm and m.mrp:
+            ratio = event_mask.float().mean(0)
+            loss_mrp = mrp_loss(self.model.mrp_head(out_s.features), ratio)
+            loss = loss + m.mrp_weight * loss_mrp
+            logs["loss_mrp"] = loss_mrp.detach()
+        if self.teacher is not None:
+            t = self.teacher
+            with torch.no_grad():
+                teacher_logits = t.model(batch["static"])
+            w = kd_weight(ctx.progress, t.switch_at, t.steepness)
+            loss_kd = kd_loss(out_s.logits.mean(0), teacher_logits, t.temperature)
+            loss = loss + t.weight * w * loss_kd
+            logs.update(loss_kd=loss_kd.detach(), kd_w=torch.tensor(w))
+        return {"loss": loss, **logs}
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, loader, device: torch.device) -> dict[str, float]:
+        """Event test split, event head, time-averaged logits."""
+        return evaluate_classifier(lambda b: self._forward(as_sequence(b["events"]),
+                                                           "event").logits.mean(0),
+                                   loader, device)
+
+
+class ImageClassifierTask:
+    """The ANN teacher: cross-entropy on static images (pretrain-ann)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def training_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
+        logits = self.model(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        return {"loss": loss, "acc": _acc(logits, batch["label"])}
+
+    def evaluate(self, loader, device: torch.device) -> dict[str, float]:
+        return evaluate_classifier(lambda b: self.model(b["image"]), loader, device)
+
+
+def _acc(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Accuracy of [B, K] logits or of [T, B, K] logits averaged over time."""
+    if logits.dim() == 3:
+        logits = logits.mean(0)
+    return (logits.detach().argmax(-1) == y).float().mean()
