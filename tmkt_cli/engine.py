@@ -159,11 +159,13 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for unreadable / unsafe files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Unsupported global" in str(e):  # a class or function reference in the pickle
+        text = str(e)
+        if "GLOBAL" in text or "Unsupported global" in text:  # a class/function reference
             raise TmktError(f"{path}: refused to load: the file holds Python objects that "
                             f"would run code (not a plain tmkt checkpoint)") from None
-        raise TmktError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+        detail = next((ln.strip() for ln in text.splitlines()
+                       if "Unsupported operand" in ln or "error" in ln.lower()), type(e).__name__)
+        raise TmktError(f"{path}: not a readable checkpoint ({detail[:120]})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TmktError(f"{path}: not a tmkt checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
