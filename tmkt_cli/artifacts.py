@@ -178,6 +178,15 @@ class Upstream:
     def output(self, name: str) -> Path:
         return self.folder / self.manifest["outputs"][name]["path"]
 
+    @classmethod
+    def for_file(cls, path: str | Path, key: str) -> Upstream:
+        """A plain file a stage reads (e.g. user-supplied weights): its content hash stands in
+        for an upstream manifest's output hash."""
+        path = Path(path)
+        if not path.is_file():
+            raise TmktError(f"{path}: not found (from {key})")
+        return cls(path, {"output_hash": file_hash(path)[:16], "outputs": {}})
+
 
 def read_upstream(folder: str | Path, stage: str | tuple[str, ...], key: str,
                   hint: str = "") -> Upstream:

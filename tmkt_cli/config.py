@@ -233,8 +233,9 @@ class MethodConfig:
 
 @dataclass
 class PretrainAnnConfig:
-    backbone: Literal["resnet18", "vgg"] = "vgg"
-    """ANN teacher: ResNet-18 or a VGG with the student's layout and ReLU."""
+    backbone: str = "vgg"
+    """ANN teacher from the registry: vgg (the VGG-SNN layout with ReLU), resnet18, or the
+    layout of another student backbone with ReLU (digitsnet, scnn)."""
     init_weights: str = ""
     """Optional weights file to start from (e.g. an ImageNet checkpoint on disk)."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=1e-2))
@@ -253,6 +254,16 @@ class DistillConfig:
     """Fraction of training where W switches from 1 (phase I) to 0 (phase II)."""
     steepness: float = param(50.0, gt=0)
     """Steepness of the switch: W = 1 - sigmoid(steepness * (progress - switch_at))."""
+    sliding_replacement: bool = True
+    """Replace whole static sequences by event sequences with P = min(1, (i/I)^3)."""
+    domain_alignment: bool = True
+    """CKA alignment of the two streams' penultimate membrane potentials."""
+    str_weights: bool = True
+    """Learnable per-step weights sigma(eta_t) in L_DA and the event loss."""
+    da_weight: float = param(1.0, ge=0)
+    """Weight of L_DA (CKD's total loss adds it with weight 1)."""
+    tet: bool = True
+    """TET loss on both heads (otherwise CE on time-averaged logits)."""
 
 
 @dataclass

@@ -144,6 +144,8 @@ class SNNTransferTask:
             logs["loss_mrp"] = loss_mrp.detach()
         if self.teacher is not None:
             t = self.teacher
+            if next(t.model.parameters()).device != events.device:  # not in the student's
+                t.model.to(events.device)                           # state, so moved here
             with torch.no_grad():
                 teacher_logits = t.model(batch["static"])
             w = kd_weight(ctx.progress, t.switch_at, t.steepness)

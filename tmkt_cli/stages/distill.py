@@ -1,0 +1,95 @@
+"""tmkt distill: CKD, phased cross knowledge distillation from an ANN teacher into an SNN.
+
+The student is KT's two-stream SNN (static stream with sliding replacement, event stream, CKA
+alignment with STR weights); the frozen teacher distils into the static stream's logits with a
+weight W that is 1 in phase I and switches steeply to 0 for phase II:
+``L = (W L_KD + L_cls_static) + L_cls_event + L_DA``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
+from tmkt_cli.config import MethodConfig, Recipe
+from tmkt_cli.errors import TmktError
+from tmkt_cli.stages.train_tmkt import build_training_data, dataset_input, snn_model_info
+
+STAGE = "distill"
+
+
+def folder(recipe: Recipe) -> Path:
+    return recipe.stage_dir(STAGE)
+
+
+def teacher_dir(recipe: Recipe) -> Path:
+    return Path(recipe.distill.teacher) if recipe.distill.teacher else \
+        recipe.stage_dir("pretrain-ann")
+
+
+def inputs(recipe: Recipe) -> dict[str, Upstream]:
+    return {"dataset": dataset_input(recipe),
+            "teacher": read_upstream(teacher_dir(recipe), "pretrain-ann",
+                                     "recipe key distill.teacher",
+                                     hint="tmkt pretrain-ann RECIPE")}
+
+
+def ckd_method(recipe: Recipe) -> MethodConfig:
+    """CKD's student components, as switches of the shared transfer task."""
+    d = recipe.distill
+    return MethodConfig(name="kt", tsm=False, mag=False, mrp=False,
+                        sliding_replacement=d.sliding_replacement,
+                        domain_alignment=d.domain_alignment, str_weights=d.str_weights,
+                        da_weight=d.da_weight, tet=d.tet, tet_lambda=recipe.method.tet_lambda)
+
+
+def load_teacher(path: Path, classes: list[str], size: int):
+    from tmkt_cli.engine import load_checkpoint
+    from tmkt_cli.models.ann import build_ann
+
+    state = load_checkpoint(path, "teacher checkpoint")
+    info = state.get("model_info", {})
+    if info.get("kind") != "ann":
+        raise TmktError(f"{path}: not an ANN teacher checkpoint (it holds a "
+                        f"{info.get('kind', 'unknown')} model)")
+    if list(info.get("classes", [])) != list(classes):
+        raise TmktError(f"{path}: the teacher was trained on other classes "
+                        f"({info.get('num_classes')} classes) than this dataset "
+                        f"({len(classes)} classes)")
+    if info.get("size") != size:
+        raise TmktError(f"{path}: the teacher was trained at {info.get('size')}px, the dataset "
+                        f"is {size}px")
+    model = build_ann(info["backbone"], len(classes), size)
+    model.load_state_dict(state["model"])
+    return model
+
+
+def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
+    from tmkt_cli import engine
+    from tmkt_cli.models import build_snn
+    from tmkt_cli.tasks import SNNTransferTask, Teacher
+
+    d = recipe.distill
+    info, train, test, indices = build_training_data(recipe, run, with_static=True)
+    teacher_path = Path(run.inputs["teacher"]["path"]) / engine.LAST
+    teacher = load_teacher(teacher_path, info.classes, info.size)
+    student = build_snn(recipe.model, len(info.classes), info.size, info.time_steps)
+    ui.print(f"{STAGE}: {len(indices)}/{len(train)} event training recordings, teacher "
+             f"{teacher_path}, W switches at {d.switch_at:.0%} of training")
+    task = SNNTransferTask(student, ckd_method(recipe), threshold=recipe.model.threshold,
+                           teacher=Teacher(teacher, d.temperature, d.kd_weight, d.switch_at,
+                                           d.steepness))
+    result = engine.fit(task, train, test, indices, recipe.train, seed=recipe.seed, run=run,
+                        ui=ui, num_workers=recipe.data.num_workers,
+                        model_info=snn_model_info(recipe, info.classes, info.size,
+                                                  info.time_steps))
+    run.complete(outputs={"checkpoint": engine.LAST, "best": engine.BEST,
+                          "metrics": engine.METRICS},
+                 metrics={"test_acc": result.metrics.get("acc"),
+                          "test_top5": result.metrics.get("top5"),
+                          "best_acc": result.best.get("acc"), "steps": result.steps,
+                          "event_train_samples": int(len(indices))})
+    ui.print(f"{STAGE}: done, test accuracy {result.metrics.get('acc', float('nan')):.4f} "
+             f"-> {run.folder}")

@@ -1,0 +1,70 @@
+"""tmkt pretrain-ann: the ANN teacher of CKD, trained on the prepared dataset's images.
+
+The teacher sees the same input conversion as the student's static stream (HSV V channel or
+grey, repeated to 2 channels), one frame instead of T.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from tmkt_cli.artifacts import StageRun, Upstream
+from tmkt_cli.config import Recipe
+from tmkt_cli.errors import TmktError
+from tmkt_cli.stages.train_tmkt import dataset_input
+
+STAGE = "pretrain-ann"
+
+
+def folder(recipe: Recipe) -> Path:
+    return recipe.stage_dir(STAGE)
+
+
+def inputs(recipe: Recipe) -> dict[str, Upstream]:
+    ups = {"dataset": dataset_input(recipe)}
+    if recipe.pretrain_ann.init_weights:
+        ups["init_weights"] = Upstream.for_file(recipe.pretrain_ann.init_weights,
+                                                "recipe key pretrain_ann.init_weights")
+    return ups
+
+
+def ann_model_info(backbone: str, classes: list[str], size: int) -> dict:
+    return {"kind": "ann", "backbone": backbone, "num_classes": len(classes),
+            "classes": list(classes), "size": size}
+
+
+def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
+    import numpy as np
+
+    from tmkt_cli import engine
+    from tmkt_cli.data.loaders import ImageDataset
+    from tmkt_cli.data.store import open_dataset
+    from tmkt_cli.models.ann import build_ann, load_init_weights
+    from tmkt_cli.tasks import ImageClassifierTask
+
+    cfg = recipe.pretrain_ann
+    h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
+    info = open_dataset(h5)
+    train = ImageDataset(h5, "train", recipe.data, augment=True)
+    test = ImageDataset(h5, "test", recipe.data, augment=False)
+    if len(train) == 0:
+        raise TmktError(f"{h5}: the dataset has no training images (an event-only dataset "
+                        f"cannot train an ANN teacher)")
+    model = build_ann(cfg.backbone, len(info.classes), info.size)
+    if cfg.init_weights:
+        load_init_weights(model, cfg.init_weights)
+    ui.print(f"{STAGE}: {cfg.backbone} teacher on {len(train)} training images, "
+             f"{len(test)} test images, {len(info.classes)} classes")
+    result = engine.fit(ImageClassifierTask(model), train, test, np.arange(len(train)),
+                        cfg.train, seed=recipe.seed, run=run, ui=ui,
+                        num_workers=recipe.data.num_workers,
+                        model_info=ann_model_info(cfg.backbone, info.classes, info.size))
+    run.complete(outputs={"checkpoint": engine.LAST, "best": engine.BEST,
+                          "metrics": engine.METRICS},
+                 metrics={"test_acc": result.metrics.get("acc"),
+                          "best_acc": result.best.get("acc"), "steps": result.steps})
+    ui.print(f"{STAGE}: done, image test accuracy {result.metrics.get('acc', float('nan')):.4f}"
+             f" -> {run.folder}")
+
