@@ -45,10 +45,13 @@ class KeyedBlobs(torch.utils.data.Dataset):
 
 
 class ToyTask:
-    def __init__(self, nan_at_step: int | None = None):
+    def __init__(self, nan_at_step: int | None = None, batch_norm: bool = True):
         torch.manual_seed(0)
+        # BatchNorm and dropout make the resume tests meaningful; the distributed test leaves
+        # them out (per-rank batch statistics differ from one process's by design).
         self.model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(),
-                                   nn.Dropout(0.1), nn.Linear(16, 3))
+                                   nn.Dropout(0.1), nn.Linear(16, 3)) if batch_norm else \
+            nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
         self.nan_at_step = nan_at_step
 
     def training_step(self, batch, ctx):
@@ -93,6 +96,30 @@ def train(folder: Path, epochs: int = 3, kill_at: int | None = None, nan_at: int
     return task.model, result
 
 
+def train_via_stage(folder: Path, steps: int = 6) -> None:
+    """Toy training through the stage driver (as `tmkt train-tmkt` runs it), so torchrun-style
+    processes exercise rank 0 owning the folder and the others following it."""
+    from tmkt_cli.config import load_recipe
+    from tmkt_cli.stages.common import execute
+
+    torch.set_num_threads(1)
+    recipe = load_recipe(None, ["name=toy"])
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, lr_scaling=False, warmup_epochs=0,
+                      log_every_steps=1, device="cpu", max_steps=steps)
+
+    def body(recipe, run, ui):
+        task = ToyTask(batch_norm=False)
+        result = engine.fit(task, KeyedBlobs(), KeyedBlobs(n=30, seed=1), np.arange(96), cfg,
+                            seed=7, run=run, ui=ui, model_info={"kind": "toy"},
+                            tensorboard=False)
+        run.complete({"checkpoint": engine.LAST}, {"acc": result.metrics["acc"]})
+
+    execute("train-tmkt", recipe, folder, lambda r: {}, body, Console(quiet=True))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "stage":
+        train_via_stage(Path(sys.argv[2]))
+        sys.exit(0)
     folder, kill = Path(sys.argv[1]), int(sys.argv[2])
     train(folder, kill_at=kill if kill >= 0 else None)

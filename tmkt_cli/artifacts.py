@@ -248,16 +248,20 @@ class StageRun:
     decision: Decision
     previous: dict | None = None
     manifest: dict = field(default_factory=dict)
+    writer: bool = True
+    """False on the non-zero ranks of a distributed job: they follow rank 0, write nothing."""
     _lock_fd: int | None = None
     _t0: float = 0.0
 
     def start(self) -> None:
+        self._t0 = time.time()
+        if not self.writer:
+            return
         remove_stale_temporaries(self.folder)
         attempts = (self.previous or {}).get("timings", {}).get("attempts", 0) \
             if self.decision == "resume" else 0
         started = (self.previous or {}).get("timings", {}).get("started") \
             if self.decision == "resume" else None
-        self._t0 = time.time()
         self.manifest = {
             "tool": "tmkt",
             "schema": MANIFEST_SCHEMA,
@@ -287,6 +291,8 @@ class StageRun:
 
     def update(self, **fields: Any) -> None:
         """Merge fields into the running manifest (e.g. progress metrics)."""
+        if not self.writer:
+            return
         self.manifest.update(fields)
         self.manifest["timings"]["seconds"] = round(self._elapsed(), 3)
         write_json(self.folder / MANIFEST, self.manifest)
@@ -298,6 +304,9 @@ class StageRun:
         ``hashes`` may give precomputed content hashes (e.g. of arrays) to avoid rereading
         large files; otherwise each output file is hashed with sha256.
         """
+        if not self.writer:
+            self.manifest["status"] = "complete"
+            return
         hashes = dict(hashes or {})
         entries = {}
         for name, rel in outputs.items():
@@ -315,7 +324,7 @@ class StageRun:
         write_json(self.folder / MANIFEST, self.manifest)
 
     def fail(self, error: str, status: str = "failed") -> None:
-        if not self.manifest:
+        if not self.manifest or not self.writer:
             return
         self.manifest["status"] = status
         self.manifest["error"] = error

@@ -178,6 +178,8 @@ class TrainConfig:
     """auto (CUDA when present), cpu, cuda, cuda:N."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms (slower on GPU, bitwise repeatable)."""
+    sync_bn: bool = False
+    """Distributed runs: synchronise BatchNorm statistics across GPUs (SyncBatchNorm)."""
     checkpoint_every_steps: int = param(0, ge=0, volatile=True)
     """Also checkpoint every N steps (0: only at the end of each epoch)."""
     log_every_steps: int = param(10, ge=1, volatile=True)

@@ -31,7 +31,8 @@ from tmkt_cli.artifacts import StageRun
 from tmkt_cli.config import TrainConfig
 from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
 from tmkt_cli.errors import StopRequested, TmktError
-from tmkt_cli.runtime import StopSignal, autocast, seed_everything, seed_worker, select_device
+from tmkt_cli.runtime import (DIST, StopSignal, autocast, seed_everything, seed_worker,
+                              select_device)
 
 CHECKPOINT_FORMAT = "tmkt-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -79,6 +80,19 @@ class Task(Protocol):
 
     def evaluate(self, loader, device: torch.device) -> dict[str, float]:
         """Metrics on the evaluation split; ``acc`` selects the best checkpoint."""
+
+
+class _StepModule(nn.Module):
+    """The whole training step as one module call, so DistributedDataParallel sees a single
+    forward per backward even when a method runs two streams through the trunk."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.model = task.model
+        self._task = [task]  # a list keeps the task out of the module tree
+
+    def forward(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
+        return self._task[0].training_step(batch, ctx)
 
 
 @dataclass
@@ -292,6 +306,28 @@ class GradientNoise:
                 "grad_noise_ratio": trace / signal if signal > 0 else float("inf")}
 
 
+class _NullLog:
+    """What the non-zero ranks log to: nothing (rank 0 writes the files)."""
+
+    def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def reduce_means(metrics: dict[str, float]) -> dict[str, float]:
+    """Combine per-rank evaluation means, weighted by each rank's ``samples``."""
+    if not DIST.enabled:
+        return metrics
+    keys = sorted(k for k in metrics if k != "samples")
+    n = metrics.get("samples", 0.0)
+    sums = DIST.sum([metrics[k] * n for k in keys] + [n])
+    total = sums[-1]
+    return {**{k: v / max(total, 1.0) for k, v in zip(keys, sums[:-1], strict=True)},
+            "samples": total}
+
+
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
@@ -306,11 +342,13 @@ def make_loader(dataset, sampler, num_workers: int, seed: int = 0):
         persistent_workers=False, pin_memory=torch.cuda.is_available())
 
 
-def eval_loader(dataset, batch_size: int, num_workers: int = 0):
-    """Every sample once, in order, including a last batch of one (BN is in eval mode)."""
-    n = len(dataset)
-    batches = [[(i, i) for i in range(start, min(start + batch_size, n))]
-               for start in range(0, n, batch_size)]
+def eval_loader(dataset, batch_size: int, num_workers: int = 0, rank: int = 0,
+                world_size: int = 1):
+    """Every sample once, in order, including a last batch of one (BN is in eval mode).
+    Distributed: rank r takes samples r, r + world_size, ..."""
+    mine = list(range(rank, len(dataset), world_size))
+    batches = [[(i, i) for i in mine[start:start + batch_size]]
+               for start in range(0, len(mine), batch_size)]
     return make_loader(dataset, batches, num_workers)
 
 
@@ -323,7 +361,17 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     folder = run.folder
     seed_everything(seed, cfg.deterministic)
     device = select_device(cfg.device)
+    if cfg.sync_bn:
+        if device.type != "cuda":
+            raise TmktError("train.sync_bn: SyncBatchNorm needs GPUs (torch supports it on "
+                            "CUDA only); turn it off on the CPU")
+        task.model = nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
     model = task.model.to(device)
+    step_module: nn.Module = _StepModule(task)
+    if DIST.enabled:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)  # heads of switched-off components get no grads
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr_for(cfg), weight_decay=cfg.weight_decay)
     steps_per_epoch = batches_per_epoch(len(train_indices), cfg.batch_size)
@@ -354,10 +402,13 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
         ui.print(f"resuming at step {loop.step}/{total} (epoch {loop.epoch + 1})")
     elif run.decision == "resume":
         resume_step = 0  # killed before the first checkpoint: start over, keep nothing
-    log = MetricsLog(folder, resume_step, tensorboard=tensorboard)
+    log = MetricsLog(folder, resume_step, tensorboard=tensorboard) if DIST.is_main \
+        else _NullLog()
     noise = GradientNoise(cfg.grad_noise_window)
 
     def checkpoint(path: Path) -> None:
+        if not DIST.is_main:
+            return
         save_checkpoint(path, {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage": run.stage,
             "model_info": model_info, "model": model.state_dict(),
@@ -368,9 +419,10 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     def evaluate_now() -> dict[str, float]:
         model.eval()
         with torch.no_grad(), autocast(device, cfg.amp):
-            metrics = task.evaluate(eval_loader(eval_set, cfg.batch_size, num_workers), device)
+            metrics = task.evaluate(eval_loader(eval_set, cfg.batch_size, num_workers,
+                                                DIST.rank, DIST.world_size), device)
         model.train()
-        return metrics
+        return reduce_means(metrics)
 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
@@ -387,7 +439,8 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
         with StopSignal() as stop, progress:
             while loop.step < total:
                 sampler = KeyedBatchSampler(train_indices, cfg.batch_size, seed, loop.epoch,
-                                            start_batch=loop.batch_in_epoch)
+                                            start_batch=loop.batch_in_epoch, rank=DIST.rank,
+                                            world_size=DIST.world_size)
                 loader = make_loader(train_set, sampler, num_workers, seed + loop.epoch)
                 for batch in loader:
                     ctx = StepContext(loop.step, total, loop.epoch, device, seed)
@@ -395,9 +448,9 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                     torch.manual_seed(ctx.step_seed())
                     batch = to_device(batch, device)
                     with autocast(device, cfg.amp):
-                        out = task.training_step(batch, ctx)
+                        out = step_module(batch, ctx)
                     loss = out["loss"]
-                    if not torch.isfinite(loss.detach()).all():
+                    if DIST.any(not bool(torch.isfinite(loss.detach()).all())):
                         raise TmktError(
                             f"non-finite loss ({float(loss.detach())}) at step {loop.step} "
                             f"(epoch {loop.epoch + 1}); stopped before the update, the last "
@@ -434,7 +487,7 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                     progress.update(bar, completed=loop.step)
                     if cfg.checkpoint_every_steps and loop.step % cfg.checkpoint_every_steps == 0:
                         checkpoint(last_path)
-                    if stop.requested or (on_stop_poll and on_stop_poll()):
+                    if DIST.any(bool(stop.requested) or bool(on_stop_poll and on_stop_poll())):
                         checkpoint(last_path)
                         raise StopRequested(f"signal {stop.requested}: checkpoint saved at step "
                                             f"{loop.step}; run the same command to resume")

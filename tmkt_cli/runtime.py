@@ -105,3 +105,85 @@ class StopSignal:
     def __exit__(self, *exc) -> None:
         for s, h in self._previous.items():
             signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed training (torchrun)
+# --------------------------------------------------------------------------------------------
+
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when not distributed).
+
+    Rank 0 owns the run folder: it alone locks it, writes files and decides whether the stage
+    is fresh, resumed or up to date; the other ranks follow that decision.
+    """
+
+    def __init__(self) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def init(self) -> None:
+        """Join the process group (NCCL on GPUs, gloo on the CPU) once."""
+        if not self.enabled:
+            return
+        import torch
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            return
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(self.local_rank)
+        dist.init_process_group(backend=backend)
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank."""
+        if not self.enabled:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0])
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def sum(self, values: list[float]) -> list[float]:
+        if not self.enabled:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t)
+        return t.cpu().tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+            dist.barrier()
+
+
+DIST = Distributed()

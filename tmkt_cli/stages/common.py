@@ -42,9 +42,31 @@ def execute(stage: str, recipe: Recipe, folder: Path,
             ui.print(f"action:  {_describe(run.decision, folder)}")
         return None
 
-    ups = inputs(recipe)
-    run = open_stage(folder, stage, dump_yaml(recipe), cfg, chash, _input_hashes(ups),
-                     force=force, resume=resume)
+    from tmkt_cli.runtime import DIST
+
+    DIST.init()
+    if DIST.enabled and not DIST.is_main:
+        # Follow rank 0: it alone checks, locks and writes the folder.
+        outcome = DIST.broadcast(None)
+        if outcome[0] == "error":
+            raise TmktError(outcome[1])
+        _, decision, input_hashes = outcome
+        run = StageRun(folder=folder, stage=stage, config_text="", stage_config=cfg,
+                       config_hash=chash, inputs=input_hashes, decision=decision,
+                       writer=False)
+        if decision == "up-to-date":
+            return run
+        run.start()
+        body(recipe, run, Console(quiet=True))
+        return run
+    try:
+        ups = inputs(recipe)
+        run = open_stage(folder, stage, dump_yaml(recipe), cfg, chash, _input_hashes(ups),
+                         force=force, resume=resume)
+    except TmktError as e:
+        DIST.broadcast(("error", str(e)))
+        raise
+    DIST.broadcast(("ok", run.decision, run.inputs))
     if run.decision == "up-to-date":
         ui.print(f"{stage}: up to date ({folder})")
         return run
