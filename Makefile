@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tmkt-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-faults demo bench lint format docs clean
+.PHONY: install test test-faults demo bench lint format docs clean pipeline
 
 install: $(STAMP)  ## create .venv and install tmkt with its dependencies (CPU route)
 
@@ -38,6 +38,45 @@ format: install
 
 docs: install  ## regenerate docs/recipes.md from the schema
 	$(BIN)/tmkt recipe-doc > docs/recipes.md
+
+# --- make pipeline RECIPE=recipes/<dataset>/<method>.yaml [SET="--set seed=1024 ..."] -------
+# prepare -> (pretrain-ann -> distill | train-tmkt) -> eval -> cam. Each target is a stamp in
+# the stage's run folder, touched only after the stage completed; tmkt itself decides "up to
+# date" / resume / refuse, and each folder's lock keeps `make -j` from running a stage twice.
+ifdef RECIPE
+TMKT   := $(abspath $(BIN))/tmkt
+PATHS  := $(shell test -x $(TMKT) && $(TMKT) paths $(RECIPE) $(SET))
+get     = $(patsubst $(1)=%,%,$(filter $(1)=%,$(PATHS)))
+DONE   := .make-done
+RECIPE_FILES := $(RECIPE) $(wildcard $(dir $(RECIPE))base.yaml)
+DS_DONE := $(call get,dataset)/$(DONE)
+PT_DONE := $(call get,pretrain-ann)/$(DONE)
+DI_DONE := $(call get,distill)/$(DONE)
+TT_DONE := $(call get,train-tmkt)/$(DONE)
+EV_DONE := $(call get,eval)/$(DONE)
+CAM_DONE := $(call get,cam)/$(DONE)
+SOURCE_DONE := $(if $(filter distill,$(call get,eval_source)),$(DI_DONE),$(if $(filter pretrain-ann,$(call get,eval_source)),$(PT_DONE),$(TT_DONE)))
+
+pipeline: install
+	@test -n "$(PATHS)" || { echo "error: cannot resolve $(RECIPE) (see: $(TMKT) paths $(RECIPE))"; exit 2; }
+	$(MAKE) --no-print-directory $(CAM_DONE) RECIPE=$(RECIPE) SET='$(SET)'
+
+$(DS_DONE): $(RECIPE_FILES)
+	$(TMKT) prepare $(RECIPE) $(SET) && touch $@
+$(PT_DONE): $(DS_DONE) $(RECIPE_FILES)
+	$(TMKT) pretrain-ann $(RECIPE) $(SET) && touch $@
+$(DI_DONE): $(PT_DONE) $(DS_DONE) $(RECIPE_FILES)
+	$(TMKT) distill $(RECIPE) $(SET) && touch $@
+$(TT_DONE): $(DS_DONE) $(RECIPE_FILES)
+	$(TMKT) train-tmkt $(RECIPE) $(SET) && touch $@
+$(EV_DONE): $(SOURCE_DONE) $(RECIPE_FILES)
+	$(TMKT) eval $(RECIPE) $(SET) && touch $@
+$(CAM_DONE): $(EV_DONE) $(RECIPE_FILES)
+	$(TMKT) cam $(RECIPE) $(SET) && touch $@
+else
+pipeline:
+	@echo "usage: make pipeline RECIPE=recipes/<dataset>/<method>.yaml [SET='--set key=value']"; exit 2
+endif
 
 clean:
 	rm -rf $(VENV) runs prepared .pytest_cache

@@ -86,22 +86,25 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
                if v.is_floating_point())
 
 
-def test_sigterm_checkpoints_and_resume_matches(reference, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_checkpoints_and_rerun_matches(reference, tmp_path, sig):
+    """SLURM preemption: the signal makes the stage checkpoint and exit; the rerun (the
+    requeued job) ends with the weights of an uninterrupted run."""
     folder = tmp_path / "run"
-    code = ("import sys, toy; from pathlib import Path\n"
-            "toy.train(Path(sys.argv[1]), epochs=400, checkpoint_every=0)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, str(Path(toy.__file__)), str(folder), "-1", "0.15"],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
-    while time.time() < deadline and not (folder / "metrics.jsonl").exists():
+    while time.time() < deadline and not (folder / engine.LAST).exists():
         time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and b"StopRequested" in err
     assert read_manifest(folder)["status"] == "interrupted"
     stopped_at = engine.load_checkpoint(folder / engine.LAST)["loop"]["step"]
-    assert 0 < stopped_at < 400 * 6
+    assert 0 < stopped_at < 18
+    proc = subprocess.run([sys.executable, str(Path(toy.__file__)), str(folder), "-1"], env=ENV)
+    assert proc.returncode == 0 and read_manifest(folder)["status"] == "complete"
+    assert_bitwise_equal(weights(folder), weights(reference))
 
 
 def test_max_steps_and_resume_never(tmp_path):

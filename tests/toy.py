@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,8 @@ class ToyTask:
 
 
 def train(folder: Path, epochs: int = 3, kill_at: int | None = None, nan_at: int | None = None,
-          checkpoint_every: int = 1, max_steps: int = 0, resume: str = "auto"):
+          checkpoint_every: int = 1, max_steps: int = 0, resume: str = "auto",
+          sleep: float = 0.0):
     torch.set_num_threads(1)
     cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, lr_scaling=False,
                       warmup_epochs=1, checkpoint_every_steps=checkpoint_every,
@@ -82,6 +84,7 @@ def train(folder: Path, epochs: int = 3, kill_at: int | None = None, nan_at: int
     calls = {"n": 0}
 
     def poll():
+        time.sleep(sleep)  # lets a test signal a run that is still training
         calls["n"] += 1
         if kill_at is not None and calls["n"] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -122,4 +125,5 @@ if __name__ == "__main__":
         train_via_stage(Path(sys.argv[2]))
         sys.exit(0)
     folder, kill = Path(sys.argv[1]), int(sys.argv[2])
-    train(folder, kill_at=kill if kill >= 0 else None)
+    sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    train(folder, kill_at=kill if kill >= 0 else None, sleep=sleep)

@@ -184,6 +184,22 @@ def report(
     _guarded(body, debug)
 
 
+@app.command()
+def paths(recipe: RecipeArg, set_: SetOpt = None, debug: DebugOpt = False) -> None:
+    """Print where each stage of a recipe reads and writes (KEY=PATH lines, for Makefiles and
+    job scripts)."""
+    def body():
+        from tmkt_cli.config import load_recipe
+        r = load_recipe(recipe, set_ or [])
+        lines = [f"name={r.name}", f"dataset={r.dataset_dir()}"]
+        lines += [f"{stage}={r.stage_dir(stage)}" for stage in
+                  ("pretrain-ann", "distill", "train-tmkt", "eval", "cam")]
+        lines.append(f"method={r.method.name}")
+        lines.append(f"eval_source={r.eval.source}")
+        sys.stdout.write("\n".join(lines) + "\n")
+    _guarded(body, debug)
+
+
 @app.command("recipe-doc")
 def recipe_doc(debug: DebugOpt = False) -> None:
     """Print the reference of every recipe key (type, default, range, help) as Markdown."""
