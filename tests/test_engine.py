@@ -155,3 +155,27 @@ def test_metrics_log_drops_records_after_resume_point(tmp_path):
     log = engine.MetricsLog(tmp_path, resume_step=3, tensorboard=False)
     log.close()
     assert [r["step"] for r in engine.read_metrics(tmp_path)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("switch", ["train.amp=bf16", "train.channels_last=true",
+                                    "train.compile=true"])
+def test_speed_switches_train_on_cpu(tmp_path, switch):
+    """Each speed switch runs a few real steps on the CPU and gives finite weights."""
+    from rich.console import Console
+
+    from tmkt_cli.artifacts import open_stage
+    from tmkt_cli.config import load_recipe
+
+    recipe = load_recipe(None, [switch, "train.max_steps=3", "train.batch_size=16",
+                                "train.device=cpu", "train.warmup_epochs=0"])
+    task = toy.ToyTask()
+    run = open_stage(tmp_path / "run", "train-tmkt", "", {}, "h", {})
+    with run:
+        run.start()
+        result = engine.fit(task, toy.KeyedBlobs(), toy.KeyedBlobs(n=30, seed=1),
+                            list(range(96)), recipe.train, seed=1, run=run,
+                            ui=Console(quiet=True), model_info={}, tensorboard=False)
+    assert result.steps == 3
+    state = engine.load_checkpoint(tmp_path / "run" / engine.LAST)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert set(state) == set(toy.ToyTask().model.state_dict())

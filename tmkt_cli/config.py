@@ -180,6 +180,12 @@ class TrainConfig:
     """torch.use_deterministic_algorithms (slower on GPU, bitwise repeatable)."""
     sync_bn: bool = False
     """Distributed runs: synchronise BatchNorm statistics across GPUs (SyncBatchNorm)."""
+    channels_last: bool = False
+    """Store conv weights (and so activations) in channels-last layout: faster convs with
+    tensor cores on recent GPUs under AMP; little effect on the CPU."""
+    compile: bool = False
+    """torch.compile the network (``nn.Module.compile``): slower first steps, faster later
+    ones on GPUs; needs a C++ compiler on the CPU."""
     checkpoint_every_steps: int = param(0, ge=0, volatile=True)
     """Also checkpoint every N steps (0: only at the end of each epoch)."""
     log_every_steps: int = param(10, ge=1, volatile=True)

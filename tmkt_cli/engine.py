@@ -367,6 +367,10 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                             "CUDA only); turn it off on the CPU")
         task.model = nn.SyncBatchNorm.convert_sync_batchnorm(task.model)
     model = task.model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        model.compile()  # in place: state_dict keys stay those of the plain model
     step_module: nn.Module = _StepModule(task)
     if DIST.enabled:
         step_module = nn.parallel.DistributedDataParallel(
