@@ -92,7 +92,8 @@ class PrepareConfig:
     dataset: str = "digits"
     """Dataset name: digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, dvsgesture."""
     root: str = ""
-    """Raw data: the extracted folder or the original archive. Not needed for ``digits``."""
+    """Raw data: a folder holding the extracted data or the original archives (layouts in
+    docs/datasets.md). Not needed for ``digits``."""
     time_steps: int = param(10, ge=1)
     """T, the number of frames each recording is integrated into."""
     size: int = param(48, ge=1)

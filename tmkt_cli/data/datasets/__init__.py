@@ -1,0 +1,1 @@
+"""Dataset sources for ``tmkt prepare``; importing a module registers its sources."""
