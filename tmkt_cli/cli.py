@@ -88,7 +88,7 @@ def _run_stage(stage: str, module: str, recipe_path: Path | None, overrides: lis
 def prepare(
     target: Annotated[str, typer.Argument(
         help="A dataset name (digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, "
-             "dvsgesture) or a recipe YAML file.", show_default=False)],
+             "nomniglot, dvsgesture) or a recipe YAML file.", show_default=False)],
     root: Annotated[str | None, typer.Option(
         help="Raw data: extracted folder or original archive (prepare.root).")] = None,
     out: Annotated[str | None, typer.Option(

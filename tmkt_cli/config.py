@@ -90,7 +90,8 @@ class EmulatorConfig:
 @dataclass
 class PrepareConfig:
     dataset: str = "digits"
-    """Dataset name: digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, dvsgesture."""
+    """Dataset name: digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
+    dvsgesture."""
     root: str = ""
     """Raw data: a folder holding the extracted data or the original archives (layouts in
     docs/datasets.md). Not needed for ``digits``."""
@@ -278,7 +279,8 @@ class DistillConfig:
 @dataclass
 class EvalConfig:
     source: Literal["train-tmkt", "distill", "pretrain-ann"] = "train-tmkt"
-    """Which stage of this recipe's run to evaluate (or pass a path on the command line)."""
+    """Which stage of this recipe's run to evaluate: an SNN (train-tmkt, distill) on the event
+    test split, or the ANN teacher (pretrain-ann) on the test images."""
     checkpoint: Literal["best", "last"] = "last"
     """Which checkpoint of the run."""
     batch_size: int = param(64, ge=1)
@@ -293,8 +295,15 @@ class EvalConfig:
 class CamConfig:
     kind: Literal["gradcam", "sam"] = "gradcam"
     """Grad-CAM (gradients averaged over time and space) or gradient-free spike activation map."""
+    source: Literal["", "train-tmkt", "distill"] = ""
+    """Which stage of this recipe's run to explain (empty: ``eval.source``)."""
+    checkpoint: Literal["", "best", "last"] = ""
+    """Which checkpoint of that run, and of a baseline run folder (empty: ``eval.checkpoint``)."""
     layer: str = ""
-    """Module name of the layer to explain (empty: the penultimate spiking layer)."""
+    """Module name of the layer to explain (empty: the last spiking layer with a spatial map,
+    the penultimate layer of the network)."""
+    sam_gamma: float = param(0.5, gt=0)
+    """SAM: decay of a spike's contribution with the time since it, exp(-gamma dt)."""
     baseline: str = ""
     """Run folder or checkpoint of the baseline model drawn beside the model under study."""
     samples: list[int] = param(factory=lambda: [0, 1, 2, 3])

@@ -504,7 +504,7 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                     log.write("eval", loop.step, {"epoch": loop.epoch + 1, **metrics})
                     ui.print(f"epoch {loop.epoch + 1}: " + "  ".join(
                         f"{k} {v:.4f}" for k, v in metrics.items()
-                        if isinstance(v, float)))
+                        if isinstance(v, float) and k != "samples"))
                     improved = metrics.get("acc", -1.0) > loop.best_acc
                     if improved:
                         loop.best_acc = metrics.get("acc", -1.0)

@@ -88,7 +88,8 @@ def _load_builtin() -> None:
     # Importing the modules registers their sources.
     import importlib
 
-    for module in ("tmkt_cli.data.datasets.synthetic", "tmkt_cli.data.datasets.recorded"):
+    for module in ("tmkt_cli.data.datasets.synthetic", "tmkt_cli.data.datasets.recorded",
+                   "tmkt_cli.data.datasets.nomniglot"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
