@@ -308,8 +308,9 @@ class CamConfig:
     """Run folder or checkpoint of the baseline model drawn beside the model under study."""
     samples: list[int] = param(factory=lambda: [0, 1, 2, 3])
     """Test-split indices to draw."""
-    classes: list[str] = param(factory=list)
-    """Alternatively, draw the first test sample of each of these classes."""
+    classes: list[str | int] = param(factory=list)
+    """Alternatively, draw the first test sample of each of these classes (class names;
+    numbers are read as names, so ``[3, 7]`` means the classes named "3" and "7")."""
 
 
 @dataclass

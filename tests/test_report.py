@@ -1,0 +1,215 @@
+"""tmkt report: finding runs, grouping over seeds (mean, std, n), joining evals, the Markdown
+table beside the published numbers, the figures, and the loss landscape."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from torch import nn
+from typer.testing import CliRunner
+
+from tmkt_cli import report
+from tmkt_cli.analysis.landscape import filter_normalized_direction, loss_landscape
+from tmkt_cli.artifacts import open_stage
+from tmkt_cli.errors import TmktError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_eval import (  # noqa: E402
+    _run_eval,
+    assert_png,
+    fake_training_run,
+    make_prepared_dataset,
+    toy_recipe,
+)
+
+
+def curve(final_acc: float, epochs: int = 3) -> list[dict]:
+    """metrics.jsonl records of a run that ends at ``final_acc``."""
+    records = []
+    for e in range(1, epochs + 1):
+        for step in (1, 2):
+            records.append({"kind": "train", "step": 2 * (e - 1) + step, "epoch": e,
+                            "loss": 2.0 / e + 0.1 * step, "acc": 0.3 * e / epochs})
+        records.append({"kind": "eval", "step": 2 * e, "epoch": e, "loss": 1.5 / e,
+                        "acc": final_acc * e / epochs, "top5": 1.0, "samples": 6.0})
+    return records
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """toy-tmkt over seeds 1, 2, 3 (0.8, 0.9, 1.0); toy-kt over seeds 1, 2 (0.7, 0.6) and
+    again at 50 % of the events in another runs folder (0.5); an ANN teacher; an unfinished
+    run; an eval."""
+    tmp = tmp_path_factory.mktemp("report")
+    make_prepared_dataset(tmp / "prepared")
+    for seed, acc in ((1, 0.8), (2, 0.9), (3, 1.0)):
+        fake_training_run(toy_recipe(tmp, "toy-tmkt", f"seed={seed}", "method.name=tmkt"),
+                          metrics_records=curve(acc),
+                          final={"test_acc": acc, "best_acc": acc + 0.01})
+    for seed, acc in ((1, 0.7), (2, 0.6)):
+        fake_training_run(toy_recipe(tmp, "toy-kt", f"seed={seed}", "method.name=kt"),
+                          metrics_records=curve(acc), final={"test_acc": acc, "best_acc": acc})
+    fake_training_run(toy_recipe(tmp, "toy-kt", "seed=1", "method.name=kt",
+                                 "data.event_fraction=0.5", f"paths.runs={tmp}/runs-half"),
+                      metrics_records=curve(0.5), final={"test_acc": 0.5, "best_acc": 0.5})
+    _run_eval(toy_recipe(tmp, "toy-tmkt", "seed=1", "method.name=tmkt"))
+    fake_training_run(toy_recipe(tmp, "toy-ckd", "seed=1", "pretrain_ann.backbone=resnet18"),
+                      "pretrain-ann", final={"test_acc": 0.95, "best_acc": 0.95})
+    unfinished = toy_recipe(tmp, "toy-kt", "seed=3").stage_dir("train-tmkt")
+    run = open_stage(unfinished, "train-tmkt", "x: 1\n", {"x": 1}, "h")
+    with run:
+        run.start()  # killed before finishing: status running
+    return tmp
+
+
+def test_published_numbers_match_the_same_setting():
+    p = report.published_for("ncaltech101", "vggsnn", "tmkt", 10, 48, 1.0)
+    assert p.top1 == 97.93 and "arXiv 2511.12150" in p.source
+    assert report.published_for("ncaltech101", "vggsnn", "ckd", 10, 48, 1.0).top1 == 97.13
+    assert report.published_for("ncaltech101", "vggsnn", "kt", 10, 48, 1.0).top1 == 92.64
+    assert report.published_for("cepdvs", "resnet18", "ckd", 6, 48, 1.0).top1 == 40.20
+    assert report.published_for("ncaltech101", "vggsnn", "tmkt", 10, 48, 0.5) is None
+    assert report.published_for("ncaltech101", "vggsnn", "tmkt", 8, 48, 1.0) is None
+    assert report.published_for("digits", "digitsnet", "tmkt", 8, 32, 1.0) is None
+
+
+def test_groups_mean_std_over_seeds(world):
+    tmkt_run = world / "runs" / "toy-tmkt" / "seed2" / "train-tmkt"
+    collection = report.collect_runs([world / "runs", world / "runs-half", tmkt_run])
+    groups = {g.label: g for g in report.group_runs(collection.records)}
+    assert set(groups) == {"toy-tmkt", "toy-kt [data.event_fraction=1.0]",
+                           "toy-kt [data.event_fraction=0.5]", "toy-ckd"}
+    teacher = groups["toy-ckd"].first
+    assert (teacher.stage, teacher.method, teacher.event_fraction) == ("pretrain-ann", "ann",
+                                                                       None)
+    tmkt = groups["toy-tmkt"]
+    assert [r.seed for r in tmkt.runs] == [1, 2, 3]
+    s = tmkt.stats(lambda r: r.top1)
+    assert (s.mean, s.std, s.n) == (pytest.approx(0.9), pytest.approx(0.1), 3)
+    kt = groups["toy-kt [data.event_fraction=1.0]"].stats(lambda r: r.top1)
+    assert (kt.mean, kt.std, kt.n) == (pytest.approx(0.65), pytest.approx(math.sqrt(0.005)), 2)
+    half = groups["toy-kt [data.event_fraction=0.5]"].stats(lambda r: r.top1)
+    assert half.n == 1 and math.isnan(half.std)
+    # the eval joined its run (by the output hash it recorded), and only that run
+    evaluated = [r for r in tmkt.runs if r.evaluation]
+    assert [r.seed for r in evaluated] == [1] and evaluated[0].top5 == 1.0
+    assert [r.method for r in tmkt.runs] == ["tmkt"] * 3
+    skipped = [str(folder) for folder, _ in collection.skipped]
+    assert any("toy-kt/seed3/train-tmkt" in f for f in skipped)
+
+
+def test_curves_and_data_efficiency_points(world):
+    curves = report.epoch_curves(curve(0.9))
+    assert curves["train_loss"] == {1: pytest.approx(2.15), 2: pytest.approx(1.15),
+                                    3: pytest.approx(2 / 3 + 0.15)}
+    assert curves["eval_acc"][3] == pytest.approx(0.9)
+    bands = report.group_curves([report.epoch_curves(curve(a)) for a in (0.8, 1.0)])
+    assert bands["eval_acc"].mean.tolist() == pytest.approx([0.3, 0.6, 0.9])
+    assert bands["eval_acc"].std[-1] == pytest.approx(np.std([0.8, 1.0], ddof=1))
+    collection = report.collect_runs([world / "runs", world / "runs-half"])
+    points = report.data_efficiency_points(report.group_runs(collection.records))
+    lines = points["toy / digitsnet"]
+    assert [f for f, _ in lines["kt"]] == [0.5, 1.0]
+    assert lines["kt"][1][1].mean == pytest.approx(0.65)
+    assert lines["tmkt"][0][1].n == 3
+
+
+def test_report_markdown_and_figures(world, tmp_path):
+    out = tmp_path / "report"
+    console = Console(record=True, width=250)
+    result = report.make_report([world / "runs", world / "runs-half"], out, console)
+    text = (out / "report.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| recipe |"))
+    assert header == "| " + " | ".join(report.COLUMNS) + " |"
+    row = next(line for line in text.splitlines() if line.startswith("| toy-tmkt |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:9] == ["toy-tmkt", "train-tmkt", "tmkt", "toy", "digitsnet", "4", "16",
+                         "100%", "3"]
+    assert cells[9] == "90.00 ± 10.00" and cells[10] == "91.00 ± 10.00"
+    assert cells[11] == "100.00"  # top-5 from the one eval
+    assert cells[14] == "–"       # no published number for the toy dataset
+    teacher = next(line for line in text.splitlines() if line.startswith("| toy-ckd |"))
+    assert "| pretrain-ann | ann | toy | resnet18 |" in teacher and "| – | 1 | 95.00 |" in teacher
+    assert "| ncaltech101 | vggsnn | tmkt | 10 | 48 | 97.93 |" in text
+    assert "toy-kt/seed3/train-tmkt" in text and "## Skipped" in text
+    summary = json.loads((out / "summary.json").read_text())
+    top = {g["label"]: g for g in summary["groups"]}
+    assert top["toy-tmkt"]["top1"] == {"mean": pytest.approx(0.9), "std": pytest.approx(0.1),
+                                       "n": 3}
+    assert set(result.figures) == {"training curves", "data efficiency"}
+    for path in result.figures.values():
+        assert_png(path)
+    printed = console.export_text()
+    assert "toy-tmkt" in printed and str(out / "report.md") in printed
+    assert str(out / "data_efficiency.png") in printed
+
+
+def test_report_command_line(world, tmp_path):
+    from tmkt_cli.cli import app
+
+    res = CliRunner().invoke(app, ["report", str(world / "runs"), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "report.md").exists()
+    res = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "no finished train-tmkt, distill or pretrain-ann runs" in \
+        res.output
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "nowhere: not found" in res.output
+
+
+# --------------------------------------------------------------------------------------------
+# Loss landscape
+# --------------------------------------------------------------------------------------------
+
+def test_filter_normalized_directions():
+    params = {"conv": torch.randn(4, 3, 3, 3), "fc": torch.randn(5, 7) * 10,
+              "bias": torch.randn(5)}
+    d = filter_normalized_direction(params, torch.Generator().manual_seed(0))
+    for name in ("conv", "fc"):
+        assert torch.allclose(d[name].flatten(1).norm(dim=1),
+                              params[name].flatten(1).norm(dim=1), rtol=1e-5)
+    assert torch.count_nonzero(d["bias"]) == 0  # biases and BN are not moved
+
+
+def test_loss_landscape_of_a_quadratic():
+    """L(w) = |w|^2 for one linear filter: along a filter-normalised direction d with
+    |d| = |w|, L(w + a d1 + b d2) is known at every point, and the weights come back."""
+    model = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0, 2.0, 4.0]]))  # |w| = 5
+    original = model.weight.detach().clone()
+
+    def evaluate(m):
+        return float((m.weight.detach() ** 2).sum()), 0.0
+
+    surface = loss_landscape(model, evaluate, np.linspace(-1, 1, 3), seed=0)
+    assert surface.loss.shape == (3, 3) and surface.accuracy.shape == (3, 3)
+    assert surface.loss[1, 1] == pytest.approx(25.0)  # the trained weights at the centre
+    d1 = filter_normalized_direction({"weight": original}, torch.Generator().manual_seed(0))
+    expected = float(((original + d1["weight"]) ** 2).sum())
+    assert surface.loss[2, 1] == pytest.approx(expected, rel=1e-5)
+    assert torch.equal(model.weight, original)
+
+
+def test_report_with_landscape(world, tmp_path):
+    run = world / "runs" / "toy-tmkt" / "seed1" / "train-tmkt"
+    result = report.make_report([run], tmp_path, Console(quiet=True), landscape=[run],
+                                landscape_grid=3, landscape_samples=4)
+    png = tmp_path / "landscape-toy-tmkt-seed1-train-tmkt.png"
+    assert result.figures[f"loss landscape, {run}"] == png
+    assert_png(png)
+    with np.load(tmp_path / "landscape-toy-tmkt-seed1-train-tmkt.npz") as z:
+        assert z["loss"].shape == (3, 3) and np.isfinite(z["loss"]).all()
+        assert z["alphas"].tolist() == [-1.0, 0.0, 1.0] and int(z["samples"]) == 4
+        assert ((0 <= z["accuracy"]) & (z["accuracy"] <= 1)).all()
+    assert "landscape-toy-tmkt-seed1-train-tmkt.npz" in (tmp_path / "report.md").read_text()
+    with pytest.raises(TmktError, match="holds a 'eval' run"):
+        report.draw_landscape(world / "runs" / "toy-tmkt" / "seed1" / "eval", tmp_path,
+                              Console(quiet=True))

@@ -1,0 +1,13 @@
+"""Analysis maths behind ``tmkt eval``, ``tmkt cam`` and ``tmkt report``.
+
+- :mod:`metrics`: top-k, per-class accuracy, confusion, accuracy against time steps, seed
+  statistics (pure numpy);
+- :mod:`energy`: firing rates, synaptic operations, MACs and the energy estimate (hooks that
+  count, plus pure counting functions);
+- :mod:`cam`: Grad-CAM over time and the spike activation map (SAM);
+- :mod:`landscape`: loss along filter-normalised random directions (Li et al. 2018);
+- :mod:`plotting`: the figures, drawn with matplotlib's Agg canvas and written atomically.
+
+:mod:`metrics` needs only numpy; the other modules import torch or matplotlib, so import
+them inside the functions that use them (``tmkt --help`` stays fast).
+"""

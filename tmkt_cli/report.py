@@ -1,0 +1,705 @@
+"""tmkt report: finished runs gathered into one table, beside the published numbers.
+
+Runs are found by their ``manifest.json`` (the folders given, or any folder below them):
+training runs (``train-tmkt``, ``distill``, ``pretrain-ann``) and the ``eval`` runs of their
+checkpoints. Runs that differ only in their seed form a group (same recipe name, stage and
+configuration): the table shows the mean and the sample standard deviation over its seeds.
+Figures: training curves (loss and accuracy per epoch, from metrics.jsonl), the
+data-efficiency curve (top-1 against ``data.event_fraction``, one line per method) and, on
+request, loss landscapes around checkpoints (Li et al. 2018).
+
+Writes ``report.md``, ``summary.json`` and PNGs into ``--out``; prints the table and the paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tmkt_cli import __version__
+from tmkt_cli.analysis.metrics import SeedStats, seed_stats
+from tmkt_cli.artifacts import MANIFEST, read_manifest, write_bytes, write_json, write_text
+from tmkt_cli.config import config_hash
+from tmkt_cli.errors import TmktError
+
+MODEL_STAGES = ("train-tmkt", "distill", "pretrain-ann")
+SNN_STAGES = ("train-tmkt", "distill")
+REPORT = "report.md"
+SUMMARY = "summary.json"
+CURVES = "training_curves.png"
+DATA_EFFICIENCY = "data_efficiency.png"
+
+
+# --------------------------------------------------------------------------------------------
+# Published numbers (METHOD.md, sections 3-5): top-1 on the event test split, all event
+# training recordings, each paper's own protocol.
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PublishedResult:
+    dataset: str
+    """``prepare.dataset`` of the matching recipes."""
+    backbone: str
+    """``model.backbone``."""
+    method: str
+    """``method.name``, or ``ckd`` for distill runs."""
+    time_steps: int
+    size: int
+    top1: float
+    """Percent."""
+    source: str
+    note: str = ""
+
+
+KT = "KT: He, Zhao, Li et al., AAAI 2024 (arXiv 2303.13077)"
+TMKT = "TMKT: Xie, Ye et al., arXiv 2511.12150"
+CKD = "CKD: Ye, Qian et al., ICME 2025 (arXiv 2507.09269)"
+
+PUBLISHED: tuple[PublishedResult, ...] = (
+    PublishedResult("ncaltech101", "vggsnn", "tmkt", 10, 48, 97.93, TMKT),
+    PublishedResult("ncaltech101", "vggsnn", "ckd", 10, 48, 97.13, CKD),
+    PublishedResult("ncaltech101", "vggsnn", "kt", 10, 48, 92.64, KT,
+                    "the released checkpoint; 93.45 as cited by later work"),
+    PublishedResult("ncaltech101", "vggsnn", "event_only", 10, 48, 79.66, KT,
+                    "direct training on events with TET, reported by KT"),
+    PublishedResult("ncaltech101", "vggsnn", "finetune", 10, 48, 79.43, KT,
+                    "an RGB-pretrained network fine-tuned on events, reported by KT"),
+    PublishedResult("cepdvs", "resnet18", "ckd", 6, 48, 40.20, CKD,
+                    "TMKT reports +4.2 points over KT on CEP-DVS (no absolute figure here)"),
+)
+
+
+def published_for(dataset: str, backbone: str, method: str, time_steps: int | None,
+                  size: int | None, event_fraction: float | None) -> PublishedResult | None:
+    """The published figure for the same dataset, backbone, method and protocol (all event
+    training recordings, the paper's T and size), if any."""
+    if event_fraction != 1.0:
+        return None
+    for p in PUBLISHED:
+        if (p.dataset, p.backbone, p.method, p.time_steps, p.size) == (
+                dataset, backbone, method, time_steps, size):
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and reading runs
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class RunRecord:
+    """One finished training run, with the eval of its checkpoint when there is one."""
+
+    folder: Path
+    stage: str
+    name: str
+    seed: int
+    method: str
+    dataset: str
+    backbone: str
+    time_steps: int | None
+    size: int | None
+    event_fraction: float | None
+    """``data.event_fraction``; None for an ANN teacher (it trains on all the images)."""
+    config: dict
+    """The stage's part of the recipe without the seed: what the group shares."""
+    output_hash: str
+    metrics: dict
+    evaluation: dict | None = None
+    """eval.json of an eval run of this run."""
+
+    @property
+    def group_key(self) -> tuple[str, str, str]:
+        return (self.name, self.stage, config_hash(self.config))
+
+    @property
+    def top1(self) -> float | None:
+        """Test accuracy at the end of training (the last checkpoint)."""
+        return self.metrics.get("test_acc")
+
+    @property
+    def top5(self) -> float | None:
+        if self.evaluation is not None:
+            return self.evaluation.get("top5")
+        return self.metrics.get("test_top5")
+
+
+def find_run_folders(paths: list[Path]) -> list[Path]:
+    """Folders holding a manifest: each path itself, or every one below it."""
+    found: dict[Path, Path] = {}  # resolved -> as given: a folder named twice counts once
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise TmktError(f"{p}: not found (a RUN argument of tmkt report)")
+        if (p / MANIFEST).is_file():
+            found.setdefault(p.resolve(), p)
+        elif p.is_dir():
+            for m in sorted(p.rglob(MANIFEST)):
+                found.setdefault(m.parent.resolve(), m.parent)
+        else:
+            raise TmktError(f"{p}: not a run folder (a RUN argument of tmkt report)")
+    return list(found.values())
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise TmktError(f"{path}: cannot read the run's config ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise TmktError(f"{path}: not a recipe")
+    return data
+
+
+def read_run(folder: Path, manifest: dict) -> RunRecord:
+    """A training run's record from its manifest and config.yaml."""
+    cfg = _read_config(folder)
+    stage = manifest["stage"]
+    prepare = _prepared_with(manifest) or cfg.get("prepare", {})
+    if stage == "pretrain-ann":
+        method, backbone = "ann", cfg.get("pretrain_ann", {}).get("backbone", "?")
+    else:
+        method = "ckd" if stage == "distill" else cfg.get("method", {}).get("name", "?")
+        backbone = cfg.get("model", {}).get("backbone", "?")
+    shared = {k: v for k, v in manifest.get("stage_config", {}).items() if k != "seed"}
+    return RunRecord(
+        folder=folder, stage=stage, name=str(cfg.get("name", folder.parent.parent.name)),
+        seed=int(cfg.get("seed", -1)), method=method, dataset=str(prepare.get("dataset", "?")),
+        backbone=str(backbone), time_steps=prepare.get("time_steps"), size=prepare.get("size"),
+        event_fraction=(None if stage == "pretrain-ann"
+                        else float(cfg.get("data", {}).get("event_fraction", 1.0))),
+        config=shared,
+        output_hash=manifest.get("output_hash") or "", metrics=manifest.get("metrics") or {})
+
+
+def _prepared_with(manifest: dict) -> dict | None:
+    """The ``prepare`` settings of the dataset a run read (name, T, size), from that
+    dataset's own manifest: the run's recipe may point ``paths.dataset`` anywhere, so its
+    ``prepare`` section need not describe it. None when the dataset folder is not found."""
+    path = manifest.get("inputs", {}).get("dataset", {}).get("path")
+    if not path or not (Path(path) / MANIFEST).is_file():
+        return None
+    try:
+        prepared = read_manifest(Path(path)) or {}
+    except TmktError:
+        return None
+    section = prepared.get("stage_config", {}).get("prepare")
+    return section if isinstance(section, dict) else None
+
+
+@dataclass
+class Collection:
+    records: list[RunRecord] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def collect_runs(paths: list[Path]) -> Collection:
+    """Every finished training run under ``paths``, each joined with the eval of its
+    checkpoint (matched by the output hash the eval recorded, so a run trained again after
+    its eval is not joined with the stale figures)."""
+    out = Collection()
+    evals: list[tuple[Path, dict]] = []
+    by_folder: dict[Path, RunRecord] = {}
+    for folder in find_run_folders(paths):
+        try:
+            manifest = read_manifest(folder)
+        except TmktError as e:
+            out.skipped.append((folder, str(e)))
+            continue
+        stage = manifest.get("stage") if manifest else None
+        if stage not in (*MODEL_STAGES, "eval"):
+            continue  # prepare, cam: nothing to tabulate
+        if manifest.get("status") != "complete":
+            out.skipped.append((folder, f"{stage} run is {manifest.get('status')}"))
+            continue
+        if stage == "eval":
+            evals.append((folder, manifest))
+            continue
+        try:
+            record = read_run(folder, manifest)
+        except TmktError as e:  # one damaged folder should not hide the others
+            out.skipped.append((folder, str(e)))
+            continue
+        by_folder[folder.resolve()] = record
+        out.records.append(record)
+    by_hash = {r.output_hash: r for r in out.records}
+    for folder, manifest in evals:
+        source = manifest.get("inputs", {}).get("run", {})
+        record = by_hash.get(source.get("hash"))
+        if record is None and source.get("path"):
+            # The evaluated run was not among the folders given: read it from where the eval
+            # found it, when it is still the same run.
+            src = Path(source["path"])
+            try:
+                src_manifest = read_manifest(src) if (src / MANIFEST).is_file() else None
+                if src_manifest and src_manifest.get("output_hash") == source.get("hash") \
+                        and src.resolve() not in by_folder:
+                    record = read_run(src, src_manifest)
+            except TmktError:
+                record = None
+            if record is not None:
+                by_folder[src.resolve()] = record
+                out.records.append(record)
+                by_hash[record.output_hash] = record
+        if record is None:
+            out.skipped.append((folder, "eval of a run that is not there any more or was "
+                                        "trained again since"))
+            continue
+        try:
+            record.evaluation = json.loads((folder / "eval.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            out.skipped.append((folder, "eval.json missing or unreadable"))
+            continue
+        facts = record.evaluation.get("dataset", {})
+        record.time_steps = facts.get("time_steps", record.time_steps)
+        record.size = facts.get("size", record.size)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Groups over seeds
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Group:
+    label: str
+    runs: list[RunRecord]
+
+    @property
+    def first(self) -> RunRecord:
+        return self.runs[0]
+
+    def stats(self, value) -> SeedStats:
+        return seed_stats(value(r) for r in self.runs)
+
+    @property
+    def published(self) -> PublishedResult | None:
+        r = self.first
+        return published_for(r.dataset, r.backbone, r.method, r.time_steps, r.size,
+                             r.event_fraction)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def group_runs(records: list[RunRecord]) -> list[Group]:
+    """Runs with the same recipe name, stage and configuration but for the seed, in a stable
+    order. When one name and stage hold several configurations (e.g. another
+    ``data.event_fraction`` set on the command line), their labels name what differs."""
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.name, r.stage, r.event_fraction or 0.0, r.seed)):
+        groups[r.group_key].append(r)
+    by_name: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    for key in groups:
+        by_name[key[:2]].append(key)
+    out = []
+    for (name, _stage), keys in by_name.items():
+        flat = {key: _flatten(groups[key][0].config) for key in keys}
+        varying = sorted({k for key in keys for k in flat[key]
+                          if len({repr(flat[other].get(k)) for other in keys}) > 1})
+        for key in keys:
+            label = name
+            if len(keys) > 1:
+                label += " [" + ", ".join(f"{k}={flat[key].get(k)}" for k in varying[:3]) + \
+                    (", ..." if len(varying) > 3 else "") + "]"
+            out.append(Group(label, groups[key]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Curves
+# --------------------------------------------------------------------------------------------
+
+def epoch_curves(records: list[dict]) -> dict[str, dict[int, float]]:
+    """metrics.jsonl records -> per-epoch series: training loss and accuracy (mean of the
+    logged steps of the epoch), test loss and accuracy (the epoch's evaluation)."""
+    sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    curves: dict[str, dict[int, float]] = defaultdict(dict)
+    for rec in records:
+        epoch = rec.get("epoch")
+        if epoch is None:
+            continue
+        if rec.get("kind") == "train":
+            for key in ("loss", "acc"):
+                if isinstance(rec.get(key), int | float):
+                    sums[f"train_{key}"][int(epoch)].append(float(rec[key]))
+        elif rec.get("kind") == "eval":
+            for key in ("loss", "acc"):
+                if isinstance(rec.get(key), int | float):
+                    curves[f"eval_{key}"][int(epoch)] = float(rec[key])
+    for name, per_epoch in sums.items():
+        curves[name] = {e: float(np.mean(v)) for e, v in per_epoch.items()}
+    return dict(curves)
+
+
+def group_curves(per_run: list[dict[str, dict[int, float]]]):
+    """Mean and std over runs at each epoch, for every series."""
+    from tmkt_cli.analysis.plotting import Band
+
+    out = {}
+    for key in sorted({k for curves in per_run for k in curves}):
+        epochs = sorted({e for curves in per_run for e in curves.get(key, {})})
+        if not epochs:
+            continue
+        means, stds = [], []
+        for e in epochs:
+            s = seed_stats(curves[key][e] for curves in per_run if e in curves.get(key, {}))
+            means.append(s.mean)
+            stds.append(s.std if s.n > 1 else 0.0)
+        out[key] = Band(np.array(epochs, dtype=float), np.array(means), np.array(stds))
+    return out
+
+
+def data_efficiency_points(groups: list[Group]) -> dict[str, dict[str, list]]:
+    """panel ("dataset / backbone") -> method -> [(event fraction, SeedStats of top-1)], over
+    every SNN run of that method and fraction."""
+    pooled: dict[str, dict[str, dict[float, list[float]]]] = \
+        defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for g in groups:
+        for r in g.runs:
+            if r.stage in SNN_STAGES and r.top1 is not None:
+                pooled[f"{r.dataset} / {r.backbone}"][r.method][r.event_fraction].append(r.top1)
+    return {panel: {method: [(f, seed_stats(v)) for f, v in sorted(points.items())]
+                    for method, points in sorted(lines.items())}
+            for panel, lines in sorted(pooled.items())}
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+COLUMNS = ("recipe", "stage", "method", "dataset", "backbone", "T", "size", "events", "seeds",
+           "top-1 (%)", "best (%)", "top-5 (%)", "firing rate", "SNN energy (µJ)",
+           "published top-1 (%)")
+
+
+def _eval_value(path: tuple[str, ...]):
+    def get(r: RunRecord):
+        value = r.evaluation
+        for key in path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+    return get
+
+
+def table_rows(groups: list[Group]) -> list[list[str]]:
+    rows = []
+    for g in groups:
+        r = g.first
+        energy = g.stats(lambda run: (_eval_value(("energy", "snn_pj"))(run) or math.nan)
+                         * 1e-6)
+        firing = g.stats(_eval_value(("mean_firing_rate",)))
+        pub = g.published
+        rows.append([
+            g.label, r.stage, r.method, r.dataset, r.backbone, str(r.time_steps or "?"),
+            str(r.size or "?"),
+            "–" if r.event_fraction is None else f"{100 * r.event_fraction:g}%",
+            str(len(g.runs)),
+            g.stats(lambda run: run.top1).format(),
+            g.stats(lambda run: run.metrics.get("best_acc")).format(),
+            g.stats(lambda run: run.top5).format(),
+            firing.format(scale=1.0, digits=4), energy.format(scale=1.0, digits=3),
+            f"{pub.top1:.2f}" if pub else "–"])
+    return rows
+
+
+# Columns that, when every group shares their value, move from the terminal table to its
+# title: a terminal is narrower than a Markdown page.
+SHARED_COLUMNS = ("stage", "dataset", "backbone", "T", "size", "events", "published top-1 (%)")
+
+
+def terminal_table(groups: list[Group]) -> Table:
+    rows = table_rows(groups)
+    shared = [i for i, col in enumerate(COLUMNS)
+              if col in SHARED_COLUMNS and len({row[i] for row in rows}) == 1]
+    facts = ", ".join(f"{COLUMNS[i]} {rows[0][i]}" for i in shared if rows[0][i] != "–")
+    table = Table(title=escape(f"tmkt report: {sum(len(g.runs) for g in groups)} runs in "
+                               f"{len(groups)} groups" + (f" ({facts})" if facts else "")),
+                  title_justify="left")
+    kept = [i for i in range(len(COLUMNS)) if i not in shared]
+    for i in kept:
+        table.add_column(COLUMNS[i], overflow="fold",
+                         justify="left" if i < 5 else "right")
+    for row in rows:
+        table.add_row(*(escape(row[i]) for i in kept))  # labels hold [key=value]
+    return table
+
+
+def markdown_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(groups: list[Group], collection: Collection, figures: dict[str, Path],
+                    out: Path, grids: list[Path] = ()) -> str:
+    runs = sum(len(g.runs) for g in groups)
+    lines = [
+        "# tmkt report", "",
+        f"Generated by tmkt {__version__} on "
+        f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} from {runs} finished "
+        f"run(s) in {len(groups)} group(s).", "",
+        markdown_table(COLUMNS, table_rows(groups)), "",
+        "- **top-1**: test accuracy at the end of training (the last checkpoint); for an ANN "
+        "teacher, on the test images. Mean ± sample standard deviation (ddof = 1) over the "
+        "seeds of a group (runs that differ only in their seed); a single seed shows no "
+        "spread.",
+        "- **best**: the best epoch's test accuracy. It is selected on the test split, so it "
+        "is optimistic; compare methods on top-1.",
+        "- **top-5, firing rate, SNN energy**: from `tmkt eval` of the run (mean over the seeds "
+        "that have one; energy per sample, docs/evaluation.md).",
+        "- **published**: the paper's top-1 for the same dataset, backbone, method, T and size "
+        "with all event recordings (below).", "",
+        "## Published numbers", "",
+        markdown_table(("dataset", "backbone", "method", "T", "size", "top-1 (%)", "source",
+                        "note"),
+                       [[p.dataset, p.backbone, p.method, str(p.time_steps), str(p.size),
+                         f"{p.top1:.2f}", p.source, p.note] for p in PUBLISHED]), "",
+    ]
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"- {title}: [{path.name}]({_relative(path, out)})"
+                  for title, path in figures.items()]
+        lines += [f"- raw loss-landscape grid: [{path.name}]({_relative(path, out)})"
+                  for path in grids]
+        lines.append("")
+    lines += ["## Runs", "",
+              markdown_table(("group", "seed", "folder", "top-1 (%)", "best (%)", "eval"),
+                             [[g.label, str(r.seed), str(r.folder),
+                               _pct(r.top1), _pct(r.metrics.get("best_acc")),
+                               "yes" if r.evaluation else "no"]
+                              for g in groups for r in g.runs]), ""]
+    if collection.skipped:
+        lines += ["## Skipped", ""]
+        lines += [f"- `{folder}`: {why}" for folder, why in collection.skipped]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _relative(path: Path, out: Path) -> str:
+    try:
+        return str(path.relative_to(out))
+    except ValueError:
+        return str(path)
+
+
+def summary_data(groups: list[Group], collection: Collection) -> dict:
+    def stats(s: SeedStats) -> dict:
+        return {"mean": None if math.isnan(s.mean) else s.mean,
+                "std": None if math.isnan(s.std) else s.std, "n": s.n}
+
+    return {"groups": [{
+        "label": g.label, "name": g.first.name, "stage": g.first.stage,
+        "method": g.first.method, "dataset": g.first.dataset, "backbone": g.first.backbone,
+        "time_steps": g.first.time_steps, "size": g.first.size,
+        "event_fraction": g.first.event_fraction,
+        "top1": stats(g.stats(lambda r: r.top1)),
+        "best": stats(g.stats(lambda r: r.metrics.get("best_acc"))),
+        "top5": stats(g.stats(lambda r: r.top5)),
+        "published_top1": g.published.top1 if g.published else None,
+        "runs": [{"seed": r.seed, "folder": str(r.folder), "top1": r.top1,
+                  "best": r.metrics.get("best_acc"), "top5": r.top5} for r in g.runs],
+    } for g in groups], "skipped": [{"folder": str(f), "reason": why}
+                                    for f, why in collection.skipped]}
+
+
+# --------------------------------------------------------------------------------------------
+# Loss landscape
+# --------------------------------------------------------------------------------------------
+
+def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
+                   samples: int = 128, batch_size: int = 64) -> tuple[Path, Path]:
+    """The loss around a run's last checkpoint along two filter-normalised directions, on
+    ``samples`` of the training data the run learnt from (event recordings without
+    augmentation, or images for an ANN). Returns the PNG and the raw grid (npz)."""
+    import torch
+    from rich.progress import Progress
+
+    from tmkt_cli.analysis import plotting
+    from tmkt_cli.analysis.landscape import loss_landscape
+    from tmkt_cli.artifacts import read_upstream
+    from tmkt_cli.config import load_recipe
+    from tmkt_cli.engine import LAST
+    from tmkt_cli.stages.evaluate import load_trained_model, read_dataset_facts
+
+    up = read_upstream(run_folder, MODEL_STAGES, "--landscape")
+    recipe = load_recipe(run_folder / "config.yaml")
+    stage = up.manifest["stage"]
+    dataset = up.manifest.get("inputs", {}).get("dataset", {}).get("path")
+    if not dataset:
+        raise TmktError(f"{run_folder / MANIFEST}: records no dataset input (--landscape)")
+    h5 = Path(dataset) / "dataset.h5"
+    facts = read_dataset_facts(h5)
+    expected = {"classes": facts.classes, "size": facts.size}
+    if stage in SNN_STAGES:
+        expected.update(kind="snn", time_steps=facts.time_steps)
+    else:
+        expected["kind"] = "ann"
+    trained = load_trained_model(run_folder / LAST, expected, "its dataset (--landscape)")
+    inputs, labels = _landscape_data(recipe, h5, stage, samples)
+    model = trained.model
+    model.eval()
+
+    def evaluate(m) -> tuple[float, float]:
+        import torch.nn.functional as F
+        from spikingjelly.activation_based import functional
+
+        loss_sum, correct = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(labels), batch_size):
+                x, y = inputs[start:start + batch_size], labels[start:start + batch_size]
+                if trained.kind == "snn":
+                    logits = m(x.transpose(0, 1).contiguous(), head="event").logits.mean(0)
+                    functional.reset_net(m)
+                else:
+                    logits = m(x)
+                loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+        return loss_sum / len(labels), correct / len(labels)
+
+    coords = np.linspace(-1.0, 1.0, grid)
+    with Progress(console=ui, transient=True) as progress:
+        task = progress.add_task(f"landscape {run_folder}", total=grid * grid)
+        surface = loss_landscape(model, evaluate, coords, seed=recipe.seed,
+                                 on_point=lambda i, j: progress.advance(task))
+    stem = f"landscape-{recipe.name}-seed{recipe.seed}-{stage}"
+    png, raw = out / f"{stem}.png", out / f"{stem}.npz"
+    plotting.save_png(plotting.landscape_figure(
+        surface.alphas, surface.betas, surface.loss,
+        f"Loss landscape, {recipe.name} seed {recipe.seed} ({stage})"), png)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, alphas=surface.alphas, betas=surface.betas, loss=surface.loss,
+                        accuracy=surface.accuracy, checkpoint=np.asarray(str(trained.path)),
+                        samples=np.asarray(len(labels)), seed=np.asarray(recipe.seed))
+    write_bytes(raw, buffer.getvalue())
+    return png, raw
+
+
+def _landscape_data(recipe, h5: Path, stage: str, samples: int):
+    """Up to ``samples`` training examples (a fixed random choice) as two tensors."""
+    import torch
+
+    from tmkt_cli.data.loaders import EventDataset, ImageDataset, event_subset
+
+    if stage in SNN_STAGES:
+        train = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=False,
+                             with_static=False)
+        subset_seed = recipe.seed if recipe.data.subset_seed < 0 else recipe.data.subset_seed
+        pool = event_subset(np.asarray(train.labels), recipe.data.event_fraction, subset_seed)
+        key = "events"
+    else:
+        train = ImageDataset(h5, "train", recipe.data, augment=False)
+        pool = np.arange(len(train))
+        key = "image"
+    if len(pool) == 0:
+        raise TmktError(f"{h5}: no training samples for the loss landscape")
+    chosen = np.sort(np.random.default_rng(recipe.seed).permutation(pool)[:samples])
+    items = [train[int(i)] for i in chosen]
+    return (torch.stack([it[key] for it in items]),
+            torch.stack([it["label"] for it in items]))
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ReportResult:
+    markdown: Path
+    summary: Path
+    figures: dict[str, Path]
+    """Title -> PNG."""
+    grids: list[Path]
+    """Raw loss-landscape grids (npz)."""
+    groups: list[Group]
+
+
+def make_report(runs: list[Path], out: Path, ui: Console, landscape: list[Path] = (), *,
+                landscape_grid: int = 11, landscape_samples: int = 128) -> ReportResult:
+    """Gather the finished runs under ``runs`` into ``out`` (see the module doc)."""
+    from tmkt_cli.analysis import plotting
+    from tmkt_cli.engine import read_metrics
+
+    out = Path(out)
+    collection = collect_runs(list(runs))
+    if not collection.records:
+        why = f" ({len(collection.skipped)} unfinished or unreadable)" \
+            if collection.skipped else ""
+        raise TmktError(f"no finished train-tmkt, distill or pretrain-ann runs under "
+                        f"{', '.join(str(r) for r in runs)}{why}")
+    groups = group_runs(collection.records)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Path] = {}
+
+    curves = {}
+    for g in groups:
+        per_run = [epoch_curves(read_metrics(r.folder)) for r in g.runs]
+        if any(per_run):
+            curves[f"{g.label} ({g.first.stage})"] = group_curves(per_run)
+    if curves:
+        figures["training curves"] = plotting.save_png(
+            plotting.training_curves_figure(curves), out / CURVES)
+
+    points = data_efficiency_points(groups)
+    if points:
+        panels = {panel: {method: plotting.Band(
+            np.array([f for f, _ in pts]), np.array([s.mean for _, s in pts]),
+            np.array([s.std if s.n > 1 else 0.0 for _, s in pts]))
+            for method, pts in lines.items()} for panel, lines in points.items()}
+        figures["data efficiency"] = plotting.save_png(
+            plotting.data_efficiency_figure(panels), out / DATA_EFFICIENCY)
+
+    grids = []
+    for folder in landscape:
+        folder = Path(folder)
+        ui.print(f"landscape: {landscape_grid}x{landscape_grid} points around {folder} on up "
+                 f"to {landscape_samples} training samples")
+        png, raw = draw_landscape(folder, out, ui, grid=landscape_grid,
+                                  samples=landscape_samples)
+        figures[f"loss landscape, {folder}"] = png
+        grids.append(raw)
+
+    markdown = out / REPORT
+    write_text(markdown, render_markdown(groups, collection, figures, out, grids))
+    summary = out / SUMMARY
+    write_json(summary, summary_data(groups, collection))
+
+    ui.print(terminal_table(groups))
+    for folder, why in collection.skipped:
+        ui.print(f"[yellow]skipped[/yellow] {escape(str(folder))}: {escape(why)}")
+    ui.print(f"report:  {markdown}")
+    ui.print(f"summary: {summary}")
+    for title, path in figures.items():
+        ui.print(f"figure:  {path}  ({title})")
+    for path in grids:
+        ui.print(f"grid:    {path}")
+    return ReportResult(markdown, summary, figures, grids, groups)

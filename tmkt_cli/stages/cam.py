@@ -1,0 +1,358 @@
+"""tmkt cam: class activation maps of the event stream, the figure of the TMKT paper.
+
+For each chosen test sample: the static image, the integrated event frames, the map of a
+baseline model (``cam.baseline``, optional) and the map of the model under study, overlaid on
+the events. Grad-CAM (gradients averaged over time and space, for the sample's true class) or
+the gradient-free spike activation map (``cam.kind: sam``); the maths is in
+:mod:`tmkt_cli.analysis.cam`, the choices in docs/evaluation.md.
+
+Writes ``cam.png`` (every sample), ``cam-<index>.png`` (one per sample) and ``maps.npz`` (the
+raw maps in [0, 1], the inputs and the predictions).
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tmkt_cli.artifacts import StageRun, Upstream, read_upstream, write_bytes
+from tmkt_cli.config import Recipe, read_yaml
+from tmkt_cli.errors import TmktError
+from tmkt_cli.stages.evaluate import (
+    SNN_STAGES,
+    DatasetFacts,
+    TrainedModel,
+    checkpoint_input,
+    expected_model_info,
+    load_trained_model,
+    read_dataset_facts,
+    source_input,
+)
+from tmkt_cli.stages.train_tmkt import dataset_input
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+STAGE = "cam"
+MAPS = "maps.npz"
+FIGURE = "cam.png"
+
+
+def folder(recipe: Recipe) -> Path:
+    return recipe.stage_dir(STAGE)
+
+
+def cam_source(recipe: Recipe) -> str:
+    source = recipe.cam.source or recipe.eval.source
+    if source not in SNN_STAGES:
+        raise TmktError(f"recipe key 'cam.source' is empty and eval.source is {source!r}: "
+                        f"class activation maps explain SNNs; set cam.source to "
+                        f"{' or '.join(SNN_STAGES)}")
+    return source
+
+
+def cam_checkpoint(recipe: Recipe) -> str:
+    return recipe.cam.checkpoint or recipe.eval.checkpoint
+
+
+def baseline_input(path_text: str, which: str) -> Upstream:
+    """``cam.baseline``: a finished SNN run folder (its ``which`` checkpoint) or a file."""
+    key = "recipe key cam.baseline"
+    path = Path(path_text)
+    if path.is_dir():
+        return checkpoint_input(read_upstream(path, SNN_STAGES, key), which, key)
+    return Upstream.for_file(path, key)
+
+
+def inputs(recipe: Recipe) -> dict[str, Upstream]:
+    key = "recipe key cam.source"
+    dataset = dataset_input(recipe)
+    # Checked here, before the run folder is made: a typo in cam.classes then costs no
+    # failed run that the corrected recipe would have to --force away.
+    chosen_positions(recipe, dataset.folder / "dataset.h5")
+    ups = {"dataset": dataset,
+           "model": checkpoint_input(source_input(recipe, cam_source(recipe), key),
+                                     cam_checkpoint(recipe), key)}
+    if recipe.cam.baseline:
+        ups["baseline"] = baseline_input(recipe.cam.baseline, cam_checkpoint(recipe))
+    return ups
+
+
+def chosen_positions(recipe: Recipe, h5: Path) -> list[int]:
+    from tmkt_cli.data.store import open_dataset
+
+    with open_dataset(h5) as ds:
+        return choose_samples(ds.labels("test"), ds.classes, list(recipe.cam.samples),
+                              list(recipe.cam.classes), h5)
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing samples and layers
+# --------------------------------------------------------------------------------------------
+
+def choose_samples(labels: np.ndarray, classes: list[str], samples: list[int],
+                   wanted_classes: list[str | int], where: Path) -> list[int]:
+    """Test-split positions to draw: the first test sample of each of ``wanted_classes``
+    (names; a number from YAML is a name: digits classes are "0".."9") when given, else
+    ``samples``. Every problem names the recipe key."""
+    labels = np.asarray(labels)
+    chosen = []
+    if wanted_classes:
+        for name in map(str, wanted_classes):
+            if name not in classes:
+                close = difflib.get_close_matches(name, classes, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise TmktError(f"recipe key 'cam.classes': {where} has no class {name!r}{hint}")
+            rows = np.flatnonzero(labels == classes.index(name))
+            if rows.size == 0:
+                raise TmktError(f"recipe key 'cam.classes': class {name!r} has no test sample "
+                                f"in {where}")
+            chosen.append(int(rows[0]))
+        return chosen
+    if not samples:
+        raise TmktError("recipe keys 'cam.samples' and 'cam.classes' are both empty: "
+                        "nothing to draw")
+    for index in samples:
+        if not 0 <= index < len(labels):
+            raise TmktError(f"recipe key 'cam.samples': index {index} is outside the test "
+                            f"split of {where} (0..{len(labels) - 1})")
+        chosen.append(int(index))
+    return chosen
+
+
+def resolve_layer(model: nn.Module, requested: str, x: torch.Tensor, kind: str,
+                  what: str) -> str:
+    """The layer to explain: ``requested`` (checked) or the last spiking layer with a spatial
+    map, which is the feature tap of tmkt's convolutional backbones."""
+    from tmkt_cli.analysis.cam import spatial_layers
+
+    time_steps = x.shape[0]
+    spiking = model.spiking_layers()
+    names = ", ".join(name for name, _ in spiking)
+    if requested:
+        modules = dict(model.named_modules())
+        if requested not in modules:
+            raise TmktError(f"recipe key 'cam.layer': {what} has no layer {requested!r}; its "
+                            f"spiking layers are {names}")
+        if kind == "sam" and requested not in dict(spiking):
+            raise TmktError(f"recipe key 'cam.layer': SAM reads spikes, and {requested!r} is not "
+                            f"a spiking layer of {what} ({names})")
+        if not spatial_layers(model, [(requested, modules[requested])], x, time_steps):
+            raise TmktError(f"recipe key 'cam.layer': the output of {requested!r} in {what} is "
+                            f"not a spatial map [T, B, C, h, w] with h, w > 1")
+        return requested
+    candidates = spatial_layers(model, spiking, x, time_steps)
+    if not candidates:
+        raise TmktError(f"{what} has no spiking layer with a spatial map to explain; set "
+                        f"recipe key 'cam.layer'")
+    return candidates[-1]
+
+
+def run_label(checkpoint: Path) -> str:
+    """A model's name in the figure: its recipe name (from the run folder's config.yaml) and
+    stage, else the file name."""
+    config = checkpoint.parent / "config.yaml"
+    try:
+        name = read_yaml(config, "run config").get("name") if config.exists() else None
+    except TmktError:
+        name = None
+    return f"{name} ({checkpoint.parent.name})" if name else checkpoint.name
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs of the figure
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Chosen:
+    positions: list[int]
+    events: np.ndarray
+    """``[S, T, 2, H, W]``."""
+    labels: np.ndarray
+    static: np.ndarray
+    """``[S, H, W]`` in [0, 1] (zeros where ``has_static`` is False)."""
+    has_static: np.ndarray
+    static_kind: list[str]
+    """Per sample: ``own`` (the recording's own image), ``class`` (the first training image
+    of its class: the dataset pairs by class) or ``none``."""
+
+
+def load_chosen(h5: Path, recipe: Recipe, positions: list[int]) -> Chosen:
+    """The chosen test recordings, unaugmented, with the image to show beside each."""
+    from tmkt_cli.data.loaders import EventDataset, static_from_image
+    from tmkt_cli.data.store import open_dataset
+
+    test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
+                        with_static=False)
+    items = [test[p] for p in positions]
+    events = np.stack([it["events"].numpy() for it in items])
+    labels = np.array([int(it["label"]) for it in items], dtype=np.int64)
+    size = events.shape[-1]
+    static = np.zeros((len(items), events.shape[-2], size), dtype=np.float32)
+    has_static = np.zeros(len(items), dtype=bool)
+    kinds = []
+    with open_dataset(h5) as ds:
+        train_image_labels = ds.image_labels("train")
+        for i, position in enumerate(positions):
+            own = int(test.partner_image_index[position])
+            if own >= 0:
+                image, kind = ds.split("test")["images"][own], "own"
+            else:
+                rows = np.flatnonzero(train_image_labels == labels[i])
+                image, kind = (ds.split("train")["images"][int(rows[0])], "class") \
+                    if rows.size else (None, "none")
+            if image is not None:
+                static[i] = static_from_image(image, recipe.data.static_input)[0]
+                has_static[i] = True
+            kinds.append(kind)
+    return Chosen(positions, events, labels, static, has_static, kinds)
+
+
+def compute_maps(trained: TrainedModel, x: torch.Tensor, targets: torch.Tensor,
+                 requested_layer: str, kind: str, gamma: float, what: str,
+                 layer_optional: bool = False):
+    """(layer name, ClassMaps) of one model. With ``layer_optional`` a requested layer the
+    model lacks falls back to its default (a baseline of another backbone)."""
+    from tmkt_cli.analysis.cam import class_activation_maps
+
+    model = trained.model
+    modules = dict(model.named_modules())
+    requested = requested_layer if not (layer_optional and requested_layer not in modules) \
+        else ""
+    layer = resolve_layer(model, requested, x, kind, what)
+    return layer, class_activation_maps(model, x, targets, modules[layer], kind, gamma)
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
+    import torch
+
+    from tmkt_cli.analysis import plotting
+    from tmkt_cli.analysis.cam import event_intensity, integrate_events
+    from tmkt_cli.runtime import select_device
+    from tmkt_cli.tasks import as_sequence
+
+    cfg = recipe.cam
+    source = cam_source(recipe)
+    h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
+    facts = read_dataset_facts(h5)
+    model_path = Path(run.inputs["model"]["path"])
+    device = select_device("auto")
+    trained = load_trained_model(model_path, expected_model_info(recipe, source, facts),
+                                 f"this recipe and dataset (cam.source={source})")
+    baseline = None
+    if "baseline" in run.inputs:
+        baseline = load_trained_model(Path(run.inputs["baseline"]["path"]),
+                                      _dataset_only(facts), "this dataset (cam.baseline)")
+    positions = chosen_positions(recipe, h5)
+    chosen = load_chosen(h5, recipe, positions)
+    x = as_sequence(torch.from_numpy(chosen.events)).to(device)
+    targets = torch.from_numpy(chosen.labels).to(device)
+
+    model_label = run_label(model_path)
+    trained.model.to(device)
+    layer, maps = compute_maps(trained, x, targets, cfg.layer, cfg.kind, cfg.sam_gamma,
+                               f"the model ({model_path})")
+    columns = {}
+    baseline_label = baseline_layer = baseline_maps = None
+    if baseline is not None:
+        baseline_label = run_label(baseline.path)
+        baseline.model.to(device)
+        baseline_layer, baseline_maps = compute_maps(
+            baseline, x, targets, cfg.layer, cfg.kind, cfg.sam_gamma,
+            f"the baseline ({baseline.path})", layer_optional=True)
+        columns[f"baseline: {baseline_label}"] = (baseline_maps, baseline_layer)
+    columns[model_label] = (maps, layer)
+    ui.print(f"{STAGE}: {cfg.kind} on {layer} of {model_label}"
+             + (f", baseline {baseline_label} ({baseline_layer})" if baseline else "")
+             + f"; {len(positions)} test samples")
+
+    rows = []
+    for i, position in enumerate(positions):
+        row = plotting.CamRow(
+            title=f"#{position}: {facts.classes[chosen.labels[i]]}",
+            static=chosen.static[i] if chosen.has_static[i] else None,
+            static_caption={"own": "", "class": "an image of its class",
+                            "none": ""}[chosen.static_kind[i]],
+            events_rgb=integrate_events(chosen.events[i]),
+            background=event_intensity(chosen.events[i]))
+        for title, (class_maps, _) in columns.items():
+            row.maps[title] = class_maps.maps[i]
+            row.captions[title] = f"pred: {facts.classes[class_maps.predictions[i]]}"
+        rows.append(row)
+    what = {"gradcam": "Grad-CAM", "sam": "SAM"}[cfg.kind]
+    outputs = {"maps": MAPS, "figure": FIGURE}
+    plotting.save_png(plotting.cam_figure(rows, f"{what}, {recipe.name} seed {recipe.seed}"),
+                      run.folder / FIGURE)
+    for position, row in zip(positions, rows, strict=True):
+        name = f"cam-{position}.png"
+        plotting.save_png(plotting.cam_figure([row]), run.folder / name)
+        outputs[f"sample_{position}"] = name
+
+    arrays = {
+        "indices": np.asarray(positions, dtype=np.int64),
+        "labels": chosen.labels,
+        "classes": np.asarray(facts.classes),
+        "events": chosen.events.astype(np.float32),
+        "static": chosen.static,
+        "has_static": chosen.has_static,
+        "static_kind": np.asarray(chosen.static_kind),
+        "kind": np.asarray(cfg.kind),
+        "layer": np.asarray(layer),
+        "label": np.asarray(model_label),
+        "maps": maps.maps,
+        "predictions": maps.predictions.astype(np.int64),
+    }
+    if maps.per_step is not None:
+        arrays["maps_per_step"] = maps.per_step
+    if baseline_maps is not None:
+        arrays.update(baseline_maps=baseline_maps.maps,
+                      baseline_predictions=baseline_maps.predictions.astype(np.int64),
+                      baseline_layer=np.asarray(baseline_layer),
+                      baseline_label=np.asarray(baseline_label))
+        if baseline_maps.per_step is not None:
+            arrays["baseline_maps_per_step"] = baseline_maps.per_step
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes(run.folder / MAPS, buffer.getvalue())
+
+    table = Table(title=f"cam: {what} ({layer})", title_justify="left")
+    table.add_column("sample", justify="right")
+    table.add_column("class")
+    if baseline_maps is not None:
+        table.add_column("baseline predicts")
+    table.add_column("model predicts")
+    for i, position in enumerate(positions):
+        cells = [str(position), facts.classes[chosen.labels[i]]]
+        if baseline_maps is not None:
+            cells.append(facts.classes[baseline_maps.predictions[i]])
+        cells.append(facts.classes[maps.predictions[i]])
+        table.add_row(*(escape(cell) for cell in cells))
+    ui.print(table)
+    correct = int((maps.predictions == chosen.labels).sum())
+    metrics = {"samples": len(positions), "kind": cfg.kind, "layer": layer,
+               "model_correct": correct}
+    if baseline_maps is not None:
+        metrics.update(baseline_layer=baseline_layer,
+                       baseline_correct=int((baseline_maps.predictions == chosen.labels).sum()))
+    run.complete(outputs=outputs, metrics=metrics)
+    ui.print(f"{STAGE}: done -> {run.folder / FIGURE}, {run.folder / MAPS}")
+
+
+def _dataset_only(facts: DatasetFacts) -> dict:
+    """A baseline may be any SNN trained on this dataset (its own backbone and settings)."""
+    return {"kind": "snn", "classes": facts.classes, "size": facts.size,
+            "time_steps": facts.time_steps}
+

@@ -1,0 +1,469 @@
+"""tmkt eval: measure a trained run on the test split.
+
+For an SNN (a ``train-tmkt`` or ``distill`` run): top-1, top-5, per-class accuracy and the
+confusion matrix of the event head's time-averaged logits; accuracy against the number of
+time steps used at inference (the cumulative means of one forward pass); the firing rate of
+every spiking layer; synaptic operations, the first layer's MACs, the ANN-equivalent MACs and
+the energy estimate; throughput. For the ANN teacher (``pretrain-ann``): the same accuracies
+on the test images, and its MACs. The rules are in docs/evaluation.md.
+
+Writes ``eval.json`` and PNG figures; prints the figures as tables.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tmkt_cli.artifacts import StageRun, Upstream, read_upstream, write_json
+from tmkt_cli.config import ModelConfig, Recipe, to_dict
+from tmkt_cli.errors import TmktError
+from tmkt_cli.stages.train_tmkt import dataset_input
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+STAGE = "eval"
+SNN_STAGES = ("train-tmkt", "distill")
+CHECKPOINT_FILES = {"last": "last.pt", "best": "best.pt"}
+EVAL_JSON = "eval.json"
+FIGURES = {"confusion": "confusion.png", "accuracy_vs_time_steps": "accuracy_vs_time_steps.png",
+           "firing_rates": "firing_rates.png"}
+ENERGY_SOURCE = ("Horowitz, 'Computing's energy problem', ISSCC 2014: 45 nm, 32-bit float "
+                 "add 0.9 pJ, multiply 3.7 pJ")
+THROUGHPUT_BATCHES = 10
+"""Batches timed for throughput (after one warm-up batch): enough for a stable figure."""
+
+
+def folder(recipe: Recipe) -> Path:
+    return recipe.stage_dir(STAGE)
+
+
+def source_input(recipe: Recipe, source: str, key: str) -> Upstream:
+    return read_upstream(recipe.stage_dir(source), source, key,
+                         hint=f"tmkt {source} RECIPE")
+
+
+def inputs(recipe: Recipe) -> dict[str, Upstream]:
+    return {"dataset": dataset_input(recipe),
+            "run": source_input(recipe, recipe.eval.source, "recipe key eval.source")}
+
+
+# The manifest output names under which training stages list their checkpoints.
+CHECKPOINT_OUTPUTS = {"last": "checkpoint", "best": "best"}
+
+
+def checkpoint_input(run_input: Upstream, which: str, key: str) -> Upstream:
+    """One checkpoint of a finished training run, as an input of its own: its path, and as
+    its hash the checkpoint's sha256 from the run's manifest (the file is not reread). A
+    stage recording it notices when another checkpoint is chosen or the run is retrained."""
+    entry = run_input.manifest.get("outputs", {}).get(CHECKPOINT_OUTPUTS[which])
+    if not entry or not entry.get("sha256"):
+        raise TmktError(f"{run_input.folder}: its manifest lists no {which} checkpoint "
+                        f"(from {key})")
+    return Upstream(run_input.folder / entry["path"],
+                    {"output_hash": entry["sha256"][:16], "outputs": {}})
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a trained model, checked against the recipe and the dataset
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a checkpoint must agree with."""
+
+    path: Path
+    classes: list[str]
+    time_steps: int
+    size: int
+
+
+def read_dataset_facts(h5: Path) -> DatasetFacts:
+    from tmkt_cli.data.store import open_dataset
+
+    with open_dataset(h5) as ds:
+        return DatasetFacts(Path(ds.path), list(ds.classes), ds.time_steps, ds.size)
+
+
+def checkpoint_mismatches(info: dict, expected: dict) -> list[str]:
+    """What differs between a checkpoint's ``model_info`` and what the recipe and dataset
+    expect (same keys: kind, backbone, model, classes, size, time_steps; a key absent from
+    ``expected`` is not checked). Each entry reads "<checkpoint's value> (<expected>)"."""
+    diffs = []
+    if "kind" in expected and info.get("kind") != expected["kind"]:
+        diffs.append(f"an {str(info.get('kind')).upper()} model (expected an "
+                     f"{expected['kind'].upper()})")
+        return diffs  # nothing else is comparable
+    if "backbone" in expected and info.get("backbone") != expected["backbone"]:
+        diffs.append(f"backbone {info.get('backbone')!r} (recipe: {expected['backbone']!r})")
+    elif "model" in expected:
+        ours, theirs = info.get("model") or {}, expected["model"]
+        # Keys one side lacks come from another tmkt version's schema: not a difference.
+        for key in sorted(set(ours) & set(theirs)):
+            if key != "backbone" and ours[key] != theirs[key]:
+                diffs.append(f"model.{key} {ours[key]!r} (recipe: {theirs[key]!r})")
+    if "classes" in expected:
+        got, want = list(info.get("classes") or []), list(expected["classes"])
+        if len(got) != len(want):
+            diffs.append(f"{len(got)} classes (dataset: {len(want)})")
+        elif got != want:
+            first = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+            diffs.append(f"other class names (class {first}: {got[first]!r}, dataset: "
+                         f"{want[first]!r})")
+    if "size" in expected and info.get("size") != expected["size"]:
+        diffs.append(f"{info.get('size')}px inputs (dataset: {expected['size']}px)")
+    if "time_steps" in expected and info.get("time_steps") != expected["time_steps"]:
+        diffs.append(f"T={info.get('time_steps')} (dataset: T={expected['time_steps']})")
+    return diffs
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    kind: str
+    """``snn`` or ``ann``."""
+    info: dict
+    path: Path
+    epoch: int | None
+    step: int | None
+
+
+def load_trained_model(path: Path, expected: dict, what: str) -> TrainedModel:
+    """Load the checkpoint at ``path``, refuse it with one line when its ``model_info``
+    differs from ``expected`` (see :func:`checkpoint_mismatches`), and build its network.
+
+    The network is built from the checkpoint's own ``model_info`` (equal to the recipe's
+    where ``expected`` says so).
+    """
+    from tmkt_cli.engine import load_checkpoint
+
+    state = load_checkpoint(path, f"{what} checkpoint")
+    info = state.get("model_info") or {}
+    if info.get("kind") not in ("snn", "ann"):
+        raise TmktError(f"{path}: not the checkpoint of a tmkt network (model_info kind "
+                        f"{info.get('kind')!r})")
+    diffs = checkpoint_mismatches(info, expected)
+    if diffs:
+        raise TmktError(f"{path}: the checkpoint does not match {what}: it holds "
+                        + "; ".join(diffs))
+    model = build_from_info(info, path)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TmktError(f"{path}: weights do not fit the {info.get('backbone')} network its "
+                        f"model_info describes ({first[:160]})") from None
+    loop = state.get("loop") or {}
+    return TrainedModel(model=model, kind=info["kind"], info=info, path=Path(path),
+                        epoch=loop.get("epoch"), step=loop.get("step"))
+
+
+def build_from_info(info: dict, path: Path) -> nn.Module:
+    from tmkt_cli.models import build_ann, build_snn
+
+    if info["kind"] == "ann":
+        return build_ann(info["backbone"], int(info["num_classes"]), int(info["size"]))
+    try:
+        cfg = ModelConfig(**(info.get("model") or {"backbone": info["backbone"]}))
+    except TypeError as e:
+        raise TmktError(f"{path}: model_info.model has keys this tmkt does not know "
+                        f"({e})") from None
+    return build_snn(cfg, int(info["num_classes"]), int(info["size"]), int(info["time_steps"]))
+
+
+def expected_model_info(recipe: Recipe, source: str, facts: DatasetFacts) -> dict:
+    """What a checkpoint of ``source`` must hold to be evaluated with this recipe's data."""
+    if source == "pretrain-ann":
+        return {"kind": "ann", "backbone": recipe.pretrain_ann.backbone,
+                "classes": facts.classes, "size": facts.size}
+    return {"kind": "snn", "backbone": recipe.model.backbone, "model": to_dict(recipe.model),
+            "classes": facts.classes, "size": facts.size, "time_steps": facts.time_steps}
+
+
+def load_source_model(recipe: Recipe, run: StageRun, source: str, which: str, key: str
+                      ) -> tuple[TrainedModel, DatasetFacts, Path]:
+    """The dataset facts and the trained model of this recipe's ``source`` run."""
+    h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
+    facts = read_dataset_facts(h5)
+    path = Path(run.inputs["run"]["path"]) / CHECKPOINT_FILES[which]
+    trained = load_trained_model(path, expected_model_info(recipe, source, facts),
+                                 f"this recipe and dataset ({key}={source})")
+    return trained, facts, h5
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------
+
+def measure_throughput(predict: Callable[[dict], Any], loader, device: torch.device,
+                       max_batches: int = THROUGHPUT_BATCHES) -> dict:
+    """Samples per second of ``predict`` alone (data loading excluded), timed over up to
+    ``max_batches`` batches after one untimed warm-up batch (the first call allocates)."""
+    import torch
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) > max_batches:
+            break
+    timed = batches[1:] or batches  # a single batch: time it, warm-up and all
+    if len(batches) > 1:
+        predict(_to(batches[0], device))
+    samples, seconds = 0, 0.0
+    for batch in timed:
+        batch = _to(batch, device)
+        sync()
+        t0 = time.perf_counter()
+        predict(batch)
+        sync()
+        seconds += time.perf_counter() - t0
+        samples += len(batch["label"])
+    return {"samples_per_s": samples / seconds if seconds > 0 else math.inf,
+            "samples_timed": samples, "seconds": seconds,
+            "batch_size": len(batches[0]["label"]) if batches else 0, "device": str(device),
+            "threads": torch.get_num_threads()}
+
+
+def _to(batch: dict, device) -> dict:
+    import torch
+
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def evaluate_snn(model: nn.Module, loader, facts: DatasetFacts, device: torch.device) -> dict:
+    """One pass over the test split with counting hooks: every SNN figure but throughput."""
+    import torch
+    from spikingjelly.activation_based import functional
+
+    from tmkt_cli.analysis.energy import ActivityMonitor
+    from tmkt_cli.analysis.metrics import ClassificationTally
+    from tmkt_cli.tasks import as_sequence
+
+    tally = ClassificationTally(len(facts.classes), facts.time_steps)
+    model.eval()
+    with torch.no_grad(), ActivityMonitor(model, model.spiking_layers()) as monitor:
+        for batch in loader:
+            x = as_sequence(batch["events"]).to(device)
+            logits = model(x, head="event").logits
+            functional.reset_net(model)
+            tally.update(logits.float().cpu().numpy(), batch["label"].numpy())
+    results = tally.summary(facts.classes)
+    rates = monitor.firing_rates()
+    total_spikes = sum(c.spikes for c in monitor.spikes.values())
+    total_elements = sum(c.elements for c in monitor.spikes.values())
+    results["firing_rates"] = rates
+    results["mean_firing_rate"] = total_spikes / total_elements if total_elements else None
+    results["operations"] = monitor.operations(tally.samples, facts.time_steps, spiking=True)
+    return results
+
+
+def evaluate_ann(model: nn.Module, loader, facts: DatasetFacts, device: torch.device) -> dict:
+    import torch
+
+    from tmkt_cli.analysis.energy import ActivityMonitor
+    from tmkt_cli.analysis.metrics import ClassificationTally
+
+    tally = ClassificationTally(len(facts.classes), 1)
+    model.eval()
+    with torch.no_grad(), ActivityMonitor(model) as monitor:
+        for batch in loader:
+            logits = model(batch["image"].to(device))
+            tally.update(logits.float().cpu().numpy(), batch["label"].numpy())
+    results = tally.summary(facts.classes)
+    del results["accuracy_vs_time_steps"]  # one image, no time steps
+    results["operations"] = monitor.operations(tally.samples, 1, spiking=False)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
+    import torch
+
+    from tmkt_cli.analysis import plotting
+    from tmkt_cli.analysis.energy import energy_estimate
+    from tmkt_cli.engine import eval_loader
+    from tmkt_cli.runtime import select_device
+
+    cfg = recipe.eval
+    trained, facts, h5 = load_source_model(recipe, run, cfg.source, cfg.checkpoint,
+                                           "eval.source")
+    device = select_device("auto")
+    model = trained.model.to(device)
+    if trained.kind == "snn":
+        from tmkt_cli.data.loaders import EventDataset
+        from tmkt_cli.tasks import as_sequence
+
+        test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
+                            with_static=False)
+    else:
+        from tmkt_cli.data.loaders import ImageDataset
+
+        test = ImageDataset(h5, "test", recipe.data, augment=False)
+    if len(test) == 0:
+        what = "recordings" if trained.kind == "snn" else "images"
+        raise TmktError(f"{h5}: the test split has no {what} to evaluate")
+    ui.print(f"{STAGE}: {trained.info['backbone']} {trained.kind.upper()} from {trained.path} "
+             f"(step {trained.step}), {len(test)} test samples, device {device}")
+
+    def loader():
+        return eval_loader(test, cfg.batch_size, recipe.data.num_workers)
+
+    if trained.kind == "snn":
+        results = evaluate_snn(model, loader(), facts, device)
+
+        def predict(batch: dict) -> torch.Tensor:
+            return model.predict(as_sequence(batch["events"]))
+    else:
+        results = evaluate_ann(model, loader(), facts, device)
+
+        def predict(batch: dict) -> torch.Tensor:
+            return model(batch["image"])
+    with torch.no_grad():
+        results["throughput"] = measure_throughput(predict, loader(), device)
+
+    ops = results["operations"]
+    if trained.kind == "snn":
+        energy = energy_estimate(ops["ac_ops"], ops["mac_ops"], ops["ann_macs"],
+                                 cfg.energy_ac_pj, cfg.energy_mac_pj)
+    else:
+        energy = {"ann_pj": ops["ann_macs"] * cfg.energy_mac_pj}
+    results["energy"] = {"energy_ac_pj": cfg.energy_ac_pj, "energy_mac_pj": cfg.energy_mac_pj,
+                         "source": ENERGY_SOURCE, **energy}
+    report = {
+        "source": {"stage": cfg.source, "run": run.inputs["run"]["path"],
+                   "checkpoint": str(trained.path), "which": cfg.checkpoint,
+                   "epoch": trained.epoch, "step": trained.step, "kind": trained.kind,
+                   "backbone": trained.info.get("backbone")},
+        "dataset": {"path": str(h5), "split": "test", "samples": results["samples"],
+                    "time_steps": facts.time_steps, "size": facts.size,
+                    "classes": facts.classes},
+        **results,
+    }
+
+    title = f"{recipe.name} seed {recipe.seed}: {cfg.source} ({cfg.checkpoint}.pt)"
+    outputs = {"eval": EVAL_JSON, "confusion": FIGURES["confusion"]}
+    plotting.save_png(plotting.confusion_figure(results["confusion"], facts.classes,
+                                                f"Confusion, {title}"),
+                      run.folder / FIGURES["confusion"])
+    if trained.kind == "snn":
+        plotting.save_png(plotting.accuracy_vs_time_figure(results["accuracy_vs_time_steps"],
+                                                           f"Accuracy vs time steps, {title}"),
+                          run.folder / FIGURES["accuracy_vs_time_steps"])
+        plotting.save_png(plotting.firing_rate_figure(
+            [r["layer"] for r in results["firing_rates"]],
+            [r["firing_rate"] for r in results["firing_rates"]], f"Firing rates, {title}"),
+            run.folder / FIGURES["firing_rates"])
+        outputs.update(accuracy_vs_time_steps=FIGURES["accuracy_vs_time_steps"],
+                       firing_rates=FIGURES["firing_rates"])
+    write_json(run.folder / EVAL_JSON, report)
+    print_results(report, ui, title)
+    run.complete(outputs=outputs, metrics=summary_metrics(report))
+    ui.print(f"{STAGE}: done -> {run.folder / EVAL_JSON}")
+
+
+def summary_metrics(report: dict) -> dict:
+    """The manifest's metrics: the headline figures of eval.json."""
+    energy = report["energy"]
+    return {"top1": report["top1"], "top5": report["top5"], "loss": report["loss"],
+            "samples": report["samples"],
+            "mean_firing_rate": report.get("mean_firing_rate"),
+            "ac_ops": report["operations"].get("ac_ops"),
+            "mac_ops": report["operations"].get("mac_ops"),
+            "ann_macs": report["operations"]["ann_macs"],
+            "snn_energy_uj": energy["snn_pj"] / 1e6 if "snn_pj" in energy else None,
+            "ann_energy_uj": energy["ann_pj"] / 1e6,
+            "samples_per_s": report["throughput"]["samples_per_s"]}
+
+
+# --------------------------------------------------------------------------------------------
+# Terminal output
+# --------------------------------------------------------------------------------------------
+
+def human(value: float | None) -> str:
+    """1234567 -> '1.23 M': operation counts at a glance."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {prefix}"
+    return f"{value:.3g}"
+
+
+def energy_text(picojoules: float) -> str:
+    """Energy with the unit that keeps 1-3 digits before the point (pJ to mJ)."""
+    for factor, unit in ((1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ")):
+        if picojoules >= factor:
+            return f"{picojoules / factor:.3g} {unit}"
+    return f"{picojoules:.3g} pJ"
+
+
+def print_results(report: dict, ui: Console, title: str) -> None:
+    snn = report["source"]["kind"] == "snn"
+    ops, energy, speed = report["operations"], report["energy"], report["throughput"]
+    table = Table(title=escape(f"eval: {title}"), show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("samples", str(report["samples"]))
+    table.add_row("top-1", f"{100 * report['top1']:.2f} %")
+    table.add_row("top-5", f"{100 * report['top5']:.2f} %")
+    table.add_row("loss", f"{report['loss']:.4f}")
+    if snn:
+        table.add_row("mean firing rate", f"{report['mean_firing_rate']:.4f}")
+        table.add_row("synaptic ops (AC) / sample", human(ops["ac_ops"]))
+        table.add_row("first-layer MACs / sample", human(ops["mac_ops"]))
+        table.add_row("SNN energy / sample", energy_text(energy["snn_pj"]))
+    table.add_row("ANN MACs / sample" if snn else "MACs / sample", human(ops["ann_macs"]))
+    table.add_row("ANN energy / sample" if snn else "energy / sample",
+                  energy_text(energy["ann_pj"]))
+    if snn:
+        table.add_row("ANN / SNN energy", f"{energy['ann_over_snn']:.2f} x")
+    table.add_row("throughput", f"{speed['samples_per_s']:.1f} samples/s ({speed['device']})")
+    ui.print(table)
+    if snn:
+        per_t = Table(title="accuracy after t time steps (%)", title_justify="left")
+        for t in range(1, len(report["accuracy_vs_time_steps"]) + 1):
+            per_t.add_column(str(t), justify="right")
+        per_t.add_row(*[f"{100 * a:.2f}" for a in report["accuracy_vs_time_steps"]])
+        ui.print(per_t)
+        layers = Table(title="spiking layers", title_justify="left")
+        layers.add_column("layer")
+        layers.add_column("neurons", justify="right")
+        layers.add_column("firing rate", justify="right")
+        for r in report["firing_rates"]:
+            layers.add_row(escape(r["layer"]), str(r["neurons"]), f"{r['firing_rate']:.4f}")
+        ui.print(layers)
+    synapses = Table(title="synaptic layers (per sample)", title_justify="left")
+    for col in ("layer", "counted as", "ops", "dense MACs", "non-zero inputs"):
+        synapses.add_column(col, justify="left" if col == "layer" else "right")
+    for r in ops["layers"]:
+        synapses.add_row(escape(r["layer"]), r["kind"].upper(), human(r["ops"]),
+                         human(r["dense_macs"]),
+                         f"{100 * r['input_density']:.1f} %")
+    ui.print(synapses)
+    per_class = [(name, acc) for name, acc in report["per_class"].items() if acc is not None]
+    if per_class:
+        worst = sorted(per_class, key=lambda item: item[1])[:10]
+        low = Table(title=f"lowest per-class accuracy ({len(worst)} of {len(per_class)})",
+                    title_justify="left")
+        low.add_column("class")
+        low.add_column("accuracy", justify="right")
+        for name, acc in worst:
+            low.add_row(escape(name), f"{100 * acc:.1f} %")
+        ui.print(low)
