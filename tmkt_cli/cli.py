@@ -193,7 +193,8 @@ def paths(recipe: RecipeArg, set_: SetOpt = None, debug: DebugOpt = False) -> No
         r = load_recipe(recipe, set_ or [])
         lines = [f"name={r.name}", f"dataset={r.dataset_dir()}"]
         lines += [f"{stage}={r.stage_dir(stage)}" for stage in
-                  ("pretrain-ann", "distill", "train-tmkt", "eval", "cam")]
+                  ("pretrain-ann", "distill", "train-tmkt", "cam")]
+        lines.append(f"eval={r.eval_dir()}")
         lines.append(f"method={r.method.name}")
         lines.append(f"eval_source={r.eval.source}")
         sys.stdout.write("\n".join(lines) + "\n")

@@ -355,6 +355,12 @@ class Recipe:
     def stage_dir(self, stage: str) -> Path:
         return self.run_root() / stage
 
+    def eval_dir(self) -> Path:
+        """``eval/`` for the recipe's train-tmkt run, ``eval-<source>/`` for a distill or
+        pretrain-ann run, so evaluating a student and its teacher never share a folder."""
+        source = self.eval.source
+        return self.stage_dir("eval" if source == "train-tmkt" else f"eval-{source}")
+
 
 # Which sections each stage reads: they, and only they, enter its config hash.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {

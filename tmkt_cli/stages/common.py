@@ -37,9 +37,12 @@ def execute(stage: str, recipe: Recipe, folder: Path,
             ups, needs = None, f"(not ready: {e})"
         ui.print(f"[bold]# plan[/bold]\nstage:   {stage}\nfolder:  {folder}\nreads:   {needs}")
         if ups is not None:
-            run = open_stage(folder, stage, "", cfg, chash, _input_hashes(ups), force=force,
-                             resume=resume, dry_run=True)
-            ui.print(f"action:  {_describe(run.decision, folder)}")
+            try:
+                run = open_stage(folder, stage, "", cfg, chash, _input_hashes(ups),
+                                 force=force, resume=resume, dry_run=True)
+                ui.print(f"action:  {_describe(run.decision, folder)}")
+            except TmktError as e:
+                ui.print(f"action:  refused: {e}")
         return None
 
     from tmkt_cli.runtime import DIST

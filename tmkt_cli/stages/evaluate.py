@@ -45,7 +45,7 @@ THROUGHPUT_BATCHES = 10
 
 
 def folder(recipe: Recipe) -> Path:
-    return recipe.stage_dir(STAGE)
+    return recipe.eval_dir()
 
 
 def source_input(recipe: Recipe, source: str, key: str) -> Upstream:
