@@ -1,0 +1,322 @@
+"""torch Datasets over a prepared ``dataset.h5``: event samples with their static partners, and
+the images alone (for the ANN teacher).
+
+Imported lazily by the training stages (it imports torch).
+
+**Keys and randomness.** ``dataset[key]`` takes ``(position, sample_seed)`` (what the engine's
+:class:`tmkt_cli.data.sampling.KeyedBatchSampler` yields) or a plain ``position`` (then
+``sample_seed = position``). Positions run over ``0..len(dataset)-1`` as for any torch Dataset;
+with ``indices`` given, position ``i`` reads row ``indices[i]`` of the split, and the returned
+``index`` is always that row. Every random draw of a sample (its augmentation, its static
+partner, the partner's augmentation) comes from its own stream
+``SeedSequence([seed, sample_seed, purpose])``: a pure function of the key, identical in any
+worker process and after a resume.
+
+**Pairing.** ``pairing: class`` draws, for every access, a random image of the sample's class
+from the *training* images (``/train/images``; ``static_index`` indexes them), whatever split
+the event sample comes from. ``pairing: instance`` returns the recording's own image from its
+split's images (``/<split>/images[image_index]``; ``static_index`` is that row).
+
+**Memory.** Only labels and pairing indices are read at construction. Frames and images are
+read per access through an HDF5 handle opened on first use in each process (h5py handles do
+not survive a fork), unless ``in_memory``, which reads the needed rows once at construction
+(before DataLoader workers fork, so they share those pages).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tmkt_cli.config import DataConfig
+from tmkt_cli.data.store import SPLITS, open_dataset
+from tmkt_cli.errors import TmktError
+
+# Separate random streams per purpose, so e.g. turning the static partner on does not change
+# the events' augmentation.
+_EVENT_AUGMENT, _PARTNER, _STATIC_AUGMENT, _SUBSET = 0xA06E, 0xA1B2, 0xA5A7, 0x5B5E
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _stream(seed: int, sample_seed: int, purpose: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(
+        [seed % 2**64, sample_seed % 2**64, purpose]))
+
+
+def _parse_key(key: Any) -> tuple[int, int]:
+    if isinstance(key, tuple | list):
+        position, sample_seed = key
+        return int(position), int(sample_seed)
+    return int(key), int(key)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+def event_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified subset: ``round(fraction * n_c)`` items of each class
+    ``c`` (at least one, at most all), chosen at random from ``seed``.
+
+    Each class draws from its own stream (seed, class), so one class's draw does not depend on
+    the others.
+    """
+    if not 0 < fraction <= 1:
+        raise TmktError(f"recipe key 'data.event_fraction': expected a value in (0, 1], "
+                        f"got {fraction}")
+    labels = np.asarray(labels)
+    if fraction == 1:
+        return np.arange(labels.size, dtype=np.int64)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        take = min(members.size, max(1, round(fraction * members.size)))
+        rng = np.random.default_rng(np.random.SeedSequence([seed % 2**64, _SUBSET, int(c)]))
+        chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def static_from_image(image: np.ndarray, mode: str) -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` to the network's static input ``float32 [2, H, W]`` in [0, 1]:
+    the HSV V channel (``max(R, G, B)``, KT's choice) or grey (ITU-R 601 luma), repeated to
+    the two polarity channels."""
+    rgb = image.astype(np.float32) / 255.0
+    if mode == "v":
+        plane = rgb.max(axis=2)
+    elif mode == "grey":
+        plane = rgb @ LUMA
+    else:
+        raise TmktError(f"recipe key 'data.static_input': expected 'v' or 'grey', got {mode!r}")
+    return np.repeat(plane[None], 2, axis=0)
+
+
+def augment_planes(planes: np.ndarray, rng: np.random.Generator, *, crop_padding: int,
+                   hflip: bool, rotation: float) -> np.ndarray:
+    """One random transform applied alike to every plane of ``[..., H, W]`` (all T frames and
+    both polarities of a recording): a crop of the zero-padded planes (a shift of up to
+    ``crop_padding`` pixels), a horizontal flip with probability 1/2, and a rotation by an
+    angle uniform in ``[-rotation, rotation]`` degrees (bilinear, zeros outside).
+
+    The draws happen in a fixed order whether or not a transform is enabled, so enabling one
+    does not change the others.
+    """
+    shift_y, shift_x = rng.integers(-crop_padding, crop_padding + 1, size=2) \
+        if crop_padding else (0, 0)
+    flip = bool(rng.integers(0, 2)) if hflip else False
+    angle = float(rng.uniform(-rotation, rotation)) if rotation else 0.0
+    out = planes
+    if shift_y or shift_x:
+        out = _shift(out, int(shift_y), int(shift_x))
+    if flip:
+        out = out[..., ::-1]
+    if angle:
+        out = _rotate(out, angle)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _shift(planes: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Content moved by (dy, dx) with zeros coming in: a random crop of the padded planes."""
+    height, width = planes.shape[-2:]
+    out = np.zeros_like(planes)
+    src_y = slice(max(0, -dy), min(height, height - dy))
+    dst_y = slice(max(0, dy), min(height, height + dy))
+    src_x = slice(max(0, -dx), min(width, width - dx))
+    dst_x = slice(max(0, dx), min(width, width + dx))
+    out[..., dst_y, dst_x] = planes[..., src_y, src_x]
+    return out
+
+
+def _rotate(planes: np.ndarray, degrees: float) -> np.ndarray:
+    shape = planes.shape
+    height, width = shape[-2:]
+    x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32)).reshape(
+        1, -1, height, width)
+    theta = np.deg2rad(degrees)
+    cos, sin = np.cos(theta), np.sin(theta)
+    # affine_grid maps output to input coordinates in [-1, 1]; for non-square planes the
+    # aspect ratio is folded in so the rotation is a true rotation in pixel space.
+    aspect = width / height
+    matrix = torch.tensor([[cos, -sin / aspect, 0.0], [sin * aspect, cos, 0.0]],
+                          dtype=torch.float32)[None]
+    grid = F.affine_grid(matrix, list(x.shape), align_corners=False)
+    rotated = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)
+    return rotated.reshape(shape).numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------
+
+class _LazyFile:
+    """An h5py handle opened on first use in each process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = None
+        self._pid = None
+
+    def get(self):
+        if self._handle is None or self._pid != os.getpid():
+            import h5py
+
+            # A handle inherited through fork must not be used (nor closed) here.
+            self._handle = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._handle
+
+    def read(self, name: str, row: int) -> np.ndarray:
+        try:
+            return self.get()[name][row]
+        except OSError as e:
+            raise TmktError(f"{self.path}: cannot read /{name}[{row}] ({e}); the file may be "
+                            f"damaged: prepare it again") from None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_handle": None, "_pid": None}
+
+
+def _check_split(path: Path, split: str) -> None:
+    if split not in SPLITS:
+        raise TmktError(f"{path}: no split {split!r} (splits: {', '.join(SPLITS)})")
+
+
+def _rows(indices, n: int, path: Path, split: str) -> np.ndarray:
+    if indices is None:
+        return np.arange(n, dtype=np.int64)
+    rows = np.asarray(indices, dtype=np.int64).ravel()
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"{path} /{split}: indices outside 0..{n - 1}")  # a caller's bug
+    return rows
+
+
+class EventDataset(torch.utils.data.Dataset):
+    """Event samples of one split: ``{"events": float32 [T, 2, H, W], "label": int64,
+    "index": row}``, plus ``"static": float32 [2, H, W]`` and ``"static_index"`` with
+    ``with_static`` (see the module doc for keys, pairing and randomness)."""
+
+    def __init__(self, path: str | Path, split: str, cfg: DataConfig, *, seed: int,
+                 augment: bool, with_static: bool, indices=None) -> None:
+        self.path = Path(path)
+        _check_split(self.path, split)
+        self.split, self.cfg, self.seed = split, cfg, seed
+        self.augment, self.with_static = augment, with_static
+        with open_dataset(self.path) as ds:
+            self.path = ds.path
+            self.classes = ds.classes
+            self.time_steps, self.size = ds.time_steps, ds.size
+            split_labels = ds.labels(split)
+            self.rows = _rows(indices, split_labels.size, self.path, split)
+            self.labels = split_labels[self.rows]
+            self.partner_image_index = ds.image_index(split)[self.rows]
+            train_image_labels = ds.image_labels("train")
+            if with_static:
+                self._check_pairing(train_image_labels)
+            self._frames = self._images = None
+            if cfg.in_memory:
+                g = ds.split(split)
+                self._frames = np.stack([g["frames"][r] for r in self.rows]) if self.rows.size \
+                    else np.zeros((0, self.time_steps, 2, self.size, self.size), np.float32)
+                if with_static:
+                    images = ds.split(self.image_split)["images"]
+                    self._images = images[()] if images.shape[0] else None
+        self.class_images = {int(c): np.flatnonzero(train_image_labels == c)
+                             for c in np.unique(self.labels)} \
+            if with_static and cfg.pairing == "class" else {}
+        self._file = _LazyFile(self.path)
+
+    @property
+    def image_split(self) -> str:
+        """The split whose images the partners come from."""
+        return "train" if self.cfg.pairing == "class" else self.split
+
+    def _check_pairing(self, train_image_labels: np.ndarray) -> None:
+        if self.cfg.pairing == "class":
+            missing = sorted(set(np.unique(self.labels).tolist())
+                             - set(np.unique(train_image_labels).tolist()))
+            if missing:
+                names = ", ".join(self.classes[c] for c in missing[:5])
+                raise TmktError(f"{self.path}: data.pairing = class, but class(es) {names} "
+                                f"have no training image to pair with")
+        elif (self.partner_image_index < 0).any():
+            raise TmktError(f"{self.path}: data.pairing = instance, but this dataset has no "
+                            f"image of its own for {int((self.partner_image_index < 0).sum())} "
+                            f"{self.split} recordings; use pairing: class")
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        position, sample_seed = _parse_key(key)
+        row = int(self.rows[position])
+        label = int(self.labels[position])
+        frames = self._frames[position] if self._frames is not None \
+            else self._file.read(f"{self.split}/frames", row)
+        if self.augment:
+            frames = self._augment(frames, _stream(self.seed, sample_seed, _EVENT_AUGMENT))
+        out = {"events": torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)),
+               "label": torch.tensor(label, dtype=torch.int64), "index": row}
+        if self.with_static:
+            if self.cfg.pairing == "class":
+                candidates = self.class_images[label]
+                rng = _stream(self.seed, sample_seed, _PARTNER)
+                image_row = int(candidates[rng.integers(candidates.size)])
+            else:
+                image_row = int(self.partner_image_index[position])
+            image = self._images[image_row] if self._images is not None \
+                else self._file.read(f"{self.image_split}/images", image_row)
+            static = static_from_image(image, self.cfg.static_input)
+            if self.augment:
+                static = self._augment(static, _stream(self.seed, sample_seed, _STATIC_AUGMENT))
+            out["static"] = torch.from_numpy(np.ascontiguousarray(static))
+            out["static_index"] = image_row
+        return out
+
+    def _augment(self, planes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return augment_planes(planes, rng, crop_padding=self.cfg.crop_padding,
+                              hflip=self.cfg.hflip, rotation=self.cfg.rotation)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """The static images of one split, for the ANN teacher: ``{"image": float32 [2, H, W],
+    "label": int64, "index": row}`` (converted per ``cfg.static_input``; augmented like the
+    event samples when ``augment``)."""
+
+    def __init__(self, path: str | Path, split: str, cfg: DataConfig, *, seed: int = 0,
+                 augment: bool = False, indices=None) -> None:
+        self.path = Path(path)
+        _check_split(self.path, split)
+        self.split, self.cfg, self.seed, self.augment = split, cfg, seed, augment
+        with open_dataset(self.path) as ds:
+            self.path = ds.path
+            self.classes = ds.classes
+            self.size = ds.size
+            split_labels = ds.image_labels(split)
+            self.rows = _rows(indices, split_labels.size, self.path, split)
+            self.labels = split_labels[self.rows]
+            images = ds.split(split)["images"]
+            self._images = images[()][self.rows] if cfg.in_memory and images.shape[0] else None
+        self._file = _LazyFile(self.path)
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        position, sample_seed = _parse_key(key)
+        row = int(self.rows[position])
+        image = self._images[position] if self._images is not None \
+            else self._file.read(f"{self.split}/images", row)
+        planes = static_from_image(image, self.cfg.static_input)
+        if self.augment:
+            planes = augment_planes(planes, _stream(self.seed, sample_seed, _STATIC_AUGMENT),
+                                    crop_padding=self.cfg.crop_padding, hflip=self.cfg.hflip,
+                                    rotation=self.cfg.rotation)
+        return {"image": torch.from_numpy(np.ascontiguousarray(planes)),
+                "label": torch.tensor(int(self.labels[position]), dtype=torch.int64),
+                "index": row}
