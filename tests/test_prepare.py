@@ -185,3 +185,26 @@ def test_user_errors_are_one_line(tmp_path):
     (empty / "cls").mkdir(parents=True)
     res = invoke("prepare", "images", "--root", str(empty), "--out", str(tmp_path / "e"))
     assert res.exit_code == 2 and "cls: no images" in res.output
+
+
+def test_replaced_raw_files_make_a_finished_prepare_refuse(tmp_path):
+    """The raw root's listing is an input: changing it is refused like a changed config."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from tmkt_cli.cli import app
+
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 90, 200)).save(root / c / f"{i}.png")
+    args = ["prepare", "images", "--root", str(root), "--out", str(tmp_path / "out"),
+            "--time-steps", "2", "--size", "8", "--set", "prepare.emulator.duration_ms=20",
+            "--set", "prepare.emulator.canvas=12", "--set", "prepare.emulator.image_size=8"]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    assert "up to date" in runner.invoke(app, args).output
+    Image.new("RGB", (9, 9)).save(root / "a" / "extra.png")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "inputs changed (raw)" in res.output

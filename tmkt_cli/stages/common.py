@@ -71,6 +71,7 @@ def execute(stage: str, recipe: Recipe, folder: Path,
         raise
     DIST.broadcast(("ok", run.decision, run.inputs))
     if run.decision == "up-to-date":
+        run.release()
         ui.print(f"{stage}: up to date ({folder})")
         return run
     ui.print(f"{stage}: {_describe(run.decision, folder)}")

@@ -31,7 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tmkt_cli.artifacts import StageRun
+from tmkt_cli.artifacts import StageRun, Upstream
 from tmkt_cli.config import PrepareConfig, Recipe, dump_yaml, require_path, stage_config
 from tmkt_cli.data import sources
 from tmkt_cli.data.frames import events_to_frames, resize_frames, resize_image
@@ -61,10 +61,15 @@ def folder(recipe: Recipe) -> Path:
 
 
 def inputs(recipe: Recipe) -> dict:
-    """Raw data has no manifest: ``run`` records its path and a listing hash as metrics.
-    A ``prepare.root`` that does not exist is reported here, before the folder is touched."""
-    raw_root(recipe.prepare)
-    return {}
+    """Raw data has no manifest: its listing hash (relative paths and sizes) stands in for an
+    upstream output hash, so replacing raw files makes a finished prepare refuse to pass for
+    up to date. A ``prepare.root`` that does not exist is reported here, before the folder is
+    touched."""
+    root = raw_root(recipe.prepare)
+    if root is None:
+        return {}
+    listing = raw_listing(root)
+    return {"raw": Upstream(root, {"output_hash": listing["listing_hash"], "outputs": {}})}
 
 
 # --------------------------------------------------------------------------------------------
