@@ -1,0 +1,409 @@
+"""Spiking backbones and the two-stream network every training method uses.
+
+Layout: sequences are ``[T, B, C, H, W]``; stateless layers (conv, BN, pooling, linear) run
+on T x B folded into one batch through ``layer.SeqToANNContainer``; neurons run the whole
+sequence at once (multi-step mode, :class:`~tmkt_cli.models.neurons.FusedLIFNode`).
+
+A backbone is a :class:`Trunk`: ``x [T, B, C_in, H, W] -> [T, B, F]`` plus the name of the
+*tap*, the last spiking layer before the output, whose charged membrane potential H[t] (before
+firing and reset) is the feature map the methods align (docs/methods.md, "feature tap").
+:class:`TwoStreamSNN` puts two linear heads on one trunk (``static`` for the static/mixed
+stream, ``event`` for events) and the small auxiliary parts TMKT and KT train with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from spikingjelly.activation_based import functional, layer, neuron
+from torch import nn
+
+from tmkt_cli.config import ModelConfig
+from tmkt_cli.errors import TmktError
+from tmkt_cli.models.neurons import FusedLIFNode
+
+# make_neuron(record_charge) -> a multi-step module; record_charge is True for the tap only.
+NeuronFactory = Callable[[bool], nn.Module]
+
+
+def lif_factory(cfg: ModelConfig) -> NeuronFactory:
+    """LIF neurons with the recipe's tau, threshold (hard reset to 0) and surrogate."""
+    def make(record_charge: bool = False) -> nn.Module:
+        return FusedLIFNode(tau=float(cfg.tau), v_threshold=float(cfg.threshold),
+                            surrogate_name=cfg.surrogate, surrogate_alpha=cfg.surrogate_alpha,
+                            detach_reset=cfg.detach_reset, record_charge=record_charge)
+    return make
+
+
+def relu_factory(record_charge: bool = False) -> nn.Module:
+    """The same networks as ANNs (teachers, and the benchmark's reference)."""
+    return nn.ReLU(inplace=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1
+            ) -> layer.SeqToANNContainer:
+    """Conv (no bias: BN follows) + BN over the folded T x B batch."""
+    return layer.SeqToANNContainer(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(c_out))
+
+
+def per_step(*modules: nn.Module) -> layer.SeqToANNContainer:
+    """Stateless modules applied to every time step (T folded into the batch)."""
+    return layer.SeqToANNContainer(*modules)
+
+
+class FlattenSteps(nn.Module):
+    """[T, B, C, H, W] -> [T, B, C*H*W] (a view when the input is contiguous)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2)
+
+
+def init_weights(module: nn.Module) -> None:
+    """He initialisation for convolutions (fan-out, as in the VGG/ResNet SNNs of TET and KT),
+    unit-scale BN; linear layers keep PyTorch's default."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class Trunk(nn.Module):
+    """A backbone without its output layer: ``x [T, B, C_in, H, W] -> [T, B, out_features]``.
+
+    ``tap_name`` names (inside the trunk) the neuron whose charged potential is the feature
+    map, of shape ``feature_shape`` = (C, H, W) per sample and time step.
+    """
+
+    out_features: int
+    feature_shape: tuple[int, int, int]
+    tap_name: str
+
+    @property
+    def tap(self) -> nn.Module:
+        return self.get_submodule(self.tap_name)
+
+
+class SequentialTrunk(Trunk):
+    """A trunk that is a plain chain of named layers (VGG-SNN, SCNN, digitsnet)."""
+
+    def __init__(self, layers: OrderedDict[str, nn.Module], tap_name: str, out_features: int,
+                 feature_shape: tuple[int, int, int]):
+        super().__init__()
+        self.layers = nn.Sequential(layers)
+        self.tap_name = f"layers.{tap_name}"
+        self.out_features = out_features
+        self.feature_shape = feature_shape
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def _require_size(name: str, size: int, smallest: int) -> None:
+    if size < smallest:
+        raise TmktError(f"backbone {name!r} needs inputs of at least {smallest}x{smallest} "
+                        f"pixels, got {size}x{size} (recipe key prepare.size)")
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+TrunkBuilder = Callable[[NeuronFactory, int, int], Trunk]
+BACKBONES: dict[str, TrunkBuilder] = {}
+
+
+def register_backbone(name: str) -> Callable[[TrunkBuilder], TrunkBuilder]:
+    """Make ``builder(make_neuron, size, in_channels) -> Trunk`` available to recipes."""
+    def add(builder: TrunkBuilder) -> TrunkBuilder:
+        BACKBONES[name] = builder
+        return builder
+    return add
+
+
+def build_trunk(name: str, make_neuron: NeuronFactory, size: int, in_channels: int = 2
+                ) -> Trunk:
+    """The backbone ``name`` for square inputs of side ``size``."""
+    try:
+        builder = BACKBONES[name]
+    except KeyError:
+        raise TmktError(f"recipe key 'model.backbone': unknown backbone {name!r}; expected "
+                        f"one of {', '.join(sorted(BACKBONES))}") from None
+    return builder(make_neuron, size, in_channels)
+
+
+# --------------------------------------------------------------------------------------------
+# Backbones
+# --------------------------------------------------------------------------------------------
+
+# VGG-SNN of TET (Deng et al., ICLR 2022) as used by KT, TMKT and CKD on N-Caltech101.
+VGG_LAYOUT: tuple[int | str, ...] = (64, 128, "pool", 256, 256, "pool", 512, 512, "pool",
+                                     512, 512, "pool")
+
+# A layout entry: "pool" (2x2 average pooling), C (3x3 conv-BN-LIF to C channels) or
+# (C, stride) for a strided one.
+LayoutEntry = int | str | tuple[int, int]
+
+
+def sequential_convnet(layout: tuple[LayoutEntry, ...], make_neuron: NeuronFactory,
+                       size: int, in_channels: int) -> SequentialTrunk:
+    """3x3 conv-BN-LIF blocks and 2x2 average pools; the tap is the last LIF."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    last_conv = max(i for i, v in enumerate(layout) if v != "pool")
+    channels, side, n_conv, n_pool = in_channels, size, 0, 0
+    tap_name, feature_shape = "", (0, 0, 0)
+    for i, entry in enumerate(layout):
+        if entry == "pool":
+            n_pool += 1
+            layers[f"pool{n_pool}"] = per_step(nn.AvgPool2d(2))
+            side //= 2
+            continue
+        c_out, stride = entry if isinstance(entry, tuple) else (int(entry), 1)
+        n_conv += 1
+        layers[f"conv{n_conv}"] = conv_bn(channels, c_out, stride=stride)
+        layers[f"lif{n_conv}"] = make_neuron(i == last_conv)
+        channels, side = c_out, (side - 1) // stride + 1
+        if i == last_conv:
+            tap_name, feature_shape = f"lif{n_conv}", (channels, side, side)
+    layers["flatten"] = FlattenSteps()
+    return SequentialTrunk(layers, tap_name, channels * side * side, feature_shape)
+
+
+@register_backbone("vggsnn")
+def vggsnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> SequentialTrunk:
+    """VGG-SNN: 2-64, 64-128, pool, 128-256, 256-256, pool, 256-512, 512-512, pool, 512-512,
+    512-512, pool (3x3 conv-BN-LIF, average pooling), then the linear heads.
+    At 48x48: features 512x6x6, heads on 512x3x3."""
+    _require_size("vggsnn", size, 16)
+    return sequential_convnet(VGG_LAYOUT, make_neuron, size, in_channels)
+
+
+@register_backbone("digitsnet")
+def digitsnet(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> SequentialTrunk:
+    """A small, fast convnet for the embedded ``digits`` dataset (32x32): 3x3 conv-BN-LIF 2-16
+    with stride 2, 16-32 with stride 2, 32-64, pool. At 32x32: features 64x8x8, heads on
+    64x4x4 = 1,024.
+
+    Strided convolutions rather than full-resolution layers followed by pools, for speed: a
+    training step (T=8, B=64, AdamW) takes about 45 ms on a 2-core CPU, against 90 to 150 ms
+    for 2-16, pool, 16-32, pool, 32-64, pool with the same parameters. Digits are 8x8 images
+    upsampled, so little is lost."""
+    _require_size("digitsnet", size, 8)
+    return sequential_convnet(((16, 2), (32, 2), 64, "pool"), make_neuron, size, in_channels)
+
+
+@register_backbone("scnn")
+def scnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> SequentialTrunk:
+    """SCNN of N-Omniglot (Li et al., Scientific Data 2022): conv5x5 2-15, pool, conv5x5
+    15-40, pool, fc 640-300 LIF, then the heads (300 -> classes). Unpadded convolutions, so
+    28x28 gives 40x4x4 = 640. BN after each convolution and after fc1 is tmkt's addition:
+    without it the fc LIF does not fire at all at initialisation (threshold 0.5). The tap is
+    the fc LIF (300 features)."""
+    _require_size("scnn", size, 16)
+    side = ((size - 4) // 2 - 4) // 2
+    flat = 40 * side * side
+    layers: OrderedDict[str, nn.Module] = OrderedDict([
+        ("conv1", conv_bn(in_channels, 15, kernel=5, padding=0)),
+        ("lif1", make_neuron(False)),
+        ("pool1", per_step(nn.AvgPool2d(2))),
+        ("conv2", conv_bn(15, 40, kernel=5, padding=0)),
+        ("lif2", make_neuron(False)),
+        ("pool2", per_step(nn.AvgPool2d(2))),
+        ("flatten", FlattenSteps()),
+        ("fc1", per_step(nn.Linear(flat, 300, bias=False), nn.BatchNorm1d(300))),
+        ("lif3", make_neuron(True)),
+    ])
+    return SequentialTrunk(layers, "lif3", 300, (300, 1, 1))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation basic block (He et al., ECCV 2016) with spiking activations:
+    BN-LIF-conv-BN-LIF-conv plus a shortcut (1x1 conv on the activated input when the shape
+    changes). The residual path carries real values; convolutions read spikes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, make_neuron: NeuronFactory):
+        super().__init__()
+        self.bn1 = per_step(nn.BatchNorm2d(c_in))
+        self.lif1 = make_neuron(False)
+        self.conv1 = per_step(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False))
+        self.bn2 = per_step(nn.BatchNorm2d(c_out))
+        self.lif2 = make_neuron(False)
+        self.conv2 = per_step(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False))
+        self.shortcut = (per_step(nn.Conv2d(c_in, c_out, 1, stride, bias=False))
+                         if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.lif1(self.bn1(x))
+        residual = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv2(self.lif2(self.bn2(self.conv1(out))))
+        return out + residual
+
+
+class PreActResNetTrunk(Trunk):
+    """Pre-activation ResNet-18 SNN (CEP-DVS): 3x3 stem (CIFAR-style, no down-sampling), four
+    stages of two blocks (64, 128, 256, 512 channels; strides 1, 2, 2, 2), final BN-LIF (the
+    tap), global average pooling. At 48x48: features 512x6x6, heads on 512."""
+
+    def __init__(self, make_neuron: NeuronFactory, size: int, in_channels: int = 2,
+                 blocks: tuple[int, ...] = (2, 2, 2, 2)):
+        super().__init__()
+        self.stem = per_step(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False))
+        stages, c_in, side = [], 64, size
+        for i, (c_out, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True)):
+            stride = 1 if i == 0 else 2
+            side = math.ceil(side / stride)
+            stage = [PreActBlock(c_in, c_out, stride, make_neuron)]
+            stage += [PreActBlock(c_out, c_out, 1, make_neuron) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*stage))
+            c_in = c_out
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.final_bn = per_step(nn.BatchNorm2d(512))
+        self.final_lif = make_neuron(True)
+        self.pool = per_step(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.tap_name = "final_lif"
+        self.out_features = 512
+        self.feature_shape = (512, side, side)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.pool(self.final_lif(self.final_bn(x)))
+
+
+@register_backbone("resnet18")
+def resnet18(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> PreActResNetTrunk:
+    _require_size("resnet18", size, 8)
+    return PreActResNetTrunk(make_neuron, size, in_channels)
+
+
+# --------------------------------------------------------------------------------------------
+# The two-stream network
+# --------------------------------------------------------------------------------------------
+
+class SNNOutput(NamedTuple):
+    logits: torch.Tensor
+    """[T, B, K] per-step logits of the requested head."""
+    features: torch.Tensor
+    """[T, B, D] charged membrane potential H[t] of the tap layer, flattened (float32)."""
+
+
+def _channel_means(features: torch.Tensor, feature_shape: tuple[int, int, int]) -> torch.Tensor:
+    """[T, B, C*H*W] -> [T, B, C]: spatial mean of each channel's potential."""
+    T, B, _ = features.shape
+    return features.view(T, B, feature_shape[0], -1).mean(-1)
+
+
+class ModalityHead(nn.Module):
+    """MAG: one logit per frame (> 0: event frame), from the spatial channel means of the
+    per-step features. Light: C + 1 parameters (docs/methods.md, "MAG")."""
+
+    def __init__(self, feature_shape: tuple[int, int, int]):
+        super().__init__()
+        self.feature_shape = tuple(feature_shape)
+        self.linear = nn.Linear(feature_shape[0], 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features [T, B, D] -> frame logits [T, B]."""
+        return self.linear(_channel_means(features, self.feature_shape)).squeeze(-1)
+
+
+class MixRatioHead(nn.Module):
+    """MRP: the fraction of event frames in a sequence, in [0, 1], from the time- and
+    space-pooled features. C + 1 parameters (docs/methods.md, "MRP")."""
+
+    def __init__(self, feature_shape: tuple[int, int, int]):
+        super().__init__()
+        self.feature_shape = tuple(feature_shape)
+        self.linear = nn.Linear(feature_shape[0], 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features [T, B, D] -> predicted ratio [B]."""
+        pooled = _channel_means(features, self.feature_shape).mean(0)
+        return torch.sigmoid(self.linear(pooled).squeeze(-1))
+
+
+class TwoStreamSNN(nn.Module):
+    """A spiking trunk shared by two linear heads, plus TMKT's and KT's auxiliary parts.
+
+    * ``forward(x [T, B, 2, H, W], head)`` -> :class:`SNNOutput` (the output layer does not
+      spike: logits are the head applied to every time step). It does not reset the
+      neurons: call ``functional.reset_net(model)`` after each stream, as spikingjelly asks.
+    * ``predict(x)`` -> time-averaged event-head logits [B, K] (resets afterwards).
+    * ``mag_head`` (features -> [T, B] frame logits), ``mrp_head`` (features -> [B] ratio),
+      ``eta`` ([T], sigma(eta_t) are the spatio-temporal regularisation weights of KT).
+    * ``spiking_layers()`` -> (name, module) of every neuron layer, for firing-rate and CAM
+      hooks; ``feature_layer`` is the name of the tap.
+    """
+
+    HEADS = ("static", "event")
+
+    def __init__(self, trunk: Trunk, num_classes: int, time_steps: int):
+        super().__init__()
+        self.trunk = trunk
+        self.heads = nn.ModuleDict({h: nn.Linear(trunk.out_features, num_classes)
+                                    for h in self.HEADS})
+        self.mag_head = ModalityHead(trunk.feature_shape)
+        self.mrp_head = MixRatioHead(trunk.feature_shape)
+        self.eta = nn.Parameter(torch.ones(time_steps))
+        self.num_classes = num_classes
+        self.time_steps = time_steps
+
+    @property
+    def feature_layer(self) -> str:
+        return f"trunk.{self.trunk.tap_name}"
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        return self.trunk.feature_shape
+
+    def forward(self, x: torch.Tensor, head: str = "event") -> SNNOutput:
+        if x.dim() != 5:
+            raise ValueError(f"expected x as [T, B, C, H, W], got shape {tuple(x.shape)}")
+        if head not in self.heads:
+            raise ValueError(f"unknown head {head!r}; expected one of {', '.join(self.HEADS)}")
+        hidden = self.trunk(x)
+        tap = self.trunk.tap
+        charge = tap.charge_seq
+        tap.charge_seq = None  # handed over: the tap keeps no sequence between calls
+        features = charge.flatten(2)
+        return SNNOutput(self.heads[head](hidden), features)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Test-time prediction: event head, logits averaged over time, [B, K]."""
+        logits = self(x, "event").logits.mean(0)
+        functional.reset_net(self)
+        return logits
+
+    def spiking_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, neuron.BaseNode)]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters of the trunk, the two classification heads, and the auxiliary parts."""
+        def count(module_or_params) -> int:
+            params = (module_or_params.parameters() if isinstance(module_or_params, nn.Module)
+                      else module_or_params)
+            return sum(p.numel() for p in params)
+        return {"trunk": count(self.trunk), "heads": count(self.heads),
+                "auxiliary": count(self.mag_head) + count(self.mrp_head) + self.eta.numel()}
+
+
+def build_snn(cfg: ModelConfig, num_classes: int, size: int, time_steps: int) -> TwoStreamSNN:
+    """The recipe's backbone with two heads, for ``size`` x ``size`` inputs of 2 channels."""
+    trunk = build_trunk(cfg.backbone, lif_factory(cfg), size)
+    return TwoStreamSNN(trunk, num_classes, time_steps)
