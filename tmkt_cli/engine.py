@@ -13,7 +13,6 @@ checkpoint holds the model, optimizer, scheduler, scaler and loop position.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -31,8 +30,8 @@ from tmkt_cli.artifacts import StageRun
 from tmkt_cli.config import TrainConfig
 from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
 from tmkt_cli.errors import StopRequested, TmktError
-from tmkt_cli.runtime import (DIST, StopSignal, autocast, seed_everything, seed_worker,
-                              select_device)
+from tmkt_cli.methods.schedules import warmup_cosine
+from tmkt_cli.runtime import DIST, StopSignal, autocast, seed_everything, seed_worker, select_device
 
 CHECKPOINT_FORMAT = "tmkt-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -122,15 +121,6 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def lr_for(cfg: TrainConfig) -> float:
     """The peak learning rate: KT's linear scaling rule lr x batch / 1024 when enabled."""
     return cfg.lr * cfg.batch_size / 1024 if cfg.lr_scaling else cfg.lr
-
-
-def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to min_ratio."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    span = max(1, total - warmup)
-    t = min(1.0, (step - warmup) / span)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
@@ -428,8 +418,14 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
         model.train()
         return reduce_means(metrics)
 
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

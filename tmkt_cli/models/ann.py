@@ -1,7 +1,8 @@
 """ANN teachers for CKD (stage ``pretrain-ann``): ``forward(x [B, C, H, W]) -> logits [B, K]``.
 
 * ``vgg``: the student's VGG-SNN layout (``snn.VGG_LAYOUT``, 3x3 conv-BN, average pooling)
-  with ReLU, built by the same code as the student so the two cannot drift apart.
+  with ReLU, built by the same code as the student so the two cannot drift apart;
+  ``digitsnet`` and ``scnn`` likewise mirror those students.
 * ``resnet18``: the standard (post-activation) ResNet-18 of He et al. (CVPR 2016) with a
   CIFAR-style stem (3x3, stride 1, no max-pool) for inputs under 96 pixels, ImageNet's stem
   (7x7, stride 2, max-pool) otherwise. Module names follow torchvision's, so an ImageNet
@@ -21,15 +22,18 @@ from torch import nn
 from tmkt_cli.errors import TmktError
 from tmkt_cli.models import snn
 
-ANN_BACKBONES = ("vgg", "resnet18")
+# ANN name -> the spiking backbone whose layout it mirrors with ReLU.
+MIRRORED_LAYOUTS = {"vgg": "vggsnn", "digitsnet": "digitsnet", "scnn": "scnn"}
+ANN_BACKBONES = ("vgg", "resnet18", "digitsnet", "scnn")
 
 
-class VGGClassifier(nn.Module):
-    """The VGG-SNN trunk with ReLU, run on one time step, and a linear classifier."""
+class TrunkClassifier(nn.Module):
+    """A student's trunk with ReLU instead of LIF, run on one time step, and a linear
+    classifier."""
 
-    def __init__(self, num_classes: int, size: int, in_channels: int = 2):
+    def __init__(self, layout: str, num_classes: int, size: int, in_channels: int = 2):
         super().__init__()
-        self.trunk = snn.build_trunk("vggsnn", snn.relu_factory, size, in_channels)
+        self.trunk = snn.build_trunk(layout, snn.relu_factory, size, in_channels)
         self.fc = nn.Linear(self.trunk.out_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,9 +93,9 @@ class ResNet18(nn.Module):
 
 
 def build_ann(name: str, num_classes: int, size: int, in_channels: int = 2) -> nn.Module:
-    """The teacher ``name`` (``vgg`` or ``resnet18``) for ``size`` x ``size`` inputs."""
-    if name == "vgg":
-        return VGGClassifier(num_classes, size, in_channels)
+    """The teacher ``name`` (see ANN_BACKBONES) for ``size`` x ``size`` inputs."""
+    if name in MIRRORED_LAYOUTS:
+        return TrunkClassifier(MIRRORED_LAYOUTS[name], num_classes, size, in_channels)
     if name == "resnet18":
         return ResNet18(num_classes, size, in_channels)
     raise TmktError(f"recipe key 'pretrain_ann.backbone': unknown ANN {name!r}; expected one "

@@ -54,7 +54,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
                         f"cannot train an ANN teacher)")
     model = build_ann(cfg.backbone, len(info.classes), info.size)
     if cfg.init_weights:
-        load_init_weights(model, cfg.init_weights)
+        report = load_init_weights(model, cfg.init_weights)
+        ui.print(f"{STAGE}: initial weights from {cfg.init_weights}: {report.summary()}")
     ui.print(f"{STAGE}: {cfg.backbone} teacher on {len(train)} training images, "
              f"{len(test)} test images, {len(info.classes)} classes")
     result = engine.fit(ImageClassifierTask(model), train, test, np.arange(len(train)),
