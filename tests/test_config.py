@@ -113,7 +113,7 @@ def test_overrides(tmp_path):
     ("train.epochs", r"expected KEY=VALUE"),
     ("train..epochs=3", r"malformed"),
     ("train.epochs.x=3", r"'train\.epochs': expected an integer, got \{'x': 3\}"),
-    ("train.epochs=0", r"expected a value >= 1, got 0"),
+    ("train.batch_size=0", r"expected a value >= 1, got 0"),
 ])
 def test_bad_overrides(override, pattern):
     with pytest.raises(TmktError, match=pattern):
@@ -188,3 +188,10 @@ def test_dataset_and_stage_dirs():
     assert r.dataset_dir() == Path("prepared/digits-T8-32px")
     assert r.stage_dir("train-tmkt") == Path("runs/x/seed7/train-tmkt")
     assert isinstance(Recipe(), Recipe)
+
+
+def test_teacher_hash_ignores_the_event_fraction():
+    h = lambda r, s: config.config_hash(stage_config(r, s))  # noqa: E731
+    a, b = load_recipe(None), load_recipe(None, ["data.event_fraction=0.05"])
+    assert h(a, "pretrain-ann") == h(b, "pretrain-ann")
+    assert h(a, "distill") != h(b, "distill")

@@ -180,3 +180,29 @@ def test_speed_switches_train_on_cpu(tmp_path, switch):
     state = engine.load_checkpoint(tmp_path / "run" / engine.LAST)["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert set(state) == set(toy.ToyTask().model.state_dict())
+
+
+def test_fixed_step_budget_and_eval_every_steps(tmp_path):
+    """epochs: 0 trains for exactly max_steps (crossing epoch boundaries); evaluations come
+    every eval_every_steps and at the end."""
+    from rich.console import Console
+
+    from tmkt_cli.artifacts import open_stage
+    from tmkt_cli.config import TrainConfig
+
+    cfg = TrainConfig(epochs=0, max_steps=10, eval_every_steps=4, batch_size=16, lr=0.05,
+                      lr_scaling=False, warmup_epochs=0, device="cpu", log_every_steps=1)
+    run = open_stage(tmp_path / "run", "train-tmkt", "", {}, "h", {})
+    with run:
+        run.start()
+        result = engine.fit(toy.ToyTask(), toy.KeyedBlobs(), toy.KeyedBlobs(n=30, seed=1),
+                            list(range(96)), cfg, seed=3, run=run, ui=Console(quiet=True),
+                            model_info={}, tensorboard=False)
+    assert result.steps == 10
+    evals = [(r["step"], r["epoch"]) for r in engine.read_metrics(tmp_path / "run")
+             if r["kind"] == "eval"]
+    assert evals == [(4, 1), (8, 2), (10, 2)]  # 6 steps per epoch
+    with pytest.raises(TmktError, match="both 0"):
+        engine.fit(toy.ToyTask(), toy.KeyedBlobs(), toy.KeyedBlobs(n=30, seed=1),
+                   list(range(96)), TrainConfig(epochs=0, max_steps=0), seed=3, run=run,
+                   ui=Console(quiet=True), model_info={}, tensorboard=False)

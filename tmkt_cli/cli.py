@@ -28,7 +28,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-ui = Console(stderr=True, highlight=False, soft_wrap=True)
+# Logs and pipes get wide lines (tables stay whole); a terminal keeps its own width.
+ui = Console(stderr=True, highlight=False, soft_wrap=True,
+             width=None if sys.stderr.isatty() else 160)
 
 # -- options shared by the stage commands -------------------------------------------------------
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file (see recipes/).",

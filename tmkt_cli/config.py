@@ -156,10 +156,14 @@ class ModelConfig:
 class TrainConfig:
     """The training engine: shared by train-tmkt, pretrain-ann and distill."""
 
-    epochs: int = param(30, ge=1)
-    """Passes over the event training split (the training images for pretrain-ann)."""
+    epochs: int = param(30, ge=0)
+    """Passes over the event training split (the training images for pretrain-ann);
+    0: train for exactly ``max_steps`` steps, whatever the split's size."""
     max_steps: int = param(0, ge=0)
-    """Stop after this many optimizer steps (0: run all epochs)."""
+    """Stop after this many optimizer steps (0: run all epochs). With ``epochs: 0`` a fixed
+    step budget, which keeps runs on 5% and 100% of the data comparable."""
+    eval_every_steps: int = param(0, ge=0)
+    """Evaluate (and checkpoint) every N steps and at the end; 0: at the end of every epoch."""
     batch_size: int = param(64, ge=1)
     """Samples per optimizer step (global, over all processes)."""
     lr: float = param(5e-3, gt=0)
@@ -170,6 +174,8 @@ class TrainConfig:
     """AdamW weight decay."""
     warmup_epochs: float = param(5.0, ge=0)
     """Linear warm-up length before the cosine decay."""
+    warmup_steps: int = param(0, ge=0)
+    """Warm-up length in steps; when > 0 it replaces ``warmup_epochs`` (for step budgets)."""
     min_lr_ratio: float = param(0.0, ge=0, le=1)
     """Final learning rate as a fraction of the peak."""
     grad_clip: float = param(0.0, ge=0)
@@ -370,6 +376,12 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "distill": ("seed", "data", "model", "train", "distill"),
     "eval": ("data", "eval"),
     "cam": ("data", "cam"),
+}
+
+# Keys inside those sections that a stage does not read: left out of its hash, so e.g. the
+# CKD teacher (images only) is not retrained when the fraction of event recordings changes.
+STAGE_IGNORED_KEYS: dict[str, tuple[str, ...]] = {
+    "pretrain-ann": ("data.event_fraction", "data.subset_seed", "data.pairing"),
 }
 
 # Method defaults for the switches left at null (docs/methods.md explains each choice).
@@ -691,7 +703,11 @@ def _strip_volatile(cls: type, data: dict) -> dict:
 def stage_config(recipe: Recipe, stage: str) -> dict:
     """The part of the recipe a stage reads, without volatile keys: what its hash covers."""
     full = _strip_volatile(Recipe, to_dict(recipe))
-    return {k: full[k] for k in STAGE_SECTIONS[stage]}
+    out = {k: full[k] for k in STAGE_SECTIONS[stage]}
+    for key in STAGE_IGNORED_KEYS.get(stage, ()):
+        section, leaf = key.split(".")
+        out[section] = {k: v for k, v in out[section].items() if k != leaf}
+    return out
 
 
 def config_hash(data: Any) -> str:

@@ -372,10 +372,12 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     if steps_per_epoch == 0:
         raise TmktError(f"the training split has {len(train_indices)} sample(s): too few for "
                         f"a batch (train.batch_size={cfg.batch_size})")
-    total = cfg.epochs * steps_per_epoch
+    if cfg.epochs == 0 and cfg.max_steps == 0:
+        raise TmktError("train.epochs and train.max_steps are both 0: set one of them")
+    total = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.max_steps
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
     warmup = min(warmup, max(0, total - 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
@@ -485,34 +487,39 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                             info += f" acc {running['acc']:.3f}"
                         progress.update(bar, info=info + f" {rate:.0f} samples/s")
                     progress.update(bar, completed=loop.step)
-                    if cfg.checkpoint_every_steps and loop.step % cfg.checkpoint_every_steps == 0:
+                    epoch_done = loop.batch_in_epoch >= steps_per_epoch
+                    finished = loop.step >= total
+                    eval_due = finished or (loop.step % cfg.eval_every_steps == 0
+                                            if cfg.eval_every_steps else epoch_done)
+                    epoch_label = loop.epoch + 1
+                    if epoch_done:
+                        loop.epoch += 1
+                        loop.batch_in_epoch = 0
+                    improved = False
+                    if eval_due:
+                        metrics = evaluate_now()
+                        loop.last_eval = metrics
+                        log.write("eval", loop.step, {"epoch": epoch_label, **metrics})
+                        ui.print(f"epoch {epoch_label} step {loop.step}/{total}: " + "  ".join(
+                            f"{k} {v:.4f}" for k, v in metrics.items()
+                            if isinstance(v, float) and k != "samples"))
+                        improved = metrics.get("acc", -1.0) > loop.best_acc
+                        if improved:
+                            loop.best_acc = metrics.get("acc", -1.0)
+                            loop.best = {"epoch": epoch_label, "step": loop.step, **metrics}
+                    if eval_due or epoch_done or (cfg.checkpoint_every_steps and
+                                                  loop.step % cfg.checkpoint_every_steps == 0):
                         checkpoint(last_path)
+                        if improved:
+                            checkpoint(best_path)
+                        run.update(metrics={"step": loop.step, "epoch": loop.epoch,
+                                            "last": loop.last_eval, "best": loop.best})
                     if DIST.any(bool(stop.requested) or bool(on_stop_poll and on_stop_poll())):
                         checkpoint(last_path)
                         raise StopRequested(f"signal {stop.requested}: checkpoint saved at step "
                                             f"{loop.step}; run the same command to resume")
-                    if loop.step >= total:
+                    if finished or epoch_done:
                         break
-                epoch_done = loop.batch_in_epoch >= steps_per_epoch
-                if epoch_done or loop.step >= total:
-                    metrics = evaluate_now()
-                    loop.last_eval = metrics
-                    log.write("eval", loop.step, {"epoch": loop.epoch + 1, **metrics})
-                    ui.print(f"epoch {loop.epoch + 1}: " + "  ".join(
-                        f"{k} {v:.4f}" for k, v in metrics.items()
-                        if isinstance(v, float) and k != "samples"))
-                    improved = metrics.get("acc", -1.0) > loop.best_acc
-                    if improved:
-                        loop.best_acc = metrics.get("acc", -1.0)
-                        loop.best = {"epoch": loop.epoch + 1, "step": loop.step, **metrics}
-                    if epoch_done:
-                        loop.epoch += 1
-                        loop.batch_in_epoch = 0
-                    checkpoint(last_path)
-                    if improved:
-                        checkpoint(best_path)
-                    run.update(metrics={"step": loop.step, "epoch": loop.epoch,
-                                        "last": metrics, "best": loop.best})
     finally:
         log.close()
     return FitResult(metrics=loop.last_eval, best=loop.best, steps=loop.step,

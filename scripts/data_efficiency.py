@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""The data-efficiency experiment: test accuracy against the fraction of event training
+recordings, per method, over seeds (the figure KT published for N-Caltech101).
+
+Runs every (method, fraction, seed) of a recipe folder as ordinary tmkt stages, several at a
+time with one thread each (two processes on two cores beat one process with two threads), then
+gathers them with `tmkt report`. Every run is a normal run folder, so the sweep resumes after a
+kill and a second call only reports.
+
+    python scripts/data_efficiency.py --fractions 0.05 0.2 1.0 --seeds 42 1024 90210 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+TRAIN_METHODS = ("event_only", "finetune", "kt", "tmkt")
+
+
+def tmkt(*args: str, log: Path) -> tuple[int, float]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    t0 = time.time()
+    with open(log, "a") as f:
+        f.write(f"$ tmkt {' '.join(args)}\n")
+        f.flush()
+        rc = subprocess.run([sys.executable, "-m", "tmkt_cli", *args], stdout=f, stderr=f,
+                            env=env).returncode
+    return rc, time.time() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", default="recipes/digits", help="folder of <method>.yaml")
+    ap.add_argument("--methods", nargs="+", default=["event_only", "kt", "tmkt"])
+    ap.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.2, 1.0])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[42, 1024, 90210])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--runs", default="runs/data-efficiency", help="root of the run folders")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="extra recipe override for every run (repeatable)")
+    args = ap.parse_args()
+
+    root = Path(args.runs)
+    recipes = Path(args.recipes)
+    extra = [x for s in args.sets for x in ("--set", s)]
+    base = recipes / "base.yaml"
+    print(f"prepare: {base}")
+    rc, _ = tmkt("prepare", str(base), *extra, log=root / "logs" / "prepare.log")
+    if rc:
+        print(f"prepare failed: see {root / 'logs' / 'prepare.log'}")
+        return rc
+
+    def teacher(seed: int) -> tuple[str, int, float]:
+        recipe = str(recipes / "ckd.yaml")
+        sets = ["--set", f"paths.runs={root}", "--set", "name=teacher", "--set", f"seed={seed}"]
+        rc, dt = tmkt("pretrain-ann", recipe, *sets, *extra,
+                      log=root / "logs" / f"teacher-s{seed}.log")
+        return f"teacher seed {seed}", rc, dt
+
+    def job(method: str, fraction: float, seed: int) -> tuple[str, int, float]:
+        tag = f"f{round(fraction * 100):03d}"
+        recipe = str(recipes / f"{method}.yaml")
+        sets = ["--set", f"paths.runs={root / tag}", "--set", f"seed={seed}",
+                "--set", f"data.event_fraction={fraction}"]
+        log = root / "logs" / f"{method}-{tag}-s{seed}.log"
+        if method == "ckd":
+            sets += ["--set", f"distill.teacher={root}/teacher/seed{seed}/pretrain-ann"]
+            rc, dt = tmkt("distill", recipe, *sets, *extra, log=log)
+        elif method in TRAIN_METHODS:
+            rc, dt = tmkt("train-tmkt", recipe, *sets, *extra, log=log)
+        else:
+            raise SystemExit(f"unknown method {method!r}")
+        return f"{method:10s} {fraction:5.0%} seed {seed}", rc, dt
+
+    failures = 0
+    with ThreadPoolExecutor(args.jobs) as pool:
+        if "ckd" in args.methods:
+            for name, rc, dt in pool.map(teacher, args.seeds):
+                print(f"{'done' if rc == 0 else 'FAILED'}  {name}  {dt:6.0f} s", flush=True)
+                failures += rc != 0
+        grid = [(m, f, s) for f in args.fractions for s in args.seeds for m in args.methods]
+        for name, rc, dt in pool.map(lambda a: job(*a), grid):
+            print(f"{'done' if rc == 0 else 'FAILED'}  {name}  {dt:6.0f} s", flush=True)
+            failures += rc != 0
+    report = ["report", *[str(p) for p in sorted(root.glob("f*"))], "--out", str(root / "report")]
+    subprocess.run([sys.executable, "-m", "tmkt_cli", *report])
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
