@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -56,12 +57,30 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+def disk_full(error: BaseException | None) -> str | None:
+    """"no space left on device" or "disk quota exceeded" when ``error``, or an error it was
+    raised from (torch.save and HDF5 wrap the OSError), is a full disk or quota; else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return DISK_FULL[error.errno]
+        for code, words in DISK_FULL.items():  # HDF5 reports errno only in its message
+            if f"errno = {code}," in str(error):
+                return words
+        error = error.__cause__ or error.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is fsynced and renamed to ``path``.
 
     On any exception the temporary file is removed and ``path`` is untouched (a previous
-    version, if any, survives).
+    version, if any, survives). A full disk is a one-line TmktError naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +91,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except Exception as e:
+        reason = disk_full(e)
+        if reason is None:
+            raise
+        kept = "the previous version is intact" if path.exists() else "nothing was written"
+        raise TmktError(f"{path}: {reason} while writing it; {kept} (free some space and "
+                        f"run the same command again)") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

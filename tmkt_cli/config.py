@@ -243,8 +243,8 @@ class MethodConfig:
     finetune_static_epochs: float = param(0.5, gt=0, lt=1)
     """finetune: fraction of the epochs trained on static sequences before events."""
     equal_compute: bool = False
-    """event_only: draw two event batches per step, so it sees as many samples as the
-    two-stream methods (a fair-compute baseline)."""
+    """event_only: twice the event batch at the same learning rate, so it sees as many
+    samples per step as the two-stream methods (a fair-compute baseline)."""
 
 
 @dataclass

@@ -150,8 +150,11 @@ def evaluate_classifier(predict: Callable[[dict], torch.Tensor], loader,
 # --------------------------------------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    with artifacts.atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # Through a Python file: a full disk then surfaces as OSError(ENOSPC) under torch's
+    # RuntimeError (torch.save to a path reports only "unexpected pos"), which atomic_path
+    # turns into one line.
+    with artifacts.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
@@ -471,8 +474,8 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                     loop.batch_in_epoch += 1
                     n = len(batch["label"])
                     window_n += n
-                    for k, v in out.items():
-                        running[k] = float(v.detach()) if isinstance(v, torch.Tensor) else v
+                    running = {k: float(v.detach()) if isinstance(v, torch.Tensor) else v
+                               for k, v in out.items()}  # this step's values only
                     if gn:
                         log.write("grad_noise", loop.step, gn)
                     if loop.step % cfg.log_every_steps == 0 or loop.step == total:

@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from tmkt_cli import __version__
+from tmkt_cli.artifacts import disk_full
 from tmkt_cli.errors import TmktError
 
 SCHEMA_VERSION = 1
@@ -65,6 +67,10 @@ EMPTY_CHAIN = "0" * 64
 STATIC = {"track_times": False}
 """No creation times in the object headers: an uninterrupted prepare writes the same bytes
 for any worker count and on any day."""
+SPACE_MARGIN = 4 << 20
+"""Free bytes every write leaves for HDF5's own metadata. The writer checks the free space
+before each block rather than waiting for the error: after a write fails inside HDF5, h5py
+crashes (segfault) when the file's objects are freed (h5py issue #914)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +236,34 @@ class DatasetWriter:
                 f.close()
                 log(f"{self.partial}: {reason}; starting it again")
             self.partial.unlink()
-        return self._create()
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self._check_space(sum(_metadata_bytes(plan) for plan in self.plans.values()))
+        with self._disk_full_is_one_line():
+            return self._create()
+
+    # -- a full disk -------------------------------------------------------------------------
+    def _space_error(self, reason: str, detail: str = "") -> TmktError:
+        return TmktError(f"{self.partial}: {reason} while writing the prepared dataset{detail}; "
+                         f"{self.path.name} was not written: free some space and run the same "
+                         f"command to resume after the committed samples")
+
+    def _check_space(self, need: int) -> None:
+        free = shutil.disk_usage(self.partial.parent).free
+        if free < need + SPACE_MARGIN:
+            raise self._space_error("no space left on device", f" ({free / 1e6:.1f} MB free, "
+                                    f"{(need + SPACE_MARGIN) / 1e6:.1f} MB needed)")
+
+    @contextlib.contextmanager
+    def _disk_full_is_one_line(self) -> Iterator[None]:
+        """The error HDF5 raises when the disk fills anyway (another process took the space)."""
+        try:
+            yield
+            return
+        except (OSError, RuntimeError) as e:
+            reason = disk_full(e)
+            if reason is None:
+                raise
+        raise self._space_error(reason)
 
     def _mismatch(self, f) -> str | None:
         """Why a partial file cannot be resumed (None when it can)."""
@@ -366,6 +399,12 @@ class DatasetWriter:
         items = self._pending.pop((split, kind), [])
         if not items:
             return
+        self._check_space(sum(len(it.chunk) if kind == "recordings" else it.nbytes
+                              for it in items))
+        with self._disk_full_is_one_line():
+            self._write_block(split, kind, items)
+
+    def _write_block(self, split: str, kind: str, items: list) -> None:
         g = self._group(split)
         start = self.committed(split, kind)
         stop = start + len(items)
@@ -417,12 +456,15 @@ class DatasetWriter:
         digest = content_hash(_header_facts(h.classes, h.time_steps, h.size, h.split_by),
                               self.plans, self._chains)
         f = self._file
-        f.attrs["sensor_sizes"] = json.dumps([list(s) for s in self.sensor_sizes()])
-        f.attrs.modify("content_hash", np.bytes_(digest))
-        f.attrs.modify("complete", True)
-        self.close()
-        with open(self.partial, "rb+") as handle:
-            os.fsync(handle.fileno())
+        self._check_space(0)
+        with self._disk_full_is_one_line():
+            f.attrs["sensor_sizes"] = json.dumps([list(s) for s in self.sensor_sizes()])
+            f.attrs.modify("content_hash", np.bytes_(digest))
+            f.attrs.modify("complete", True)
+            self._file.close()  # not self.close(): an error here must reach the guard
+            self._file = None
+            with open(self.partial, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(self.partial, self.path)
         with contextlib.suppress(OSError):
             fd = os.open(self.path.parent, os.O_RDONLY)
@@ -435,6 +477,12 @@ class DatasetWriter:
 
 def _json(data: dict) -> str:
     return json.dumps(data, sort_keys=True, default=str)
+
+
+def _metadata_bytes(plan: SplitPlan) -> int:
+    """About what the arrays written when a file is created take."""
+    strings = sum(len(s.encode()) + 16 for s in (*plan.sources, *plan.image_sources))
+    return strings + 48 * plan.recordings + 8 * plan.images
 
 
 def _create_samples(group, name: str, shape: tuple[int, ...], dtype) -> None:

@@ -30,24 +30,20 @@ def teacher_dir(recipe: Recipe) -> Path:
 
 
 def inputs(recipe: Recipe) -> dict[str, Upstream]:
-    return {"dataset": dataset_input(recipe),
-            "teacher": read_upstream(teacher_dir(recipe), "pretrain-ann",
-                                     "recipe key distill.teacher",
-                                     hint="tmkt pretrain-ann RECIPE")}
+    dataset = dataset_input(recipe)
+    teacher = read_upstream(teacher_dir(recipe), "pretrain-ann", "recipe key distill.teacher",
+                            hint="tmkt pretrain-ann RECIPE")
+    # Refuse a teacher of other classes before the student's folder is touched.
+    from tmkt_cli.data.store import open_dataset
+
+    info = open_dataset(dataset.output("dataset"))
+    check_teacher(teacher.folder / "last.pt", info.classes, info.size)
+    return {"dataset": dataset, "teacher": teacher}
 
 
-def ckd_method(recipe: Recipe) -> MethodConfig:
-    """CKD's student components, as switches of the shared transfer task."""
-    d = recipe.distill
-    return MethodConfig(name="kt", tsm=False, mag=False, mrp=False,
-                        sliding_replacement=d.sliding_replacement,
-                        domain_alignment=d.domain_alignment, str_weights=d.str_weights,
-                        da_weight=d.da_weight, tet=d.tet, tet_lambda=recipe.method.tet_lambda)
-
-
-def load_teacher(path: Path, classes: list[str], size: int):
+def check_teacher(path: Path, classes: list[str], size: int) -> dict:
+    """The teacher checkpoint's state, if it is an ANN of these classes at this size."""
     from tmkt_cli.engine import load_checkpoint
-    from tmkt_cli.models.ann import build_ann
 
     state = load_checkpoint(path, "teacher checkpoint")
     info = state.get("model_info", {})
@@ -61,7 +57,23 @@ def load_teacher(path: Path, classes: list[str], size: int):
     if info.get("size") != size:
         raise TmktError(f"{path}: the teacher was trained at {info.get('size')}px, the dataset "
                         f"is {size}px")
-    model = build_ann(info["backbone"], len(classes), size)
+    return state
+
+
+def ckd_method(recipe: Recipe) -> MethodConfig:
+    """CKD's student components, as switches of the shared transfer task."""
+    d = recipe.distill
+    return MethodConfig(name="kt", tsm=False, mag=False, mrp=False,
+                        sliding_replacement=d.sliding_replacement,
+                        domain_alignment=d.domain_alignment, str_weights=d.str_weights,
+                        da_weight=d.da_weight, tet=d.tet, tet_lambda=recipe.method.tet_lambda)
+
+
+def load_teacher(path: Path, classes: list[str], size: int):
+    from tmkt_cli.models.ann import build_ann
+
+    state = check_teacher(path, classes, size)
+    model = build_ann(state["model_info"]["backbone"], len(classes), size)
     model.load_state_dict(state["model"])
     return model
 

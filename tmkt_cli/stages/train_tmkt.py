@@ -5,12 +5,13 @@ Build data, build model, build the task, hand them to the engine.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from rich.console import Console
 
 from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
-from tmkt_cli.config import Recipe, to_dict
+from tmkt_cli.config import Recipe, TrainConfig, to_dict
 
 STAGE = "train-tmkt"
 
@@ -53,6 +54,19 @@ def build_training_data(recipe: Recipe, run: StageRun, with_static: bool):
     return info, train, test, indices
 
 
+def equal_compute_train_config(recipe: Recipe) -> TrainConfig:
+    """event_only with ``method.equal_compute``: twice the event batch at the same learning
+    rate, so the baseline sees as many samples per step as the two-stream methods (B events
+    plus B static sequences)."""
+    cfg = recipe.train
+    if recipe.method.name != "event_only" or not recipe.method.equal_compute:
+        return cfg
+    from tmkt_cli.engine import lr_for
+
+    return dataclasses.replace(cfg, batch_size=2 * cfg.batch_size, lr=lr_for(cfg),
+                               lr_scaling=False)
+
+
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from tmkt_cli import engine
     from tmkt_cli.models import build_snn
@@ -66,7 +80,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
              f"{len(info.classes)} classes, T={info.time_steps}, {info.size}x{info.size}")
     model = build_snn(recipe.model, len(info.classes), info.size, info.time_steps)
     task = SNNTransferTask(model, m, threshold=recipe.model.threshold)
-    result = engine.fit(task, train, test, indices, recipe.train, seed=recipe.seed, run=run,
+    train_cfg = equal_compute_train_config(recipe)
+    result = engine.fit(task, train, test, indices, train_cfg, seed=recipe.seed, run=run,
                         ui=ui, num_workers=recipe.data.num_workers,
                         model_info=snn_model_info(recipe, info.classes, info.size,
                                                   info.time_steps))
