@@ -167,6 +167,9 @@ def load_init_weights(model: nn.Module, path: str | Path) -> LoadReport:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to read the user's file is about the file
+        if "GLOBAL" in str(e) or "Unsupported global" in str(e):  # as engine.load_checkpoint
+            raise TmktError(f"{p}: refused to load: the file holds Python objects that would "
+                            f"run code (recipe key pretrain_ann.init_weights)") from None
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise TmktError(f"{p}: not a PyTorch checkpoint ({reason[:160]})") from None
     state = _find_state_dict(obj)
