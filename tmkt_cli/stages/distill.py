@@ -81,12 +81,14 @@ def load_teacher(path: Path, classes: list[str], size: int):
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from tmkt_cli import engine
     from tmkt_cli.models import build_snn
+    from tmkt_cli.runtime import seed_everything
     from tmkt_cli.tasks import SNNTransferTask, Teacher
 
     d = recipe.distill
     info, train, test, indices = build_training_data(recipe, run, with_static=True)
     teacher_path = Path(run.inputs["teacher"]["path"]) / engine.LAST
     teacher = load_teacher(teacher_path, info.classes, info.size)
+    seed_everything(recipe.seed)  # the initial weights are a function of the seed
     student = build_snn(recipe.model, len(info.classes), info.size, info.time_steps)
     ui.print(f"{STAGE}: {len(indices)}/{len(train)} event training recordings, teacher "
              f"{teacher_path}, W switches at {d.switch_at:.0%} of training")

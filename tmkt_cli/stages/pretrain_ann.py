@@ -42,6 +42,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from tmkt_cli.data.loaders import ImageDataset
     from tmkt_cli.data.store import open_dataset
     from tmkt_cli.models.ann import build_ann, load_init_weights
+    from tmkt_cli.runtime import seed_everything
     from tmkt_cli.tasks import ImageClassifierTask
 
     cfg = recipe.pretrain_ann
@@ -52,6 +53,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     if len(train) == 0:
         raise TmktError(f"{h5}: the dataset has no training images (an event-only dataset "
                         f"cannot train an ANN teacher)")
+    seed_everything(recipe.seed)  # the initial weights are a function of the seed
     model = build_ann(cfg.backbone, len(info.classes), info.size)
     if cfg.init_weights:
         report = load_init_weights(model, cfg.init_weights)

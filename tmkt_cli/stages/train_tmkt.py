@@ -70,6 +70,7 @@ def equal_compute_train_config(recipe: Recipe) -> TrainConfig:
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from tmkt_cli import engine
     from tmkt_cli.models import build_snn
+    from tmkt_cli.runtime import seed_everything
     from tmkt_cli.tasks import SNNTransferTask
 
     m = recipe.method
@@ -78,6 +79,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     ui.print(f"{STAGE}: method {m.name}, {len(indices)}/{len(train)} event training "
              f"recordings ({recipe.data.event_fraction:.0%}), {len(test)} test, "
              f"{len(info.classes)} classes, T={info.time_steps}, {info.size}x{info.size}")
+    seed_everything(recipe.seed)  # the initial weights are a function of the seed
     model = build_snn(recipe.model, len(info.classes), info.size, info.time_steps)
     task = SNNTransferTask(model, m, threshold=recipe.model.threshold)
     train_cfg = equal_compute_train_config(recipe)
