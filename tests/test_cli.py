@@ -79,7 +79,8 @@ def test_bad_set_and_resume_values(tmp_path):
 
 def test_dry_run_prints_resolved_recipe_and_plan(tmp_path):
     res = invoke("train-tmkt", str(REPO / "recipes/digits/kt.yaml"), "--dry-run",
-                 "--set", f"paths.runs={tmp_path}/runs", "--set", "train.epochs=3")
+                 "--set", f"paths.runs={tmp_path}/runs", "--set", "train.epochs=3",
+                 "--set", f"paths.dataset={tmp_path}/prepared")
     assert res.exit_code == 0, res.output
     out = res.output
     assert "name: digits-kt" in out and "epochs: 3" in out
@@ -89,9 +90,11 @@ def test_dry_run_prints_resolved_recipe_and_plan(tmp_path):
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
-def test_prepare_unknown_dataset():
+def test_prepare_unknown_dataset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     res = invoke("prepare", "mnits")
     assert res.exit_code == 2 and "unknown dataset 'mnits'" in res.output
+    assert not (tmp_path / "prepared").exists()  # refused before any folder is made
 
 
 def test_recipe_doc_is_current():

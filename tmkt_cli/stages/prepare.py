@@ -63,8 +63,9 @@ def folder(recipe: Recipe) -> Path:
 def inputs(recipe: Recipe) -> dict:
     """Raw data has no manifest: its listing hash (relative paths and sizes) stands in for an
     upstream output hash, so replacing raw files makes a finished prepare refuse to pass for
-    up to date. A ``prepare.root`` that does not exist is reported here, before the folder is
-    touched."""
+    up to date. An unknown ``prepare.dataset`` or a ``prepare.root`` that does not exist is
+    reported here, before the folder is touched."""
+    sources.get(recipe.prepare.dataset)
     root = raw_root(recipe.prepare)
     if root is None:
         return {}
