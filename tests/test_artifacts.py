@@ -186,3 +186,23 @@ def test_corrupt_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(TmktError, match="manifest is not valid JSON"):
         read_upstream(tmp_path, "prepare", "paths.dataset")
+
+
+def test_timings_count_each_second_once(tmp_path, monkeypatch):
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(artifacts.time, "time", lambda: clock["t"])
+    folder = tmp_path / "run"
+    run = start(folder)
+    run.start()
+    for _ in range(5):
+        clock["t"] += 10
+        run.update(metrics={})
+    assert run.manifest["timings"]["seconds"] == 50
+    run.release()
+    resumed = start(folder)  # a second attempt adds its own time to the first's
+    resumed.start()
+    clock["t"] += 7
+    resumed.complete({})
+    assert resumed.manifest["timings"]["seconds"] == 57
+    assert resumed.manifest["timings"]["attempts"] == 2
+    resumed.release()

@@ -278,6 +278,8 @@ class StageRun:
     """False on the non-zero ranks of a distributed job: they follow rank 0, write nothing."""
     _lock_fd: int | None = None
     _t0: float = 0.0
+    _earlier_seconds: float = 0.0
+    """Time spent by earlier attempts of a resumed run."""
 
     def start(self) -> None:
         self._t0 = time.time()
@@ -288,6 +290,8 @@ class StageRun:
             if self.decision == "resume" else 0
         started = (self.previous or {}).get("timings", {}).get("started") \
             if self.decision == "resume" else None
+        self._earlier_seconds = float((self.previous or {}).get("timings", {}).get(
+            "seconds", 0.0)) if self.decision == "resume" else 0.0
         self.manifest = {
             "tool": "tmkt",
             "schema": MANIFEST_SCHEMA,
@@ -313,7 +317,7 @@ class StageRun:
         write_json(self.folder / MANIFEST, self.manifest)
 
     def _elapsed(self) -> float:
-        return self.manifest["timings"]["seconds"] + (time.time() - self._t0)
+        return self._earlier_seconds + (time.time() - self._t0)
 
     def update(self, **fields: Any) -> None:
         """Merge fields into the running manifest (e.g. progress metrics)."""
