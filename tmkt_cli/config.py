@@ -382,6 +382,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 # CKD teacher (images only) is not retrained when the fraction of event recordings changes.
 STAGE_IGNORED_KEYS: dict[str, tuple[str, ...]] = {
     "pretrain-ann": ("data.event_fraction", "data.subset_seed", "data.pairing"),
+    # where the teacher lives is not configuration: its identity is the input hash
+    "distill": ("distill.teacher",),
 }
 
 # Method defaults for the switches left at null (docs/methods.md explains each choice).

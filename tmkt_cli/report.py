@@ -174,6 +174,9 @@ def read_run(folder: Path, manifest: dict) -> RunRecord:
         method = "ckd" if stage == "distill" else cfg.get("method", {}).get("name", "?")
         backbone = cfg.get("model", {}).get("backbone", "?")
     shared = {k: v for k, v in manifest.get("stage_config", {}).items() if k != "seed"}
+    # The teacher's folder is a path, not configuration (older manifests still hold it).
+    if isinstance(shared.get("distill"), dict):
+        shared["distill"] = {k: v for k, v in shared["distill"].items() if k != "teacher"}
     return RunRecord(
         folder=folder, stage=stage, name=str(cfg.get("name", folder.parent.parent.name)),
         seed=int(cfg.get("seed", -1)), method=method, dataset=str(prepare.get("dataset", "?")),
