@@ -15,7 +15,7 @@ from rich.console import Console
 from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
 from tmkt_cli.config import MethodConfig, Recipe
 from tmkt_cli.errors import TmktError
-from tmkt_cli.stages.train_tmkt import build_training_data, dataset_input, snn_model_info
+from tmkt_cli.stages.train_tmkt import build_training_data, dataset_input, fit_and_record
 
 STAGE = "distill"
 
@@ -95,15 +95,4 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     task = SNNTransferTask(student, ckd_method(recipe), threshold=recipe.model.threshold,
                            teacher=Teacher(teacher, d.temperature, d.kd_weight, d.switch_at,
                                            d.steepness))
-    result = engine.fit(task, train, test, indices, recipe.train, seed=recipe.seed, run=run,
-                        ui=ui, num_workers=recipe.data.num_workers,
-                        model_info=snn_model_info(recipe, info.classes, info.size,
-                                                  info.time_steps))
-    run.complete(outputs={"checkpoint": engine.LAST, "best": engine.BEST,
-                          "metrics": engine.METRICS},
-                 metrics={"test_acc": result.metrics.get("acc"),
-                          "test_top5": result.metrics.get("top5"),
-                          "best_acc": result.best.get("acc"), "steps": result.steps,
-                          "event_train_samples": int(len(indices))})
-    ui.print(f"{STAGE}: done, test accuracy {result.metrics.get('acc', float('nan')):.4f} "
-             f"-> {run.folder}")
+    fit_and_record(task, recipe, run, ui, info, train, test, indices, recipe.train)

@@ -68,7 +68,6 @@ def equal_compute_train_config(recipe: Recipe) -> TrainConfig:
 
 
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
-    from tmkt_cli import engine
     from tmkt_cli.models import build_snn
     from tmkt_cli.runtime import seed_everything
     from tmkt_cli.tasks import SNNTransferTask
@@ -82,7 +81,16 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     seed_everything(recipe.seed)  # the initial weights are a function of the seed
     model = build_snn(recipe.model, len(info.classes), info.size, info.time_steps)
     task = SNNTransferTask(model, m, threshold=recipe.model.threshold)
-    train_cfg = equal_compute_train_config(recipe)
+    fit_and_record(task, recipe, run, ui, info, train, test, indices,
+                   equal_compute_train_config(recipe))
+
+
+def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train, test,
+                   indices, train_cfg: TrainConfig) -> None:
+    """Train an SNN task with the engine and complete the run's manifest (train-tmkt and
+    distill end the same way)."""
+    from tmkt_cli import engine
+
     result = engine.fit(task, train, test, indices, train_cfg, seed=recipe.seed, run=run,
                         ui=ui, num_workers=recipe.data.num_workers,
                         model_info=snn_model_info(recipe, info.classes, info.size,
@@ -95,5 +103,5 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
                           "best_epoch": result.best.get("epoch"),
                           "steps": result.steps,
                           "event_train_samples": int(len(indices))})
-    ui.print(f"{STAGE}: done, test accuracy {result.metrics.get('acc', float('nan')):.4f} "
-             f"(best {result.best.get('acc', float('nan')):.4f}) -> {run.folder}")
+    ui.print(f"{run.stage}: done, test accuracy {result.metrics.get('acc', float('nan')):.4f}"
+             f" (best {result.best.get('acc', float('nan')):.4f}) -> {run.folder}")
