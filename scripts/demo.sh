@@ -25,3 +25,7 @@ tmkt cam "$R/tmkt.yaml" --set cam.baseline=runs/digits-kt/seed42/train-tmkt
 say "report"
 tmkt report runs/digits-event_only runs/digits-kt runs/digits-tmkt runs/digits-ckd \
   --out runs/digits-report
+
+say "figures"
+ls -1 runs/digits-report/*.png runs/digits-tmkt/seed42/cam/*.png \
+  runs/digits-*/seed42/eval*/*.png 2>/dev/null
