@@ -286,12 +286,9 @@ class StageRun:
         if not self.writer:
             return
         remove_stale_temporaries(self.folder)
-        attempts = (self.previous or {}).get("timings", {}).get("attempts", 0) \
-            if self.decision == "resume" else 0
-        started = (self.previous or {}).get("timings", {}).get("started") \
-            if self.decision == "resume" else None
-        self._earlier_seconds = float((self.previous or {}).get("timings", {}).get(
-            "seconds", 0.0)) if self.decision == "resume" else 0.0
+        # A resumed run continues the timings of its earlier attempts.
+        earlier = (self.previous or {}).get("timings", {}) if self.decision == "resume" else {}
+        self._earlier_seconds = float(earlier.get("seconds", 0.0))
         self.manifest = {
             "tool": "tmkt",
             "schema": MANIFEST_SCHEMA,
@@ -306,10 +303,9 @@ class StageRun:
             "git_revision": git_revision(),
             "host": platform.node(),
             "command": " ".join(sys.argv),
-            "timings": {"started": started or now(), "attempt_started": now(),
-                        "attempts": attempts + 1,
-                        "seconds": (self.previous or {}).get("timings", {}).get("seconds", 0.0)
-                        if self.decision == "resume" else 0.0},
+            "timings": {"started": earlier.get("started") or now(), "attempt_started": now(),
+                        "attempts": earlier.get("attempts", 0) + 1,
+                        "seconds": self._earlier_seconds},
             "metrics": {},
             "error": None,
         }

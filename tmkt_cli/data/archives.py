@@ -95,7 +95,7 @@ class FileRef:
 
     def read_bytes(self) -> bytes:
         if not self.members:
-            return _read_file(self.path)
+            return read_file(self.path)
         return read_member(self.path, self.members[-1], self.members[:-1])
 
     def child(self, member: str) -> FileRef:
@@ -341,12 +341,15 @@ class _Window(io.RawIOBase):
         return len(data)
 
 
-def _read_file(path: str) -> bytes:
+def read_file(path: str | Path, label: str | None = None, what: str = "a file") -> bytes:
+    """A whole file's bytes; a missing, unreadable or folder path is one TmktError naming
+    ``label`` (default: the path)."""
+    label = label if label is not None else str(path)
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise TmktError(f"{path}: file not found") from None
+        raise TmktError(f"{label}: file not found") from None
     except IsADirectoryError:
-        raise TmktError(f"{path}: is a folder, expected a file") from None
+        raise TmktError(f"{label}: is a folder, expected {what}") from None
     except PermissionError:
-        raise TmktError(f"{path}: permission denied") from None
+        raise TmktError(f"{label}: permission denied") from None

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tmkt_cli.data.archives import read_file
 from tmkt_cli.data.sources import EVENT_DTYPE
 from tmkt_cli.errors import TmktError
 
@@ -93,14 +94,7 @@ def _label(source: EventSource, name: str | None) -> str:
 def _read_all(source: EventSource, label: str) -> bytes | memoryview:
     if _is_bytes(source):
         return memoryview(source).cast("B")
-    try:
-        return Path(source).read_bytes()
-    except FileNotFoundError:
-        raise TmktError(f"{label}: file not found") from None
-    except IsADirectoryError:
-        raise TmktError(f"{label}: is a folder, expected an event file") from None
-    except PermissionError:
-        raise TmktError(f"{label}: permission denied") from None
+    return read_file(source, label, "an event file")
 
 
 # --------------------------------------------------------------------------------------------
