@@ -42,7 +42,7 @@ DATA_EFFICIENCY = "data_efficiency.png"
 
 
 # --------------------------------------------------------------------------------------------
-# Published numbers (METHOD.md, sections 3-5): top-1 on the event test split, all event
+# Published numbers (the KT, TMKT and CKD papers; docs/methods.md cites them): top-1 on the event test split, all event
 # training recordings, each paper's own protocol.
 # --------------------------------------------------------------------------------------------
 
