@@ -12,7 +12,6 @@ checkpoint holds the model, optimizer, scheduler, scaler and loop position.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -25,18 +24,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tmkt_cli import artifacts
 from tmkt_cli.artifacts import StageRun
+from tmkt_cli.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importable)
+    BEST,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    LAST,
+    load_checkpoint,
+    save_checkpoint,
+    weights_only,
+)
 from tmkt_cli.config import TrainConfig
 from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
 from tmkt_cli.errors import StopRequested, TmktError
 from tmkt_cli.methods.schedules import warmup_cosine
+from tmkt_cli.runlog import METRICS, MetricsLog, read_metrics  # noqa: F401
 from tmkt_cli.runtime import DIST, StopSignal, autocast, seed_everything, seed_worker, select_device
-
-CHECKPOINT_FORMAT = "tmkt-checkpoint"
-CHECKPOINT_VERSION = 1
-LAST, BEST = "last.pt", "best.pt"
-METRICS = "metrics.jsonl"
 
 
 @dataclass
@@ -146,40 +149,8 @@ def evaluate_classifier(predict: Callable[[dict], torch.Tensor], loader,
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints
+# Checkpoints (the format lives in tmkt_cli/checkpoints.py)
 # --------------------------------------------------------------------------------------------
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    # Through a Python file: a full disk then surfaces as OSError(ENOSPC) under torch's
-    # RuntimeError (torch.save to a path reports only "unexpected pos"), which atomic_path
-    # turns into one line.
-    with artifacts.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
-
-
-def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
-    """Load a tmkt checkpoint safely (``weights_only``: a pickle that would run code is
-    refused) and check it is one."""
-    path = Path(path)
-    if not path.is_file():
-        raise TmktError(f"{path}: {what} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for unreadable / unsafe files
-        text = str(e)
-        if "GLOBAL" in text or "Unsupported global" in text:  # a class/function reference
-            raise TmktError(f"{path}: refused to load: the file holds Python objects that "
-                            f"would run code (not a plain tmkt checkpoint)") from None
-        detail = next((ln.strip() for ln in text.splitlines()
-                       if "Unsupported operand" in ln or "error" in ln.lower()), type(e).__name__)
-        raise TmktError(f"{path}: not a readable checkpoint ({detail[:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TmktError(f"{path}: not a tmkt checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise TmktError(f"{path}: checkpoint version {state.get('version')} is not supported "
-                        f"(this tmkt reads version {CHECKPOINT_VERSION})")
-    return state
-
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
@@ -205,64 +176,6 @@ def _set_rng_state(state: dict) -> None:
 # --------------------------------------------------------------------------------------------
 # Logging
 # --------------------------------------------------------------------------------------------
-
-class MetricsLog:
-    """``metrics.jsonl`` (one JSON record a line) plus TensorBoard scalars.
-
-    On resume, records written after the checkpoint being resumed are dropped (they will be
-    written again), as is a last line cut short by a kill.
-    """
-
-    def __init__(self, folder: Path, resume_step: int | None, tensorboard: bool = True):
-        self.path = folder / METRICS
-        kept = []
-        if resume_step is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("step", 0) <= resume_step and not (
-                        rec.get("kind") == "eval" and rec.get("step", 0) == resume_step
-                        and rec.get("partial")):
-                    kept.append(line)
-        artifacts.write_text(self.path, "".join(k + "\n" for k in kept))
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(folder / "tensorboard"),
-                                        purge_step=resume_step)
-            except ImportError:  # tensorboard is optional at run time
-                self.tb = None
-
-    def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        rec = {"kind": kind, "step": step, **values}
-        self._file.write(json.dumps(rec) + "\n")
-        self._file.flush()
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    self.tb.add_scalar(f"{kind}/{k}", v, step)
-
-    def close(self) -> None:
-        self._file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_metrics(folder: Path) -> list[dict]:
-    path = Path(folder) / METRICS
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
-
 
 class GradientNoise:
     """Variance of mini-batch gradients over windows of ``window`` steps.
@@ -408,12 +321,13 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     def checkpoint(path: Path) -> None:
         if not DIST.is_main:
             return
-        save_checkpoint(path, {
+        keep = weights_only if path == best_path else dict  # best.pt: weights only
+        save_checkpoint(path, keep({
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage": run.stage,
             "model_info": model_info, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": _rng_state(),
-            "loop": loop.__dict__, "config_hash": run.config_hash})
+            "loop": loop.__dict__, "config_hash": run.config_hash}))
 
     def evaluate_now() -> dict[str, float]:
         model.eval()

@@ -1,0 +1,37 @@
+"""The shape of the code that docs/architecture.md promises, checked so it stays that way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import tmkt_cli
+
+PACKAGE = Path(tmkt_cli.__file__).parent
+STAGES = PACKAGE / "stages"
+SHARED = {"__init__", "common", "shared"}
+"""Modules under stages/ that are not stages: what stages share."""
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_no_stage_imports_another_stage():
+    stages = {p.stem for p in STAGES.glob("*.py")} - SHARED
+    assert {"prepare", "train_tmkt", "pretrain_ann", "distill", "evaluate", "cam"} <= stages
+    for stage in stages:
+        others = {f"tmkt_cli.stages.{s}" for s in stages - {stage}}
+        found = imported_modules(STAGES / f"{stage}.py") & others
+        assert not found, f"stages/{stage}.py imports {sorted(found)}"
+    for shared in SHARED - {"__init__"}:
+        found = imported_modules(STAGES / f"{shared}.py") & {f"tmkt_cli.stages.{s}"
+                                                           for s in stages}
+        assert not found, f"stages/{shared}.py imports a stage: {sorted(found)}"
