@@ -35,3 +35,15 @@ def test_no_stage_imports_another_stage():
         found = imported_modules(STAGES / f"{shared}.py") & {f"tmkt_cli.stages.{s}"
                                                            for s in stages}
         assert not found, f"stages/{shared}.py imports a stage: {sorted(found)}"
+
+
+def test_engine_functions_are_short():
+    """engine.py reads like the torchvision references: short functions, no 180-line fit."""
+    tree = ast.parse((PACKAGE / "engine.py").read_text())
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.end_lineno - node.lineno + 1 > 60]
+    assert not long, f"functions over 60 lines in engine.py: {long}"
+    names = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert {"fit", "train_steps", "train_one_step", "evaluate", "start_or_resume",
+            "stop_if_requested", "save_state"} <= names
