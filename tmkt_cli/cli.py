@@ -235,14 +235,41 @@ def report(
     out: Annotated[Path, typer.Option(help="Folder for report.md and the figures.")] = Path(
         "runs/report"),
     landscape: Annotated[list[Path] | None, typer.Option(
-        help="Also draw the loss landscape around these run folders' checkpoints.")] = None,
+        help="Deprecated (use `tmkt landscape`): also draw the loss landscape around these "
+             "run folders' checkpoints.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Gather finished runs into a table (mean and spread over seeds, beside the published
     numbers) and draw training curves and the data-efficiency curve."""
     def body():
         from tmkt_cli.report import make_report
-        make_report(list(runs), out, ui, landscape=list(landscape or []))
+        figures, grids = {}, []
+        if landscape:
+            ui.print("[yellow]note:[/yellow] `tmkt report --landscape` is deprecated and will "
+                     "be removed in the next release; use `tmkt landscape RUN --out DIR`")
+            from tmkt_cli.landscape import draw_landscapes
+            figures, grids = draw_landscapes(list(landscape), out, ui)
+        make_report(list(runs), out, ui, extra_figures=figures, grids=grids)
+    _guarded(body, debug)
+
+
+@app.command()
+def landscape(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Finished training run folders (train-tmkt, distill or pretrain-ann).",
+        show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for the figures and raw grids.")] = Path(
+        "runs/landscape"),
+    grid: Annotated[int, typer.Option(help="Points per axis over [-1, 1].", min=2)] = 11,
+    samples: Annotated[int, typer.Option(help="Training samples the loss is measured on.",
+                                         min=1)] = 128,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw the loss landscape around each run's last checkpoint (two filter-normalised
+    random directions, Li et al. 2018)."""
+    def body():
+        from tmkt_cli.landscape import draw_landscapes
+        draw_landscapes(list(runs), out, ui, grid=grid, samples=samples)
     _guarded(body, debug)
 
 
