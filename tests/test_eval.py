@@ -73,7 +73,9 @@ def make_prepared_dataset(folder: Path, n_train: int = 6, n_test: int = 6,
 def toy_recipe_file(tmp: Path, name: str = "toy-tmkt") -> Path:
     """A recipe for the tiny dataset and a digitsnet, in ``tmp``."""
     path = tmp / f"{name}.yaml"
-    path.write_text(f"name: {name}\npaths:\n  runs: {tmp}/runs\n  dataset: {tmp}/prepared\n"
+    # variant "": the tests' --set overrides keep the run at runs/<name>/seed<seed>/
+    path.write_text(f"name: {name}\nvariant: ''\npaths:\n  runs: {tmp}/runs\n"
+                    f"  dataset: {tmp}/prepared\n"
                     f"prepare:\n  time_steps: {T}\n  size: {SIZE}\nmodel:\n"
                     f"  backbone: digitsnet\neval:\n  batch_size: 4\n")
     return path
