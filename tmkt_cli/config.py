@@ -312,11 +312,15 @@ class CamConfig:
     """SAM: decay of a spike's contribution with the time since it, exp(-gamma dt)."""
     baseline: str = ""
     """Run folder or checkpoint of the baseline model drawn beside the model under study."""
-    samples: list[int] = param(factory=lambda: [0, 1, 2, 3])
-    """Test-split indices to draw."""
+    samples: list[int] = param(factory=list)
+    """Test-split indices to draw. Empty (and ``classes`` empty): chosen for you, from up to
+    ``max_classes`` classes spread over the dataset, for each a correctly and a wrongly
+    classified sample of the model under study where both exist."""
     classes: list[str | int] = param(factory=list)
     """Alternatively, draw the first test sample of each of these classes (class names;
     numbers are read as names, so ``[3, 7]`` means the classes named "3" and "7")."""
+    max_classes: int = param(10, ge=1)
+    """How many classes the automatic choice spreads over."""
 
 
 @dataclass

@@ -114,45 +114,68 @@ class CamRow:
     static_caption: str
     """A line under the image (e.g. that it is a class partner, not the recording's own)."""
     events_rgb: np.ndarray
-    """``[H, W, 3]`` integrated event frames."""
+    """``[H, W, 3]`` integrated event frames (ON red, OFF blue)."""
     background: np.ndarray
     """``[H, W]`` in [0, 1]: what the maps are overlaid on."""
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     """Column title -> ``[H, W]`` map in [0, 1]."""
     captions: dict[str, str] = field(default_factory=dict)
-    """Column title -> a line under that map (e.g. the model's prediction)."""
+    """Column title -> a line under that map: the model's prediction, right or wrong."""
 
 
-def cam_figure(rows: Sequence[CamRow], suptitle: str = "") -> Figure:
-    """Columns: static image, integrated events, then each model's map over the events."""
+CAM_PANEL_IN = 1.05
+"""Side of one CAM panel: four columns and the colour bar fit a 7 in (two-column) width, and
+the per-sample figures a 3.5 in column, at 7 pt text."""
+
+
+def cam_figure(rows: Sequence[CamRow], suptitle: str = "", map_label: str = "relevance"
+               ) -> Figure:
+    """Columns: static image, integrated events (legend: ON red, OFF blue), then each model's
+    map over the events, with one colour bar for the maps (each normalised to [0, 1] per
+    sample) and each prediction captioned right or wrong."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Patch
+
     map_titles = list(rows[0].maps) if rows else []
     columns = 2 + len(map_titles)
-    fig = Figure(figsize=(2.3 * columns, 2.4 * len(rows) + 0.4))
+    fig = Figure(figsize=(CAM_PANEL_IN * columns + 0.9, CAM_PANEL_IN * 1.25 * len(rows) + 0.9),
+                 layout="constrained")
     axes = fig.subplots(len(rows), columns, squeeze=False)
     for r, row in enumerate(rows):
         ax = axes[r, 0]
         if row.static is not None:
             ax.imshow(row.static, cmap="gray", vmin=0, vmax=1)
         else:
-            ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=ax.transAxes)
-        ax.set_ylabel(row.title, fontsize=8)
-        ax.set_xlabel(row.static_caption, fontsize=8)
+            ax.text(0.5, 0.5, "no image", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=7)
+        ax.set_ylabel(row.title, fontsize=7)
+        ax.set_xlabel(row.static_caption, fontsize=6)
         axes[r, 1].imshow(row.events_rgb)
         for c, title in enumerate(map_titles):
             ax = axes[r, 2 + c]
             ax.imshow(row.background, cmap="gray_r", vmin=0, vmax=1)
             ax.imshow(row.maps[title], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            if title in row.captions:
-                ax.set_xlabel(row.captions[title], fontsize=8)
-        for c, title in enumerate(["static image", "events (integrated)", *map_titles]):
-            if r == 0:
-                axes[r, c].set_title(title, fontsize=9)
+            caption = row.captions.get(title, "")
+            if caption:
+                ax.set_xlabel(caption, fontsize=7,
+                              color="tab:red" if caption.startswith("wrong") else "black")
+        if r == 0:
+            for c, title in enumerate(["static image", "events", *map_titles]):
+                axes[r, c].set_title(title, fontsize=7)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
+    if map_titles:
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes[:, 2:],
+                           shrink=min(1.0, 2.5 / max(1, len(rows))), aspect=15)
+        bar.set_label(f"{map_label} (per sample, 0-1)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    fig.legend(handles=[Patch(color="red", label="ON events"),
+                        Patch(color="blue", label="OFF events")],
+               loc="outside lower center", ncol=2, fontsize=7, frameon=False)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(suptitle, fontsize=8)
     return fig
 
 
