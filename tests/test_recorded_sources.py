@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import event_writers as writers
 
 from tmkt_cli.data import archives, sources
-from tmkt_cli.data import events as ev
+from tmkt_cli.data import formats as ev
 from tmkt_cli.data.archives import FileRef
 from tmkt_cli.data.datasets import recorded
 from tmkt_cli.errors import TmktError
@@ -149,7 +150,7 @@ def ncaltech_files() -> tuple[dict[str, bytes], dict[str, bytes]]:
     for c, (name, count) in enumerate(NCALTECH_COUNTS.items()):
         for k in range(1, count + 1):
             tag = 10 * c + k
-            recordings[f"Caltech101/{name}/image_{k:04d}.bin"] = ev.encode_atis_bin(
+            recordings[f"Caltech101/{name}/image_{k:04d}.bin"] = writers.encode_atis_bin(
                 tagged_events(tag))
             images[f"101_ObjectCategories/{name}/image_{k:04d}.jpg"] = jpeg_bytes(4 * tag)
     for k in range(1, 3):
@@ -276,7 +277,7 @@ def write_cepdvs(root: Path) -> None:
     (root / "data" / "MAT" / "img").mkdir(parents=True)
     (root / "data" / "img").mkdir(parents=True)
     for index in range(len(CEP_LABELS)):
-        ev.write_cep_mat(root / "data" / "MAT" / "img" / f"{index}.mat", tagged_events(index),
+        writers.write_cep_mat(root / "data" / "MAT" / "img" / f"{index}.mat", tagged_events(index),
                          hdf5=index == 3)
         (root / "data" / "img" / f"{index}.png").write_bytes(png_bytes(10 * index))
 
@@ -344,11 +345,11 @@ def write_cifar10(root: Path) -> None:
 def test_cifar10dvs_classes_split_and_images(tmp_path):
     for name in ("airplane", "bird"):
         for k in range(12):  # natural order: ..._2 before ..._10
-            ev.write_aedat2(_make_dirs(tmp_path / name) / f"cifar10_{name}_{k}.aedat",
+            writers.write_aedat2(_make_dirs(tmp_path / name) / f"cifar10_{name}_{k}.aedat",
                             tagged_events(k, size=128))
     # automobile kept as its original zip
     (tmp_path / "automobile.zip").write_bytes(zip_bytes(
-        {f"automobile/cifar10_automobile_{k}.aedat": ev.encode_aedat2(tagged_events(k))
+        {f"automobile/cifar10_automobile_{k}.aedat": writers.encode_aedat2(tagged_events(k))
          for k in range(10)}))
     write_cifar10(tmp_path)
     data = recorded.cifar10dvs(tmp_path)
@@ -386,7 +387,7 @@ def test_cifar10dvs_refuses_a_malicious_pickle(tmp_path):
 
 
 def test_cifar10dvs_missing_images(tmp_path):
-    ev.write_aedat2(_make_dirs(tmp_path / "cat") / "cifar10_cat_0.aedat", tagged_events(1))
+    writers.write_aedat2(_make_dirs(tmp_path / "cat") / "cifar10_cat_0.aedat", tagged_events(1))
     with pytest.raises(TmktError, match="no CIFAR-10 python batches") as error:
         recorded.cifar10dvs(tmp_path)
     assert "li2017cifar10" in str(error.value)
@@ -405,7 +406,7 @@ def test_nmnist_with_mnist_idx(tmp_path):
     for split, count in (("Train", 3), ("Test", 1)):
         for digit in ("0", "1", "7"):
             for k in range(count):
-                ev.write_atis_bin(_make_dirs(tmp_path / split / digit) / f"{k:05d}.bin",
+                writers.write_atis_bin(_make_dirs(tmp_path / split / digit) / f"{k:05d}.bin",
                                   tagged_events(int(digit)))
     train_labels = np.array([7, 0, 3, 1, 0])
     train_images = np.arange(5)[:, None, None] * np.ones((5, 28, 28))
@@ -432,8 +433,8 @@ def test_nmnist_with_mnist_idx(tmp_path):
 def test_nmnist_missing_pieces(tmp_path):
     with pytest.raises(TmktError, match="no Train/ folder or train.zip"):
         recorded.nmnist(tmp_path)
-    ev.write_atis_bin(_make_dirs(tmp_path / "Train" / "3") / "1.bin", tagged_events(1))
-    ev.write_atis_bin(_make_dirs(tmp_path / "Test" / "3") / "2.bin", tagged_events(1))
+    writers.write_atis_bin(_make_dirs(tmp_path / "Train" / "3") / "1.bin", tagged_events(1))
+    writers.write_atis_bin(_make_dirs(tmp_path / "Test" / "3") / "2.bin", tagged_events(1))
     with pytest.raises(TmktError, match="no MNIST idx files"):
         recorded.nmnist(tmp_path)
 
@@ -445,10 +446,10 @@ def test_nmnist_missing_pieces(tmp_path):
 def test_dvsgesture_from_folder_and_tar(tmp_path):
     for user in ("user02_led", "user10_fluorescent"):
         for label in (0, 10, 2):
-            ev.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTrain" / user)
+            writers.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTrain" / user)
                                     / f"{label}.npy", tagged_events(label))
     (tmp_path / "ibmGestureTest.tar.gz").write_bytes(tar_bytes(
-        {"ibmGestureTest/user24_led/4.npy": ev.encode_dvsgesture_npy(tagged_events(4))}))
+        {"ibmGestureTest/user24_led/4.npy": writers.encode_dvsgesture_npy(tagged_events(4))}))
     data = recorded.dvsgesture(tmp_path)
     assert len(data.classes) == 11 and data.classes[10] == "Other gestures"
     assert [r.label for r in data.train] == [0, 2, 10, 0, 2, 10]
@@ -459,9 +460,9 @@ def test_dvsgesture_from_folder_and_tar(tmp_path):
 
 
 def test_dvsgesture_rejects_a_bad_label_file(tmp_path):
-    ev.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTrain" / "user01_led")
+    writers.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTrain" / "user01_led")
                             / "11.npy", tagged_events(1))
-    ev.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTest" / "user24_led")
+    writers.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTest" / "user24_led")
                             / "1.npy", tagged_events(1))
     with pytest.raises(TmktError, match="class index 0-10") as error:
         recorded.dvsgesture(tmp_path)

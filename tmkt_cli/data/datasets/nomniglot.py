@@ -58,7 +58,7 @@ from tmkt_cli.data.datasets.recorded import (
     releases_archives,
     require_root,
 )
-from tmkt_cli.data.events import read_aedat4
+from tmkt_cli.data.formats import read_aedat4
 from tmkt_cli.data.sources import ImageItem, Recording, SourceData, register
 from tmkt_cli.errors import TmktError
 

@@ -37,7 +37,7 @@ from tmkt_cli.data.archives import (
     is_archive_name,
     list_members,
 )
-from tmkt_cli.data.events import (
+from tmkt_cli.data.formats import (
     read_aedat2,
     read_atis_bin,
     read_cep_mat,
