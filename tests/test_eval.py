@@ -90,9 +90,8 @@ def fake_training_run(recipe: Recipe, stage: str = "train-tmkt", *, model_info: 
                       final: dict | None = None, torch_seed: int = 0) -> Path:
     """A finished training run folder (as the engine leaves it) holding an untrained network:
     last.pt, best.pt, metrics.jsonl and a complete manifest."""
+    from tmkt_cli.checkpoints import ann_model_info, snn_model_info
     from tmkt_cli.models import build_ann, build_snn
-    from tmkt_cli.checkpoints import ann_model_info
-    from tmkt_cli.checkpoints import snn_model_info
     from tmkt_cli.stages.shared import dataset_input
 
     torch.manual_seed(torch_seed)
@@ -377,10 +376,10 @@ def test_checkpoint_mismatches_name_what_differs():
 
 @pytest.mark.parametrize("case", ["backbone", "classes"])
 def test_mismatched_checkpoint_is_one_line_error(tmp_path, case):
+    from tmkt_cli.checkpoints import snn_model_info
     from tmkt_cli.cli import app
     from tmkt_cli.config import ModelConfig
     from tmkt_cli.models import build_snn
-    from tmkt_cli.checkpoints import snn_model_info
 
     make_prepared_dataset(tmp_path / "prepared")
     recipe = toy_recipe(tmp_path, "toy-mismatch")

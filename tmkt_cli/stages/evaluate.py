@@ -126,6 +126,7 @@ def evaluate_snn(model: nn.Module, loader, facts: PreparedFacts, device: torch.d
     with torch.no_grad(), ActivityMonitor(model, model.spiking_layers()) as monitor:
         for batch in loader:
             x = as_sequence(batch["events"]).to(device)
+            # Not model.predict: accuracy against T needs the logits of every time step.
             logits = model(x, head="event").logits
             functional.reset_net(model)
             tally.update(logits.float().cpu().numpy(), batch["label"].numpy())
