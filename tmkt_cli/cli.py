@@ -333,6 +333,31 @@ def recipes(debug: DebugOpt = False) -> None:
 
 
 @app.command()
+def datasets(
+    root: Annotated[Path | None, typer.Option(
+        help="Where raw data lives: each dataset is looked for in ROOT/<name>, then ROOT.")]
+        = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the datasets `tmkt prepare` reads: what each raw folder must hold, and with
+    --root whether it is there."""
+    def body():
+        from rich.markup import escape
+        from rich.table import Table
+
+        from tmkt_cli.datasets_overview import overview
+        table = Table(title="datasets (docs/datasets.md: sources, citations, layouts)",
+                      title_justify="left", show_lines=True)
+        for column in ("name", "dataset", "raw folder must hold", "status"):
+            table.add_column(column, no_wrap=column == "name")
+        for d in overview(root):
+            where = f" in {d.root}" if d.root and d.status.startswith("found") else ""
+            table.add_row(d.name, escape(d.title), escape(d.needs), escape(d.status + where))
+        Console(highlight=False).print(table)
+    _guarded(body, debug)
+
+
+@app.command()
 def env(debug: DebugOpt = False) -> None:
     """Describe this machine for a bug report: tmkt, Python, torch and its devices, the
     libraries tmkt stands on, threads."""

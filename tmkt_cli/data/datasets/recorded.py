@@ -62,6 +62,13 @@ class DatasetFacts:
     layout: str
     """The expected contents of prepare.root, in one line."""
 
+    def __post_init__(self) -> None:
+        KNOWN[self.name] = self  # what `tmkt datasets` lists
+
+
+KNOWN: dict[str, DatasetFacts] = {}
+"""Every recorded dataset's facts, by registry name."""
+
 
 def layout_error(facts: DatasetFacts, problem: str) -> TmktError:
     """The one-line error for a root that does not hold what the dataset needs."""
