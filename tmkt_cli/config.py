@@ -144,12 +144,25 @@ class ModelConfig:
     """LIF membrane time constant."""
     threshold: float = param(0.5, gt=0)
     """LIF firing threshold (hard reset to 0)."""
-    surrogate: Literal["atan", "sigmoid", "piecewise_quadratic"] = "atan"
-    """Surrogate gradient of the spike function."""
+    surrogate: Literal["atan", "sigmoid", "piecewise_quadratic", "rectangular"] = "atan"
+    """Surrogate gradient of the spike function (piecewise_quadratic with alpha 2 is KT's
+    QGateGrad; rectangular with alpha 1 is its BackEIGateGrad)."""
     surrogate_alpha: float = param(2.0, gt=0)
     """Sharpness of the surrogate gradient."""
     detach_reset: bool = False
     """Do not backpropagate through the reset."""
+    fire: Literal["ge", "gt"] = "ge"
+    """Spike where the charged potential H >= threshold (``ge``, spikingjelly) or H >
+    threshold (``gt``, KT's BrainCog neuron)."""
+    norm: Literal["pooled", "per_step"] = "pooled"
+    """BatchNorm statistics over all T x B frames of a batch (``pooled``) or over the B
+    samples of each time step with running statistics updated T times per stream
+    (``per_step``, KT's code)."""
+    feature: Literal["charge", "membrane"] = "charge"
+    """Feature map the methods align (CKA, MAG, MRP): the tap's potential before firing
+    (``charge``) or after firing and reset (``membrane``, KT's code)."""
+    shared_head: bool = False
+    """One output layer for both streams instead of two (KT's N-Omniglot SCNN)."""
 
 
 @dataclass
