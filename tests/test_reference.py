@@ -225,7 +225,7 @@ def test_scnn_kt_layout_matches_transfer_scnn():
     assert counts["trunk"] + counts["heads"] == expected
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert model.heads["static"] is model.heads["event"]
-    head = model.heads["event"].weight
+    head = model.heads["event"].weight.detach()
     assert float(head.abs().max()) <= 0.1  # uniform(-0.1, 0.1) init (scnn.py 118-119)
     out = model(torch.rand(12, 2, 2, 28, 28))
     assert out.features.shape == (12, 2, 300)  # node1.mem (scnn.py 139, 150)
@@ -251,3 +251,111 @@ def test_rectangular_surrogate_derivative():
     assert torch.equal(surrogate_derivative(x, "rectangular", 1.0), (x.abs() < 0.5).float())
     assert math.isclose(float(surrogate_derivative(torch.tensor(0.1), "rectangular", 2.0)), 2.0)
     assert np.isclose(float(surrogate_derivative(torch.tensor(0.3), "rectangular", 2.0)), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling: datasets.py get_NCALTECH101_data (1230-1257): WeightedRandomSampler with weight
+# dataset_length / count for each training sample of a class, as many draws as training
+# samples, with replacement (torch's default for that sampler)
+# --------------------------------------------------------------------------------------------
+
+
+def test_class_balanced_sampler_draws_classes_equally():
+    from tmkt_cli.data.sampling import KeyedBatchSampler, class_balanced_weights
+
+    counts = [5, 20, 75]
+    labels = np.repeat(np.arange(3), counts)
+    weights = class_balanced_weights(labels)
+    ref = np.array([len(labels) / counts[c] for c in labels])  # datasets.py 1236
+    np.testing.assert_allclose(weights, ref / ref.sum())
+    indices = np.arange(100, 200)  # dataset positions of the training samples
+    drawn = []
+    for epoch in range(200):
+        sampler = KeyedBatchSampler(indices, 16, seed=3, epoch=epoch, weights=weights)
+        epoch_keys = [k for batch in sampler for k, _ in batch]
+        assert len(epoch_keys) == len(indices)  # as many draws as samples
+        drawn += epoch_keys
+    freq = np.bincount(labels[np.asarray(drawn) - 100], minlength=3) / len(drawn)
+    np.testing.assert_allclose(freq, [1 / 3] * 3, atol=0.02)  # 20,000 draws: sd about 0.003
+    again = [k for b in KeyedBatchSampler(indices, 16, 3, 7, weights=weights) for k, _ in b]
+    first = [k for b in KeyedBatchSampler(indices, 16, 3, 7, weights=weights) for k, _ in b]
+    assert again == first  # a pure function of (seed, epoch): resume stays bitwise
+    resumed = [k for b in KeyedBatchSampler(indices, 16, 3, 7, start_batch=2, weights=weights)
+               for k, _ in b]
+    assert resumed == first[32:]
+
+
+def test_published_sampling_and_augmentation():
+    nc = load_recipe("recipes/ncaltech101/kt.yaml").data
+    # datasets.py 1288-1292: crop with padding 48 // 12 = 4, no flip; static images: resize
+    # and convert only (build_dataset(False, ...) at 214, build_transform 191-197)
+    assert (nc.sampler, nc.crop_padding, nc.hflip, nc.rotation, nc.augment_static) == \
+        ("class_balanced", 4, False, 0.0, False)
+    cep = load_recipe("recipes/cepdvs/kt.yaml").data
+    # run_aba.sh --DVS-DA: crop 4, flip, rotation 15 (datasets.py 1420-1428); uniform order
+    # (SubsetRandomSampler, 1411)
+    assert (cep.sampler, cep.crop_padding, cep.hflip, cep.rotation, cep.augment_static) == \
+        ("uniform", 4, True, 15.0, False)
+    c10 = load_recipe("recipes/cifar10dvs/kt.yaml").data
+    # get_dvsc10_data without --DVS-DA: resize only (1012-1016), SubsetRandomSampler (1074)
+    assert (c10.sampler, c10.crop_padding, c10.hflip, c10.rotation) == \
+        ("uniform", 0, False, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer and schedule: main_transfer.py 555 create_optimizer(args, model) and 630
+# create_scheduler(args, optimizer) with KT's arguments (101-148): AdamW, weight decay 0.01,
+# lr 5e-3 x batch / 1024 (510-511), warm-up lr 1e-6 over 5 epochs, cosine to min lr 1e-5
+# over args.epochs, or --sched step --decay-epochs 40 (run_omni.sh); decay rate 0.1
+# --------------------------------------------------------------------------------------------
+
+
+def test_weight_decay_groups_leave_out_1d_parameters_and_biases():
+    from tmkt_cli.methods.optim import param_groups
+
+    model = build_snn(_published_model("recipes/ncaltech101/kt.yaml"), 101, 48, 10)
+    groups = param_groups(model, 0.01, exclude_1d=True)
+    # timm's filter: len(shape) == 1 or name ending in ".bias" -> no decay
+    ref_no_decay = {n for n, p in model.named_parameters()
+                    if p.requires_grad and (len(p.shape) == 1 or n.endswith(".bias"))}
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    assert {by_id[id(p)] for p in groups[0]["params"]} == ref_no_decay
+    assert groups[0]["weight_decay"] == 0.0 and groups[1]["weight_decay"] == 0.01
+    assert "eta" in ref_no_decay and "heads.static.bias" in ref_no_decay
+    assert "trunk.layers.conv1.1.weight" in ref_no_decay  # a BN weight
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == \
+        sum(1 for p in model.parameters() if p.requires_grad)
+    assert load_recipe("recipes/ncaltech101/kt.yaml").train.weight_decay_exclude_1d
+
+
+def reference_timm_lr(epoch, base, kind, epochs, warmup=5, warmup_lr=1e-6, min_lr=1e-5,
+                      decay_epochs=40, decay_rate=0.1):
+    """timm's Cosine/StepLRScheduler at epoch t (t_in_epochs, cycle_limit 1, no warm-up
+    prefix): warm-up warmup_lr + t (base - warmup_lr) / warmup_t, then the cosine of t (not of
+    t - warmup_t) over t_initial = epochs, or base decay_rate^(t // decay_t)."""
+    if epoch < warmup:
+        return warmup_lr + epoch * (base - warmup_lr) / warmup
+    if kind == "cosine":
+        return min_lr + 0.5 * (base - min_lr) * (1 + math.cos(math.pi * epoch / epochs))
+    return base * decay_rate ** (epoch // decay_epochs)
+
+
+@pytest.mark.parametrize("recipe, kind", [("recipes/ncaltech101/kt.yaml", "cosine"),
+                                          ("recipes/cepdvs/kt.yaml", "cosine"),
+                                          ("recipes/nomniglot/kt.yaml", "step")])
+def test_learning_rate_schedule_matches_timm_with_kts_arguments(recipe, kind):
+    from tmkt_cli.engine import lr_for
+    from tmkt_cli.methods.optim import lr_factor
+
+    cfg = load_recipe(recipe).train
+    base = lr_for(cfg)
+    published_lr = 1.2 if kind == "step" else 5e-3
+    assert math.isclose(base, published_lr * cfg.batch_size / 1024)
+    steps_per_epoch = 3
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    for step in range(total):
+        epoch = step // steps_per_epoch
+        got = base * lr_factor(cfg, base, step, total, warmup, steps_per_epoch)
+        want = reference_timm_lr(epoch, base, kind, cfg.epochs)
+        assert math.isclose(got, want, rel_tol=1e-9), (step, got, want)

@@ -124,12 +124,19 @@ class DataConfig:
     pairing: Literal["class", "instance"] = "class"
     """Static partner of an event sample: a random training image of the same class, redrawn
     every time (``class``), or the recording's own image where the dataset has one."""
+    sampler: Literal["uniform", "class_balanced"] = "uniform"
+    """Training order: a permutation of the training split each epoch (``uniform``), or as
+    many draws with replacement, each class equally likely (``class_balanced``, KT's
+    WeightedRandomSampler on N-Caltech101)."""
     crop_padding: int = param(4, ge=0)
     """Random crop with this zero padding (0 disables)."""
     hflip: bool = True
     """Random horizontal flip."""
     rotation: float = param(0.0, ge=0, le=180)
     """Random rotation in degrees, uniform in [-rotation, rotation] (0 disables)."""
+    augment_static: bool = True
+    """Augment the static partners of event samples like the event frames (false: KT's code,
+    which only resizes and converts its static images)."""
     num_workers: int = param(0, ge=0, volatile=True)
     """DataLoader worker processes."""
     in_memory: bool = param(False, volatile=True)
@@ -185,12 +192,28 @@ class TrainConfig:
     """Apply the linear scaling rule lr x batch_size / 1024 (KT's setting)."""
     weight_decay: float = param(0.01, ge=0)
     """AdamW weight decay."""
+    weight_decay_exclude_1d: bool = False
+    """No weight decay on 1-D parameters and biases (BN, biases, eta): timm's optimizer
+    factory as KT's code calls it."""
+    schedule: Literal["warmup_cosine", "timm_cosine", "timm_step"] = "warmup_cosine"
+    """``warmup_cosine``: per-step linear warm-up to the peak, cosine to ``min_lr_ratio``.
+    ``timm_cosine`` / ``timm_step``: timm's epoch-wise schedules with KT's arguments (warm-up
+    from ``warmup_lr``, cosine to ``min_lr``, or decay by ``decay_rate`` every
+    ``decay_epochs``)."""
     warmup_epochs: float = param(5.0, ge=0)
     """Linear warm-up length before the cosine decay."""
     warmup_steps: int = param(0, ge=0)
     """Warm-up length in steps; when > 0 it replaces ``warmup_epochs`` (for step budgets)."""
     min_lr_ratio: float = param(0.0, ge=0, le=1)
-    """Final learning rate as a fraction of the peak."""
+    """Final learning rate as a fraction of the peak (``warmup_cosine``)."""
+    warmup_lr: float = param(1e-6, ge=0)
+    """Learning rate at the start of the warm-up (timm schedules; KT: 1e-6)."""
+    min_lr: float = param(1e-5, ge=0)
+    """Final learning rate of ``timm_cosine`` (KT: 1e-5)."""
+    decay_epochs: float = param(30.0, gt=0)
+    """``timm_step``: epochs between decays (KT's N-Omniglot run: 40)."""
+    decay_rate: float = param(0.1, gt=0, le=1)
+    """``timm_step``: factor applied at each decay."""
     grad_clip: float = param(0.0, ge=0)
     """Clip the global gradient norm to this value (0: off)."""
     amp: Literal["off", "bf16", "fp16"] = "off"

@@ -30,7 +30,7 @@ from tmkt_cli.artifacts import StageRun
 from tmkt_cli.config import TrainConfig
 from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
 from tmkt_cli.errors import StopRequested, TmktError
-from tmkt_cli.methods.schedules import warmup_cosine
+from tmkt_cli.methods.optim import lr_factor, param_groups
 from tmkt_cli.runtime import DIST, StopSignal, autocast, seed_everything, seed_worker, select_device
 
 CHECKPOINT_FORMAT = "tmkt-checkpoint"
@@ -347,7 +347,8 @@ def eval_loader(dataset, batch_size: int, num_workers: int = 0, rank: int = 0,
 
 def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainConfig, *,
         seed: int, run: StageRun, ui, model_info: dict, num_workers: int = 0,
-        on_stop_poll: Callable[[], bool] | None = None, tensorboard: bool = True) -> FitResult:
+        on_stop_poll: Callable[[], bool] | None = None, tensorboard: bool = True,
+        sample_weights: np.ndarray | None = None) -> FitResult:
     """Train ``task.model`` on ``train_set[train_indices]``, evaluating on ``eval_set`` every
     epoch; checkpoints and logs go to ``run.folder``. Resumes from ``last.pt`` when the run's
     decision is ``resume``."""
@@ -369,8 +370,8 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
         step_module = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)  # heads of switched-off components get no grads
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr_for(cfg), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay, cfg.weight_decay_exclude_1d), lr=lr_for(cfg))
     steps_per_epoch = batches_per_epoch(len(train_indices), cfg.batch_size)
     if steps_per_epoch == 0:
         raise TmktError(f"the training split has {len(train_indices)} sample(s): too few for "
@@ -383,7 +384,7 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     warmup = cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
     warmup = min(warmup, max(0, total - 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
+        optimizer, lambda s: lr_factor(cfg, lr_for(cfg), s, total, warmup, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
     loop = _Loop()
@@ -445,7 +446,8 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
             while loop.step < total:
                 sampler = KeyedBatchSampler(train_indices, cfg.batch_size, seed, loop.epoch,
                                             start_batch=loop.batch_in_epoch, rank=DIST.rank,
-                                            world_size=DIST.world_size)
+                                            world_size=DIST.world_size,
+                                            weights=sample_weights)
                 loader = make_loader(train_set, sampler, num_workers, seed + loop.epoch)
                 for batch in loader:
                     ctx = StepContext(loop.step, total, loop.epoch, device, seed)
@@ -465,7 +467,7 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                     scaler.scale(loss).backward()
                     if cfg.grad_clip:
                         scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     gn = noise.observe(model, loop.step)
                     scaler.step(optimizer)
                     scaler.update()

@@ -272,7 +272,7 @@ class EventDataset(torch.utils.data.Dataset):
             image = self._images[image_row] if self._images is not None \
                 else self._file.read(f"{self.image_split}/images", image_row)
             static = static_from_image(image, self.cfg.static_input)
-            if self.augment:
+            if self.augment and self.cfg.augment_static:
                 static = self._augment(static, _stream(self.seed, sample_seed, _STATIC_AUGMENT))
             out["static"] = torch.from_numpy(np.ascontiguousarray(static))
             out["static_index"] = image_row

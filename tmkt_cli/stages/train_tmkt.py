@@ -90,9 +90,12 @@ def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train
     """Train an SNN task with the engine and complete the run's manifest (train-tmkt and
     distill end the same way)."""
     from tmkt_cli import engine
+    from tmkt_cli.data.sampling import class_balanced_weights
 
+    weights = (class_balanced_weights(train.labels[indices])
+               if recipe.data.sampler == "class_balanced" else None)
     result = engine.fit(task, train, test, indices, train_cfg, seed=recipe.seed, run=run,
-                        ui=ui, num_workers=recipe.data.num_workers,
+                        ui=ui, num_workers=recipe.data.num_workers, sample_weights=weights,
                         model_info=snn_model_info(recipe, info.classes, info.size,
                                                   info.time_steps))
     run.complete(outputs={"checkpoint": engine.LAST, "best": engine.BEST,
