@@ -359,3 +359,87 @@ def test_learning_rate_schedule_matches_timm_with_kts_arguments(recipe, kind):
         got = base * lr_factor(cfg, base, step, total, warmup, steps_per_epoch)
         want = reference_timm_lr(epoch, base, kind, cfg.epochs)
         assert math.isclose(got, want, rel_tol=1e-9), (step, got, want)
+
+
+# --------------------------------------------------------------------------------------------
+# Event frames: the tonic fork's ToFrame (FloyedShen/tonic functional/to_frame.py 51-89) with
+# n_time_bins (functional/slicing.py slice_by_time_bins 71-79), the N-Caltech101 reader's
+# origin shift (datasets/ncaltech101.py 186-187), then KT's F.interpolate(size, bilinear,
+# align_corners=True) (datasets.py 1275, 1290, 1295)
+# --------------------------------------------------------------------------------------------
+
+
+def _events(n=400, seed=0, t0=1_000, span=50_000, x0=7, y0=3, w=30, h=20):
+    from tmkt_cli.data.sources import EVENT_DTYPE
+
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, dtype=EVENT_DTYPE)
+    ev["t"] = np.sort(rng.integers(t0, t0 + span, n))
+    ev["x"] = rng.integers(x0, x0 + w, n)
+    ev["y"] = rng.integers(y0, y0 + h, n)
+    ev["p"] = rng.integers(0, 2, n)
+    return ev
+
+
+def reference_fork_frames(ev, T, sensor=None, shift=False):
+    """The fork's pipeline, re-derived: optional origin shift; sensor (H, W) from max + 1 when
+    none is given; windows of t[-1] // T from t[0], events counted with searchsorted bounds."""
+    ev = ev.copy()
+    if shift:
+        ev["x"] -= ev["x"].min()
+        ev["y"] -= ev["y"].min()
+    if sensor is None:
+        sensor = (int(ev["y"].max()) + 1, int(ev["x"].max()) + 1)
+    t = ev["t"]
+    window = t[-1] // T
+    starts = np.arange(T) * window + t[0]
+    lo, hi = np.searchsorted(t, starts), np.searchsorted(t, starts + window)
+    frames = np.zeros((T, 2, *sensor), dtype=np.int64)
+    for k in range(T):
+        s = ev[lo[k]:hi[k]]
+        np.add.at(frames, (k, s["p"].astype(int), s["y"].astype(int), s["x"].astype(int)), 1)
+    return frames
+
+
+@pytest.mark.parametrize("t0", [0, 1_000, 30_000])
+def test_fork_time_slicer_bins(t0):
+    from tmkt_cli.data.frames import events_to_frames
+
+    ev = _events(t0=t0)
+    ref = reference_fork_frames(ev, 10, sensor=(40, 40))
+    got = events_to_frames(ev, (40, 40), 10, "time_fork")
+    np.testing.assert_array_equal(got, ref)
+    assert not np.array_equal(events_to_frames(ev, (40, 40), 10, "time"), got)
+    if t0 == 30_000:  # windows of t_last // T from t0 reach past the end: late frames empty
+        assert got[-1].sum() == 0 and got.sum() == ev.size
+    shuffled = ev[np.random.default_rng(1).permutation(ev.size)]
+    # the fork's window uses the file's last timestamp; for sorted files that is the maximum
+    np.testing.assert_array_equal(events_to_frames(shuffled, (40, 40), 10, "time_fork"), got)
+
+
+@pytest.mark.parametrize("extent, shift", [("observed_shifted", True), ("observed", False)])
+def test_resized_frames_match_the_reference_pipeline(extent, shift):
+    import torch.nn.functional as F
+
+    from tmkt_cli.data.frames import events_to_frames, resize_frames
+    from tmkt_cli.stages.prepare import apply_sensor_extent
+
+    ev = _events()
+    ref = F.interpolate(torch.tensor(reference_fork_frames(ev, 10, shift=shift),
+                                     dtype=torch.float), size=[48, 48], mode="bilinear",
+                        align_corners=True)
+    moved, sensor = apply_sensor_extent(ev, (180, 240), extent)
+    got = resize_frames(events_to_frames(moved, sensor, 10, "time_fork"), 48, align_corners=True)
+    torch.testing.assert_close(torch.from_numpy(got), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_published_event_pipeline_settings():
+    nc = load_recipe("recipes/ncaltech101/kt.yaml").prepare
+    assert (nc.split_by, nc.align_corners, nc.sensor_extent) == \
+        ("time_fork", True, "observed_shifted")
+    cep = load_recipe("recipes/cepdvs/kt.yaml").prepare
+    assert (cep.split_by, cep.align_corners, cep.sensor_extent) == \
+        ("time_fork", True, "observed")
+    c10 = load_recipe("recipes/cifar10dvs/kt.yaml").prepare
+    assert (c10.split_by, c10.align_corners, c10.sensor_extent) == \
+        ("time_fork", True, "declared")

@@ -99,8 +99,14 @@ class PrepareConfig:
     """T, the number of frames each recording is integrated into."""
     size: int = param(48, ge=1)
     """Frames and images are resized (bilinear) to size x size."""
-    split_by: Literal["time", "number"] = "time"
-    """``time``: T equal time bins; ``number``: T bins of equal event count."""
+    split_by: Literal["time", "number", "time_fork"] = "time"
+    """``time``: T equal time bins; ``number``: T bins of equal event count; ``time_fork``:
+    the slicer of the tonic fork KT uses (windows of t_last // T from the first timestamp)."""
+    align_corners: bool = False
+    """Bilinear frame resize with corner pixels aligned (KT's code) or half-pixel centres."""
+    sensor_extent: Literal["declared", "observed", "observed_shifted"] = "declared"
+    """Frame extent before the resize: the dataset's sensor, the recording's own events
+    (max + 1), or those after shifting x and y to start at 0 (KT's N-Caltech101 reader)."""
     workers: int = param(1, ge=1, volatile=True)
     """Processes that read and integrate recordings."""
     flush_every: int = param(64, ge=1, volatile=True)
