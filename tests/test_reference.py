@@ -443,3 +443,86 @@ def test_published_event_pipeline_settings():
     c10 = load_recipe("recipes/cifar10dvs/kt.yaml").prepare
     assert (c10.split_by, c10.align_corners, c10.sensor_extent) == \
         ("time_fork", True, "declared")
+
+
+# --------------------------------------------------------------------------------------------
+# The KT loss of one step: main_transfer.py 997-1063 with --TET-loss --domain-loss
+# --domain-loss-coefficient 0.5 --regularization (README.md's training command), and the
+# linear CKA of CKA.py 97-117
+# --------------------------------------------------------------------------------------------
+
+
+def reference_linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CKA.py linear_CKA: Gram matrices x x^T, y y^T (gram_linear), each centred by
+    subtracting its column means minus half the grand mean from rows and columns
+    (center_gram, unbiased False), then <Kc, Lc> / (|Kc| |Lc| + 1e-7)."""
+    def centred(g):
+        means = g.mean(0)
+        means = means - means.mean() / 2
+        return g - means[:, None] - means[None, :]
+    kx, ky = centred(x @ x.T), centred(y @ y.T)
+    return (kx * ky).sum() / (kx.norm() * ky.norm() + 1e-7)
+
+
+def reference_kt_loss(logits_rgb, logits_dvs, feat_rgb, feat_dvs, y, coefficient,
+                      threshold=0.5, lamb=1e-3, weight=0.5):
+    """main_transfer.py: domain loss sum_t sigmoid(c_t) (1 - |CKA_t|) / T (1000-1009); TET
+    first terms CE per step averaged over T, the event one weighted by 1 - sigmoid(c_t)
+    (1021-1032); second terms MSE against the threshold, the event one weighted too
+    (1035-1046); (1 - lamb) first + lamb second per stream (1048-1049); total
+    rgb + dvs + coefficient x domain (1058-1063)."""
+    T = logits_rgb.shape[0]
+    B = y.shape[0]
+    w = torch.sigmoid(coefficient)
+    domain = sum(w[t] * (1 - reference_linear_cka(feat_rgb[t].reshape(B, -1),
+                                                  feat_dvs[t].reshape(B, -1)).abs())
+                 for t in range(T)) / T
+    ce, mse = nn.functional.cross_entropy, nn.functional.mse_loss
+    rgb_first = sum(ce(logits_rgb[t], y) for t in range(T)) / T
+    dvs_first = sum((1 - w[t]) * ce(logits_dvs[t], y) for t in range(T)) / T
+    rgb_second = sum(mse(logits_rgb[t], torch.full_like(logits_rgb[t], threshold))
+                     for t in range(T)) / T
+    dvs_second = sum((1 - w[t]) * mse(logits_dvs[t], torch.full_like(logits_dvs[t], threshold))
+                     for t in range(T)) / T
+    loss_rgb = (1 - lamb) * rgb_first + lamb * rgb_second
+    loss_dvs = (1 - lamb) * dvs_first + lamb * dvs_second
+    return loss_rgb + loss_dvs + weight * domain
+
+
+def test_kt_total_loss_and_gradients_of_one_step():
+    from tmkt_cli.engine import StepContext
+    from tmkt_cli.tasks import SNNTransferTask
+
+    recipe = load_recipe("recipes/ncaltech101/kt.yaml")
+    assert recipe.method.str_weights and recipe.method.tet and recipe.method.da_weight == 0.5
+    # the published neuron, norm and feature settings on a small backbone (fast)
+    cfg = ModelConfig(**{**recipe.model.__dict__, "backbone": "digitsnet"})
+    torch.manual_seed(0)
+    model = build_snn(cfg, 5, 32, 4).train()
+    with torch.no_grad():
+        model.eta.copy_(torch.tensor([0.3, -0.2, 1.0, 0.5]))
+    g = torch.Generator().manual_seed(1)
+    batch = {"events": torch.rand(6, 4, 2, 32, 32, generator=g) * 3,
+             "static": torch.rand(6, 2, 32, 32, generator=g) * 3,
+             "label": torch.tensor([0, 1, 2, 3, 4, 0])}
+    task = SNNTransferTask(model, recipe.method, threshold=cfg.threshold)
+    ctx = StepContext(0, 100, 0, torch.device("cpu"), 0)  # step 0: replacement P = 0
+    loss = task.training_step(batch, ctx)["loss"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+
+    # the same network outputs, the reference's loss on them
+    static = batch["static"].unsqueeze(1).expand(6, 4, 2, 32, 32).transpose(0, 1)
+    out_s = model(static, "static")
+    functional.reset_net(model)
+    out_e = model(batch["events"].transpose(0, 1), "event")
+    functional.reset_net(model)
+    ref = reference_kt_loss(out_s.logits, out_e.logits, out_s.features, out_e.features,
+                            batch["label"], model.eta)
+    ref_grads = torch.autograd.grad(ref, params, allow_unused=True)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, ref_grads, strict=True):
+        if a is None or b is None:
+            assert a is None or not a.any()
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
