@@ -130,6 +130,10 @@ class DataConfig:
     pairing: Literal["class", "instance"] = "class"
     """Static partner of an event sample: a random training image of the same class, redrawn
     every time (``class``), or the recording's own image where the dataset has one."""
+    val_fraction: float = param(0.0, ge=0, lt=1)
+    """Fraction of the training split held out for validation (per class, whole groups of
+    recordings of one source image), on which ``best.pt`` is then chosen; 0: no validation
+    split, and ``best.pt`` is the best on the test split (optimistic, KT's way)."""
     sampler: Literal["uniform", "class_balanced"] = "uniform"
     """Training order: a permutation of the training split each epoch (``uniform``), or as
     many draws with replacement, each class equally likely (``class_balanced``, KT's
@@ -329,8 +333,10 @@ class EvalConfig:
     source: Literal["train-tmkt", "distill", "pretrain-ann"] = "train-tmkt"
     """Which stage of this recipe's run to evaluate: an SNN (train-tmkt, distill) on the event
     test split, or the ANN teacher (pretrain-ann) on the test images."""
-    checkpoint: Literal["best", "last"] = "last"
-    """Which checkpoint of the run."""
+    checkpoint: Literal["best", "last", "best_test"] = "last"
+    """Which checkpoint of the run: ``last``; ``best`` (chosen on the validation split when the
+    run has one, else on the test split); ``best_test`` (chosen on the test split: optimistic,
+    the published numbers' way). The eval folder is keyed by it (``eval``, ``eval-best``, ...)."""
     batch_size: int = param(64, ge=1)
     """Evaluation batch size."""
     energy_ac_pj: float = param(0.9, gt=0)
@@ -407,7 +413,10 @@ class Recipe:
         """``eval/`` for the recipe's train-tmkt run, ``eval-<source>/`` for a distill or
         pretrain-ann run, so evaluating a student and its teacher never share a folder."""
         source = self.eval.source
-        return self.stage_dir("eval" if source == "train-tmkt" else f"eval-{source}")
+        name = "eval" if source == "train-tmkt" else f"eval-{source}"
+        if self.eval.checkpoint != "last":  # each evaluated checkpoint its own folder
+            name += f"-{self.eval.checkpoint.replace('_', '-')}"
+        return self.stage_dir(name)
 
 
 # Which sections each stage reads: they, and only they, enter its config hash.
