@@ -160,7 +160,7 @@ def prepare(
         "--time-steps", "-T", help="Frames per recording (prepare.time_steps).")] = None,
     size: Annotated[int | None, typer.Option(help="Frame side in pixels (prepare.size).")] = None,
     split_by: Annotated[str | None, typer.Option(
-        "--split-by", help="time or number (prepare.split_by).")] = None,
+        "--split-by", help="time, number or time_fork (prepare.split_by).")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Worker processes (prepare.workers).")] = None,
     set_: SetOpt = None, force: ForceOpt = False, resume: ResumeOpt = "auto",

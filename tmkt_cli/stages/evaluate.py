@@ -64,9 +64,23 @@ def load_source_model(recipe: Recipe, run: StageRun, source: str, which: str, ke
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     facts = read_dataset_facts(h5)
     path = Path(run.inputs["run"]["path"]) / CHECKPOINT_FILES[which]
+    if which == "best_test" and not path.is_file():  # no validation split: best.pt is it
+        path = path.with_name(CHECKPOINT_FILES["best"])
     trained = load_trained_model(path, expected_model_info(recipe, source, facts),
                                  f"this recipe and dataset ({key}={source})")
     return trained, facts, h5
+
+
+def checkpoint_choice(which: str, path: Path) -> str:
+    """How the evaluated checkpoint was chosen, as tables print it: the last one, the best on
+    the validation split, or the best on the test split (optimistic: the published numbers'
+    way). A run has a validation split exactly when it wrote ``best_test.pt``."""
+    if which == "last":
+        return "last"
+    has_val = (path.parent / CHECKPOINT_FILES["best_test"]).is_file()
+    if which == "best" and has_val:
+        return "best on validation"
+    return "best on test (optimistic)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,6 +232,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     report = {
         "source": {"stage": cfg.source, "run": run.inputs["run"]["path"],
                    "checkpoint": str(trained.path), "which": cfg.checkpoint,
+                   "chosen": checkpoint_choice(cfg.checkpoint, trained.path),
                    "epoch": trained.epoch, "step": trained.step, "kind": trained.kind,
                    "backbone": trained.info.get("backbone")},
         "dataset": {"path": str(h5), "split": "test", "samples": results["samples"],
