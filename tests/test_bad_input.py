@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tmkt_cli.artifacts import read_manifest, write_json
+from tmkt_cli.artifacts import file_hash, read_manifest, write_json
 from tmkt_cli.cli import app
 from tmkt_cli.data import events as ev
 
@@ -225,6 +225,7 @@ def tamper_checkpoint(world: Path, name: str, write: Callable[[Path], None]) -> 
     write(folder / "last.pt")
     manifest = read_manifest(folder)
     manifest["outputs"]["checkpoint"]["size"] = (folder / "last.pt").stat().st_size
+    manifest["outputs"]["checkpoint"]["sha256"] = file_hash(folder / "last.pt")
     write_json(folder / "manifest.json", manifest)
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tmkt_cli import artifacts
+from tmkt_cli import artifacts, recovery
 from tmkt_cli.artifacts import StageRun
 from tmkt_cli.config import TrainConfig
 from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
@@ -36,6 +36,7 @@ from tmkt_cli.runtime import DIST, StopSignal, autocast, seed_everything, seed_w
 CHECKPOINT_FORMAT = "tmkt-checkpoint"
 CHECKPOINT_VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 METRICS = "metrics.jsonl"
 
 
@@ -389,8 +390,11 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     loop = _Loop()
     last_path, best_path = folder / LAST, folder / BEST
     resume_step = None
-    if run.decision == "resume" and last_path.exists():
-        state = load_checkpoint(last_path)
+    # Rank 0 checks (and repairs) the checkpoints; every rank resumes from its answer.
+    state = DIST.broadcast(recovery.resumable_state(
+        last_path, best_path, folder / METRICS, model_info, run.config_hash, ui.print)
+        if run.decision == "resume" and DIST.is_main else None)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -440,6 +444,7 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     model.train()
     window_t, window_n = time.perf_counter(), 0
     running: dict[str, float] = {}
+    batch = None
     try:
         with StopSignal() as stop, progress:
             while loop.step < total:
@@ -452,6 +457,7 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                     # Global RNG users inside the model (dropout) draw from a per-step seed.
                     torch.manual_seed(ctx.step_seed())
                     batch = to_device(batch, device)
+                    recovery.check_finite_batch(batch, loop.step, loop.epoch, last_path)
                     with autocast(device, cfg.amp):
                         out = step_module(batch, ctx)
                     loss = out["loss"]
@@ -523,6 +529,9 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                                             f"{loop.step}; run the same command to resume")
                     if finished or epoch_done:
                         break
+    except OUT_OF_MEMORY as e:
+        raise recovery.out_of_memory(e, cfg.batch_size, batch,
+                                     sum(p.numel() for p in params), last_path) from None
     finally:
         log.close()
     return FitResult(metrics=loop.last_eval, best=loop.best, steps=loop.step,

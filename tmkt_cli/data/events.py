@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tmkt_cli.data import validate
 from tmkt_cli.data.archives import read_file
 from tmkt_cli.data.sources import EVENT_DTYPE
 from tmkt_cli.errors import TmktError
@@ -128,6 +129,8 @@ def read_atis_bin(source: EventSource, *, sensor_size: tuple[int, int] | None = 
     # happened before that event (a marker's own time is dropped with it).
     t += np.cumsum(is_marker, dtype=np.int64) * ATIS_OVERFLOW_INCREMENT_US
     keep = ~is_marker
+    validate.check_has_events(int(keep.sum()), int(is_marker.sum()), label)
+    validate.check_time_span(t[keep], label)
     events = make_events(t[keep], records[keep, 0], y[keep], records[keep, 2] >> 7)
     return events, (tuple(sensor_size) if sensor_size else infer_sensor_size(events))
 
@@ -202,6 +205,8 @@ def read_aedat2(source: EventSource, *, name: str | None = None
     timestamp = words[:, 1].astype(np.int64)
     pixel = (address & DVS128_SPECIAL_EVENT_BIT) == 0
     address, timestamp = address[pixel], timestamp[pixel]
+    validate.check_has_events(int(pixel.sum()), int((~pixel).sum()), label)
+    validate.check_time_span(timestamp, label)
     events = make_events(timestamp,
                          127 - ((address >> 1) & 0x7F),
                          127 - ((address >> 8) & 0x7F),
@@ -376,6 +381,8 @@ def read_dvsgesture_npy(source: EventSource, *, name: str | None = None
                         f"{shape}")
     if not np.issubdtype(array.dtype, np.number):
         raise TmktError(f"{label}: expected numbers, got dtype {array.dtype}")
+    validate.check_finite_times(array[:, 3].astype(np.float64), label)
+    validate.check_time_span(array[:, 3].astype(np.float64) * 1000, label)
     events = make_events(np.rint(array[:, 3].astype(np.float64) * 1000).astype(np.int64),
                          array[:, 0], array[:, 1], array[:, 2] != 0)
     return events, DVSGESTURE_SENSOR_SIZE
