@@ -104,6 +104,7 @@ UPSTREAM = {"pretrain-ann": [], "train-tmkt": [], "distill": ["pretrain-ann"],
 
 def driver(tmp: Path, args: list[str], kill_after: int = 0, log: Path | None = None
            ) -> subprocess.CompletedProcess:
+    tmp.mkdir(parents=True, exist_ok=True)
     script = tmp / "driver.py"
     if not script.exists():
         script.write_text(DRIVER)

@@ -201,7 +201,7 @@ def _decompress_gzip(fileobj: BinaryIO, label: str, owns: bool) -> BinaryIO:
 
 MAX_GUNZIP_BYTES = 8 << 30
 """The most a gzip-compressed archive may expand to in memory."""
-MAX_MEMBER_RATIO = 1000
+MAX_MEMBER_RATIO = 200
 """A zip member expanding more than this many times (and past 1 MiB) is a zip bomb: event
 recordings compress a few times, images not at all."""
 
