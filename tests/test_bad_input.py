@@ -831,6 +831,8 @@ CASES += [
     Case("manifest-edited-own-run", toy_run_edited(setter("inputs", None),
                                                    command="train-tmkt"),
          r"manifest\.json: field 'inputs' is NoneType, expected a mapping"),
+    Case("manifest-newer-schema", toy_run_edited(setter("schema", 2)),
+         r"manifest\.json: manifest schema 2, this tmkt reads 1"),
     Case("manifest-not-json", toy_run_edited(edit_folder=lambda f: (
         f / "manifest.json").write_text("{ not json")),
         r"manifest\.json: manifest is not valid JSON"),

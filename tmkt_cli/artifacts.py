@@ -198,6 +198,10 @@ SMALL_FILE_BYTES = 16 << 20
 
 def check_manifest_shape(path: Path, data: dict) -> None:
     """A hand-edited manifest is refused with one line naming the field, never misread."""
+    if data.get("schema") != MANIFEST_SCHEMA:
+        raise TmktError(f"{path}: manifest schema {data.get('schema')!r}, this tmkt reads "
+                        f"{MANIFEST_SCHEMA} (written by another tmkt version?); rerun the "
+                        f"stage with --force")
     expected = {"inputs": dict, "outputs": dict, "timings": dict, "metrics": dict,
                 "stage_config": dict}
     for key, kind in expected.items():
@@ -373,8 +377,10 @@ class StageRun:
             "metrics": {},
             "error": None,
         }
-        write_text(self.folder / CONFIG, self.config_text)
+        # The manifest first: a folder holding only config.yaml would be refused as foreign
+        # after a kill between the two writes (a running manifest is resumed instead).
         write_json(self.folder / MANIFEST, self.manifest)
+        write_text(self.folder / CONFIG, self.config_text)
 
     def _elapsed(self) -> float:
         return self._earlier_seconds + (time.time() - self._t0)
