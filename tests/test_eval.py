@@ -89,8 +89,9 @@ def fake_training_run(recipe: Recipe, stage: str = "train-tmkt", *, model_info: 
     """A finished training run folder (as the engine leaves it) holding an untrained network:
     last.pt, best.pt, metrics.jsonl and a complete manifest."""
     from tmkt_cli.models import build_ann, build_snn
-    from tmkt_cli.stages.pretrain_ann import ann_model_info
-    from tmkt_cli.stages.train_tmkt import dataset_input, snn_model_info
+    from tmkt_cli.checkpoints import ann_model_info
+    from tmkt_cli.checkpoints import snn_model_info
+    from tmkt_cli.stages.shared import dataset_input
 
     torch.manual_seed(torch_seed)
     if model is None:
@@ -351,7 +352,7 @@ def test_conv_synaptic_ops_match_brute_force(stride, padding, dilation, groups):
 # --------------------------------------------------------------------------------------------
 
 def test_checkpoint_mismatches_name_what_differs():
-    from tmkt_cli.stages.evaluate import checkpoint_mismatches
+    from tmkt_cli.checkpoints import checkpoint_mismatches
 
     expected = {"kind": "snn", "backbone": "digitsnet",
                 "model": {"backbone": "digitsnet", "tau": 2.0}, "classes": CLASSES,
@@ -377,7 +378,7 @@ def test_mismatched_checkpoint_is_one_line_error(tmp_path, case):
     from tmkt_cli.cli import app
     from tmkt_cli.config import ModelConfig
     from tmkt_cli.models import build_snn
-    from tmkt_cli.stages.train_tmkt import snn_model_info
+    from tmkt_cli.checkpoints import snn_model_info
 
     make_prepared_dataset(tmp_path / "prepared")
     recipe = toy_recipe(tmp_path, "toy-mismatch")

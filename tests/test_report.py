@@ -15,7 +15,7 @@ from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
 
-from tmkt_cli import report
+from tmkt_cli import landscape, report
 from tmkt_cli.analysis.landscape import filter_normalized_direction, loss_landscape
 from tmkt_cli.artifacts import open_stage
 from tmkt_cli.errors import TmktError
@@ -200,8 +200,10 @@ def test_loss_landscape_of_a_quadratic():
 
 def test_report_with_landscape(world, tmp_path):
     run = world / "runs" / "toy-tmkt" / "seed1" / "train-tmkt"
-    result = report.make_report([run], tmp_path, Console(quiet=True), landscape=[run],
-                                landscape_grid=3, landscape_samples=4)
+    figures, grids = landscape.draw_landscapes([run], tmp_path, Console(quiet=True), grid=3,
+                                               samples=4)
+    result = report.make_report([run], tmp_path, Console(quiet=True), extra_figures=figures,
+                                grids=grids)
     png = tmp_path / "landscape-toy-tmkt-seed1-train-tmkt.png"
     assert result.figures[f"loss landscape, {run}"] == png
     assert_png(png)
@@ -211,5 +213,31 @@ def test_report_with_landscape(world, tmp_path):
         assert ((0 <= z["accuracy"]) & (z["accuracy"] <= 1)).all()
     assert "landscape-toy-tmkt-seed1-train-tmkt.npz" in (tmp_path / "report.md").read_text()
     with pytest.raises(TmktError, match="holds a 'eval' run"):
-        report.draw_landscape(world / "runs" / "toy-tmkt" / "seed1" / "eval", tmp_path,
+        landscape.draw_landscape(world / "runs" / "toy-tmkt" / "seed1" / "eval", tmp_path,
                               Console(quiet=True))
+
+
+def test_landscape_command_and_the_deprecated_report_option(world, tmp_path):
+    from tmkt_cli.cli import app
+
+    run = world / "runs" / "toy-tmkt" / "seed1" / "train-tmkt"
+    res = CliRunner().invoke(app, ["landscape", str(run), "--out", str(tmp_path / "l"),
+                                   "--grid", "2", "--samples", "4"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "l" / "landscape-toy-tmkt-seed1-train-tmkt.npz").is_file()
+    assert not (tmp_path / "l" / "report.md").exists()  # a landscape is not a report
+    # The old form still works for a release, with a note saying what replaces it.
+    res = CliRunner().invoke(app, ["report", str(world / "runs"), "--out", str(tmp_path / "r"),
+                                   "--landscape", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "deprecated" in res.output and "tmkt landscape" in res.output
+    assert "landscape-toy-tmkt-seed1-train-tmkt.png" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_report_imports_no_torch():
+    """The report reads run folders; running networks (landscapes) is another command."""
+    import subprocess
+
+    code = ("import sys, tmkt_cli.report; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -635,6 +635,11 @@ def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return raw
 
 
+def load_raw_recipe(path: str | Path) -> dict:
+    """A recipe file with its ``base`` chain merged, before validation."""
+    return _load_raw(Path(path))
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise TmktError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=5")

@@ -13,16 +13,14 @@ with it), or None when the run must start again from step 0.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from tmkt_cli import artifacts
 from tmkt_cli.errors import TmktError
 
 
 def _step_of(path: Path) -> int | None:
     """The loop step a checkpoint was saved at, or None when it is missing or unreadable."""
-    from tmkt_cli.engine import load_checkpoint
+    from tmkt_cli.checkpoints import load_checkpoint
 
     if not path.is_file():
         return None
@@ -47,7 +45,7 @@ def resumable_state(last_path: Path, best_path: Path, metrics_path: Path, model_
     gone, removes the checkpoints and returns None (the run starts over, which on the CPU
     gives bitwise the same result). ``say`` prints one line of explanation.
     """
-    from tmkt_cli.engine import load_checkpoint
+    from tmkt_cli.checkpoints import load_checkpoint
 
     if not last_path.is_file():
         return None
@@ -76,9 +74,10 @@ def resumable_state(last_path: Path, best_path: Path, metrics_path: Path, model_
     if _step_of(best_path) == best_step:
         return state
     if best_step == loop.get("step"):
-        # Killed between writing last.pt and best.pt: the same state, so copy it.
-        with artifacts.atomic_path(best_path) as tmp:
-            shutil.copyfile(last_path, tmp)
+        # Killed between writing last.pt and best.pt: best.pt is last.pt's weights.
+        from tmkt_cli.checkpoints import export_weights
+
+        export_weights(last_path, best_path)
         say(f"resume: {best_path.name} restored from {last_path.name} (step {best_step}; the "
             f"run was stopped between writing the two)")
         return state
@@ -112,16 +111,13 @@ def check_finite_batch(batch: dict, step: int, epoch: int, last_path: Path) -> N
                 f"dataset is damaged: prepare it again")
 
 
-def out_of_memory(error: BaseException, batch_size: int, batch: dict | None, parameters: int,
-                  last_path: Path) -> TmktError:
-    """The one line for running out of (GPU) memory mid-run: the batch size, what the batch's
+def out_of_memory(error: BaseException, batch_size: int, train_set, train_indices,
+                  parameters: int, last_path: Path) -> TmktError:
+    """The one line for running out of (GPU) memory mid-run: the batch size, what a batch's
     inputs and the optimizer state take, and the checkpoint that was kept."""
-    import torch
-
     from tmkt_cli.memory import human_bytes, optimizer_bytes
 
-    inputs = sum(v.nelement() * v.element_size() for v in (batch or {}).values()
-                 if isinstance(v, torch.Tensor))
+    inputs = batch_size * sample_bytes(train_set, train_indices)
     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:100]
     return TmktError(
         f"out of memory at train.batch_size={batch_size} (estimate: inputs "
@@ -130,3 +126,18 @@ def out_of_memory(error: BaseException, batch_size: int, batch: dict | None, par
         f"{first}); the last checkpoint is kept "
         f"({last_path if last_path.exists() else 'none yet'}): lower train.batch_size and run "
         f"again with --resume never, or on a larger device")
+
+
+def sample_bytes(dataset, indices) -> int:
+    """The bytes of one training sample's tensors (read once, for the estimate above)."""
+    import torch
+
+    if len(indices) == 0:
+        return 0
+    index = int(indices[0])
+    try:
+        sample = dataset[(index, index)]
+    except Exception:  # an estimate in an error path must not raise another error
+        return 0
+    return sum(v.nelement() * v.element_size() for v in sample.values()
+               if isinstance(v, torch.Tensor))

@@ -24,19 +24,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from tmkt_cli.artifacts import StageRun, Upstream, read_upstream, write_bytes
-from tmkt_cli.config import Recipe, read_yaml
-from tmkt_cli.errors import TmktError
-from tmkt_cli.stages.evaluate import (
+from tmkt_cli.checkpoints import (
     SNN_STAGES,
-    DatasetFacts,
+    PreparedFacts,
     TrainedModel,
-    checkpoint_input,
     expected_model_info,
     load_trained_model,
     read_dataset_facts,
-    source_input,
 )
-from tmkt_cli.stages.train_tmkt import dataset_input
+from tmkt_cli.config import Recipe, read_yaml
+from tmkt_cli.errors import TmktError
+from tmkt_cli.stages.shared import checkpoint_input, dataset_input, source_input
 
 if TYPE_CHECKING:
     import torch
@@ -351,7 +349,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     ui.print(f"{STAGE}: done -> {run.folder / FIGURE}, {run.folder / MAPS}")
 
 
-def _dataset_only(facts: DatasetFacts) -> dict:
+def _dataset_only(facts: PreparedFacts) -> dict:
     """A baseline may be any SNN trained on this dataset (its own backbone and settings)."""
     return {"kind": "snn", "classes": facts.classes, "size": facts.size,
             "time_steps": facts.time_steps}
