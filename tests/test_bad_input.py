@@ -683,7 +683,7 @@ def cifar10dvs_with(first: bytes) -> dict[str, bytes]:
 
 def gesture_npy(rows: list[list[float]]) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.array(rows, np.float64))
+    np.save(buffer, np.array(rows, np.float64).reshape(-1, 4))
     return buffer.getvalue()
 
 
@@ -899,6 +899,13 @@ CASES += [
     Case("cifar10dvs-only-special-events", prepare("cifar10dvs", cifar10dvs_with(
         aedat2_words([(1 << 15, 10), (1 << 15, 20)]))),
         r"cifar10_cat_0\.aedat: 2 time-overflow/special record\(s\) and no event"),
+    Case("cifar10dvs-header-without-events", prepare("cifar10dvs", cifar10dvs_with(
+        aedat2_words([])[:14])),
+        r"cifar10_cat_0\.aedat: a header and no event; not a recording"),
+    Case("dvsgesture-no-events", prepare("dvsgesture", {
+        **dvsgesture_files(), "ibmGestureTrain/user01_led/1.npy": gesture_npy(
+            np.zeros((0, 4)).tolist())}),
+        r"user01_led/1\.npy: a header and no event; not a recording"),
     Case("cifar10dvs-timestamps-in-nanoseconds", prepare("cifar10dvs", cifar10dvs_with(
         aedat2_words([(2, 0), (4, 4_000_000_000)]))),
         r"cifar10_cat_0\.aedat: the timestamps span 4,000 s, more than the 3,600 s"),

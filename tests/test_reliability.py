@@ -154,7 +154,6 @@ def test_event_checks():
     validate.check_time_span(np.array([0, 5_000_000]), "ok.bin")
     validate.check_finite_times(np.array([0.0, 1.5]), "ok.npy")
     validate.check_has_events(3, 10, "ok.bin")
-    validate.check_has_events(0, 0, "empty-is-the-reader's-business.bin")
     with pytest.raises(TmktError, match=r"^x\.bin: the timestamps span 3,601 s"):
         validate.check_time_span(np.array([10, 10 + 3_601_000_000]), "x.bin")
     with pytest.raises(TmktError, match=r"^x\.npy: 2 timestamp\(s\) are NaN or infinite "
@@ -162,6 +161,8 @@ def test_event_checks():
         validate.check_finite_times(np.array([0.0, np.inf, np.nan]), "x.npy")
     with pytest.raises(TmktError, match=r"^x\.bin: 5 time-overflow/special record"):
         validate.check_has_events(0, 5, "x.bin")
+    with pytest.raises(TmktError, match=r"^x\.aedat: a header and no event; not a recording"):
+        validate.check_has_events(0, 0, "x.aedat")
 
 
 # --------------------------------------------------------------------------------------------

@@ -381,6 +381,7 @@ def read_dvsgesture_npy(source: EventSource, *, name: str | None = None
                         f"{shape}")
     if not np.issubdtype(array.dtype, np.number):
         raise TmktError(f"{label}: expected numbers, got dtype {array.dtype}")
+    validate.check_has_events(array.shape[0], 0, label)
     validate.check_finite_times(array[:, 3].astype(np.float64), label)
     validate.check_time_span(array[:, 3].astype(np.float64) * 1000, label)
     events = make_events(np.rint(array[:, 3].astype(np.float64) * 1000).astype(np.int64),
@@ -509,6 +510,7 @@ def read_aedat4(source: EventSource, *, name: str | None = None
             chunks.append(_aedat4_event_packet(packet, label, position))
         position = body + size
     raw = np.concatenate(chunks) if chunks else np.zeros(0, AEDAT4_EVENT_LAYOUT)
+    validate.check_has_events(raw.size, 0, label)
     events = make_events(raw["t"], raw["x"], raw["y"], raw["on"] != 0)
     return events, (sensor_size if sensor_size else infer_sensor_size(events))
 

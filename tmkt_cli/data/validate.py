@@ -41,8 +41,10 @@ def check_time_span(t_us: np.ndarray, label: str, max_span_us: int = MAX_SPAN_US
 
 
 def check_has_events(events: int, markers: int, label: str) -> None:
-    """A recording made only of bookkeeping records (time-overflow markers, special events)
-    holds no event: refuse it rather than integrate it into empty frames."""
-    if events == 0 and markers > 0:
-        raise TmktError(f"{label}: {markers} time-overflow/special record(s) and no event; "
-                        f"not a recording")
+    """A recording holds at least one event: one made only of a header, or of bookkeeping
+    records (time-overflow markers, special events), is refused rather than integrated into
+    empty frames that would pass for a sample."""
+    if events == 0:
+        what = (f"{markers} time-overflow/special record(s) and no event" if markers
+                else "a header and no event")
+        raise TmktError(f"{label}: {what}; not a recording")
