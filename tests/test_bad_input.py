@@ -2,7 +2,7 @@
 folder, a recipe or a run gets one line naming what and where, exit code 2 and no traceback.
 
 One table, one test: each case builds its tiny bad input in ``tmp_path`` (event files in the
-real formats through ``tmkt_cli.data.events``, images, recipes, run folders made with the
+real formats through ``tests/support/event_writers.py``, images, recipes, run folders made with the
 helpers of test_eval.py), runs a ``tmkt`` command in-process through typer's runner and
 checks the single ``error:`` line against the case's pattern.
 """
@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import event_writers as writers
 from typer.testing import CliRunner
 
 from tmkt_cli.artifacts import file_hash, read_manifest, write_json
 from tmkt_cli.cli import app
-from tmkt_cli.data import events as ev
+from tmkt_cli.data import formats as ev
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_eval import (  # noqa: E402
@@ -100,7 +101,7 @@ def write_files(root: Path, files: dict[str, bytes]) -> Path:
 
 def nmnist_files() -> dict[str, bytes]:
     """N-MNIST digits 0 and 1, two recordings each per split, and the four MNIST idx files."""
-    files = {f"{split}/{digit}/{k:05d}.bin": ev.encode_atis_bin(tagged_events(10 * digit + k))
+    files = {f"{split}/{digit}/{k:05d}.bin": writers.encode_atis_bin(tagged_events(10 * digit + k))
              for split in ("Train", "Test") for digit in (0, 1) for k in (1, 2)}
     images = np.arange(4)[:, None, None] * np.ones((4, 28, 28))
     for prefix in ("train", "t10k"):
@@ -113,14 +114,14 @@ def ncaltech_files(classes=("ant", "bee"), count: int = 3) -> dict[str, bytes]:
     files = {}
     for c, name in enumerate(classes):
         for k in range(1, count + 1):
-            files[f"Caltech101/{name}/image_{k:04d}.bin"] = ev.encode_atis_bin(
+            files[f"Caltech101/{name}/image_{k:04d}.bin"] = writers.encode_atis_bin(
                 tagged_events(10 * c + k))
             files[f"101_ObjectCategories/{name}/image_{k:04d}.jpg"] = jpeg_bytes(20 * k)
     return files
 
 
 def dvsgesture_files() -> dict[str, bytes]:
-    return {f"{folder}/{user}/{label}.npy": ev.encode_dvsgesture_npy(tagged_events(label))
+    return {f"{folder}/{user}/{label}.npy": writers.encode_dvsgesture_npy(tagged_events(label))
             for folder, user in (("ibmGestureTrain", "user01_led"),
                                  ("ibmGestureTest", "user24_led"))
             for label in (0, 1)}
@@ -284,7 +285,7 @@ def nmnist_with(**changes: bytes | None) -> dict[str, bytes]:
     return files
 
 
-GOOD_ATIS = ev.encode_atis_bin(tagged_events(3))
+GOOD_ATIS = writers.encode_atis_bin(tagged_events(3))
 
 
 def ncaltech_with(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -374,8 +375,8 @@ def cifar_batches(**replace: bytes) -> dict[str, bytes]:
 
 
 def cifar10dvs_evil_batch(tmp: Path, _world: Path) -> list[str]:
-    files = {"cat/cifar10_cat_0.aedat": ev.encode_aedat2(tagged_events(1)),
-             "cat/cifar10_cat_1.aedat": ev.encode_aedat2(tagged_events(2)),
+    files = {"cat/cifar10_cat_0.aedat": writers.encode_aedat2(tagged_events(1)),
+             "cat/cifar10_cat_1.aedat": writers.encode_aedat2(tagged_events(2)),
              **cifar_batches(data_batch_1=pickle.dumps({b"data": CodeRunner(tmp / "PWNED")},
                                                        protocol=2))}
     write_files(tmp / "raw", files)
@@ -433,12 +434,12 @@ CASES = [
          r"ibmGestureTrain/user01_led/1\.npy: not a (numeric|readable) \.npy"),
     Case("dvsgesture-label-misnamed",
          prepare("dvsgesture", {**dvsgesture_files(),
-                                "ibmGestureTrain/user01_led/twelve.npy": ev.encode_dvsgesture_npy(
+                                "ibmGestureTrain/user01_led/twelve.npy": writers.encode_dvsgesture_npy(
                                     tagged_events(1))}),
          r"user01_led/twelve\.npy: the file name must be a class index 0-10"),
     Case("cifar10dvs-aedat-not-aedat",
          prepare("cifar10dvs", {"cat/cifar10_cat_0.aedat": b"hello, not events\r\n" * 8,
-                                "cat/cifar10_cat_1.aedat": ev.encode_aedat2(tagged_events(1)),
+                                "cat/cifar10_cat_1.aedat": writers.encode_aedat2(tagged_events(1)),
                                 **cifar_batches()}),
          r"cat/cifar10_cat_0\.aedat: no '#!AER-DAT' version line"),
     # -- images -------------------------------------------------------------------------------
@@ -678,7 +679,7 @@ def aedat2_words(words: list[tuple[int, int]]) -> bytes:
 
 def cifar10dvs_with(first: bytes) -> dict[str, bytes]:
     return {"cat/cifar10_cat_0.aedat": first,
-            "cat/cifar10_cat_1.aedat": ev.encode_aedat2(tagged_events(2)), **cifar_batches()}
+            "cat/cifar10_cat_1.aedat": writers.encode_aedat2(tagged_events(2)), **cifar_batches()}
 
 
 def gesture_npy(rows: list[list[float]]) -> bytes:
@@ -910,7 +911,7 @@ CASES += [
         aedat2_words([(2, 0), (4, 4_000_000_000)]))),
         r"cifar10_cat_0\.aedat: the timestamps span 4,000 s, more than the 3,600 s"),
     Case("cifar10dvs-aedat4-under-aedat", prepare("cifar10dvs", cifar10dvs_with(
-        ev.encode_aedat4(tagged_events(1)))),
+        writers.encode_aedat4(tagged_events(1)))),
         r"cifar10_cat_0\.aedat: AEDAT version 4\.0, expected 2\.0"),
     Case("dvsgesture-nan-timestamp", prepare("dvsgesture", {
         **dvsgesture_files(),

@@ -164,6 +164,51 @@ def test_report_command_line(world, tmp_path):
     assert res.exit_code == 2 and "nowhere: not found" in res.output
 
 
+def test_step_budget_runs_are_drawn_against_steps():
+    """A run with a step budget is drawn against optimizer steps; the training loss is the
+    mean over each evaluation interval."""
+    records = [{"kind": "train", "step": s, "epoch": 1, "loss": float(s), "acc": 0.5}
+               for s in range(1, 7)]
+    records += [{"kind": "eval", "step": 3, "epoch": 1, "loss": 9.0, "acc": 0.4},
+                {"kind": "eval", "step": 6, "epoch": 2, "loss": 8.0, "acc": 0.6}]
+    curves = report.training_curves(records, "step")
+    assert curves["train_loss"] == {3: pytest.approx(2.0), 6: pytest.approx(5.0)}
+    assert curves["eval_acc"] == {3: 0.4, 6: 0.6}
+    budget = report.RunRecord(Path("x"), "train-tmkt", "x", 1, "tmkt", "d", "b", 4, 16, 1.0,
+                              {"train": {"epochs": 0, "max_steps": 6}}, "", {})
+    assert report.uses_step_budget(budget)
+    assert not report.uses_step_budget(report.RunRecord(
+        Path("x"), "train-tmkt", "x", 1, "tmkt", "d", "b", 4, 16, 1.0, {"train": {"epochs": 3}},
+        "", {}))
+
+
+def test_training_curves_put_the_teacher_on_its_own_row():
+    from tmkt_cli.analysis.plotting import Band, training_curves_figure
+
+    band = Band(np.array([1.0, 2.0]), np.array([1.0, 0.5]), np.zeros(2))
+    fig = training_curves_figure({("SNN", "step"): {"a": {"eval_loss": band, "eval_acc": band}},
+                                  ("ANN teacher (images)", "epoch"): {"t": {"eval_acc": band}}})
+    axes = fig.get_axes()
+    assert len(axes) == 4
+    assert [ax.get_xlabel() for ax in axes] == ["optimizer step"] * 2 + ["epoch"] * 2
+    assert axes[0].get_yscale() == "log" and "ANN teacher" in axes[2].get_title()
+
+
+def test_figures_also_in_vector_formats_on_request(world, tmp_path, monkeypatch):
+    from tmkt_cli.cli import app
+
+    monkeypatch.setenv("TMKT_FIGURE_FORMATS", "")  # the CLI sets it; restored afterwards
+    res = CliRunner().invoke(app, ["--figure-format", "pdf", "--figure-format", "svg",
+                                   "report", str(world / "runs"), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for name in ("training_curves", "data_efficiency"):
+        assert (tmp_path / f"{name}.png").is_file()
+        assert (tmp_path / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+        assert b"<svg" in (tmp_path / f"{name}.svg").read_bytes()[:1000]
+    res = CliRunner().invoke(app, ["--figure-format", "gif", "report", str(world / "runs")])
+    assert res.exit_code == 2 and "'gif' is not one of pdf, svg" in res.output
+
+
 # --------------------------------------------------------------------------------------------
 # Loss landscape
 # --------------------------------------------------------------------------------------------

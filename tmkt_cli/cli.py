@@ -88,11 +88,24 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _main(version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True,
-        help="Print tmkt's version and exit.")] = False) -> None:
+        help="Print tmkt's version and exit.")] = False,
+        figure_format: Annotated[list[str] | None, typer.Option(
+            "--figure-format", metavar="pdf|svg",
+            help="Also write every figure in this vector format, beside its PNG "
+                 "(repeatable), e.g. tmkt --figure-format pdf cam RECIPE.")] = None) -> None:
     """Train spiking networks for event cameras with knowledge from static images (TMKT, CKD,
     KT). Each command is one stage; stages read and write run folders, so they resume after a
     kill and compose in Makefiles and SLURM jobs. `tmkt recipes` lists the shipped recipes,
     `tmkt env` describes this machine."""
+    if figure_format:
+        from tmkt_cli.analysis.plotting import FORMATS_VARIABLE, VECTOR_FORMATS
+
+        unknown = [f for f in figure_format if f.lower() not in VECTOR_FORMATS]
+        if unknown:
+            ui.print(f"[bold red]error:[/bold red] --figure-format: {unknown[0]!r} is not one "
+                     f"of {', '.join(VECTOR_FORMATS)}")
+            raise typer.Exit(EXIT_USER_ERROR)
+        os.environ[FORMATS_VARIABLE] = ",".join(f.lower() for f in figure_format)
 
 
 def _guarded(fn, debug: bool):
@@ -322,6 +335,31 @@ def recipes(debug: DebugOpt = False) -> None:
         table.add_column("what it runs")
         for r in found:
             table.add_row(r.name, r.summary)
+        Console(highlight=False).print(table)
+    _guarded(body, debug)
+
+
+@app.command()
+def datasets(
+    root: Annotated[Path | None, typer.Option(
+        help="Where raw data lives: each dataset is looked for in ROOT/<name>, then ROOT.")]
+        = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the datasets `tmkt prepare` reads: what each raw folder must hold, and with
+    --root whether it is there."""
+    def body():
+        from rich.markup import escape
+        from rich.table import Table
+
+        from tmkt_cli.datasets_overview import overview
+        table = Table(title="datasets (docs/datasets.md: sources, citations, layouts)",
+                      title_justify="left", show_lines=True)
+        for column in ("name", "dataset", "raw folder must hold", "status"):
+            table.add_column(column, no_wrap=column == "name")
+        for d in overview(root):
+            where = f" in {d.root}" if d.root and d.status.startswith("found") else ""
+            table.add_row(d.name, escape(d.title), escape(d.needs), escape(d.status + where))
         Console(highlight=False).print(table)
     _guarded(body, debug)
 

@@ -331,26 +331,43 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
 # Curves
 # --------------------------------------------------------------------------------------------
 
-def epoch_curves(records: list[dict]) -> dict[str, dict[int, float]]:
-    """metrics.jsonl records -> per-epoch series: training loss and accuracy (mean of the
-    logged steps of the epoch), test loss and accuracy (the epoch's evaluation)."""
+def uses_step_budget(record: RunRecord) -> bool:
+    """A run trained for a number of optimizer steps (``epochs: 0``) is drawn against steps."""
+    train = record.config.get("pretrain_ann", {}).get("train") if record.stage == "pretrain-ann" \
+        else record.config.get("train")
+    return isinstance(train, dict) and train.get("epochs") == 0
+
+
+def training_curves(records: list[dict], by: str = "epoch") -> dict[str, dict[int, float]]:
+    """metrics.jsonl records -> series against ``by`` (``epoch`` or ``step``): the test loss
+    and accuracy of each evaluation, and the training loss and accuracy averaged over the
+    logged steps since the previous evaluation (per epoch, or per evaluation interval)."""
     sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     curves: dict[str, dict[int, float]] = defaultdict(dict)
+    evals = sorted(int(r["step"]) for r in records
+                   if r.get("kind") == "eval" and isinstance(r.get("step"), int))
     for rec in records:
-        epoch = rec.get("epoch")
-        if epoch is None:
+        x = rec.get(by)
+        if not isinstance(x, int | float):
             continue
         if rec.get("kind") == "train":
+            if by == "step":  # the evaluation this step's interval ends at
+                x = next((e for e in evals if e >= x), x)
             for key in ("loss", "acc"):
                 if isinstance(rec.get(key), int | float):
-                    sums[f"train_{key}"][int(epoch)].append(float(rec[key]))
+                    sums[f"train_{key}"][int(x)].append(float(rec[key]))
         elif rec.get("kind") == "eval":
             for key in ("loss", "acc"):
                 if isinstance(rec.get(key), int | float):
-                    curves[f"eval_{key}"][int(epoch)] = float(rec[key])
-    for name, per_epoch in sums.items():
-        curves[name] = {e: float(np.mean(v)) for e, v in per_epoch.items()}
+                    curves[f"eval_{key}"][int(x)] = float(rec[key])
+    for name, per_x in sums.items():
+        curves[name] = {x: float(np.mean(v)) for x, v in per_x.items()}
     return dict(curves)
+
+
+def epoch_curves(records: list[dict]) -> dict[str, dict[int, float]]:
+    """Per-epoch series (:func:`training_curves` by epoch)."""
+    return training_curves(records, "epoch")
 
 
 def group_curves(per_run: list[dict[str, dict[int, float]]]):
@@ -569,14 +586,17 @@ def make_report(runs: list[Path], out: Path, ui: Console, *,
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Path] = {}
 
-    curves = {}
+    panels: dict[tuple[str, str], dict] = {}  # (network, x axis) -> label -> series
     for g in groups:
-        per_run = [epoch_curves(read_metrics(r.folder)) for r in g.runs]
+        by = "step" if uses_step_budget(g.first) else "epoch"
+        per_run = [training_curves(read_metrics(r.folder), by) for r in g.runs]
         if any(per_run):
-            curves[f"{g.label} ({g.first.stage})"] = group_curves(per_run)
-    if curves:
+            network = "ANN teacher (images)" if g.first.stage == "pretrain-ann" else "SNN"
+            panels.setdefault((network, by), {})[f"{g.label} ({g.first.stage})"] = \
+                group_curves(per_run)
+    if panels:
         figures["training curves"] = plotting.save_png(
-            plotting.training_curves_figure(curves), out / CURVES)
+            plotting.training_curves_figure(panels), out / CURVES)
 
     points = data_efficiency_points(groups)
     if points:

@@ -126,6 +126,7 @@ def evaluate_snn(model: nn.Module, loader, facts: PreparedFacts, device: torch.d
     with torch.no_grad(), ActivityMonitor(model, model.spiking_layers()) as monitor:
         for batch in loader:
             x = as_sequence(batch["events"]).to(device)
+            # Not model.predict: accuracy against T needs the logits of every time step.
             logits = model(x, head="event").logits
             functional.reset_net(model)
             tally.update(logits.float().cpu().numpy(), batch["label"].numpy())
@@ -292,13 +293,17 @@ def print_results(report: dict, ui: Console, title: str) -> None:
     table.add_row("top-1", f"{100 * report['top1']:.2f} %")
     table.add_row("top-5", f"{100 * report['top5']:.2f} %")
     table.add_row("loss", f"{report['loss']:.4f}")
+    # An SNN's counts are per sample over its T time steps; the ANN it is compared with
+    # reads one frame: every row says which.
+    steps = f"{len(report['accuracy_vs_time_steps'])} steps" if snn else ""
     if snn:
         table.add_row("mean firing rate", f"{report['mean_firing_rate']:.4f}")
-        table.add_row("synaptic ops (AC) / sample", human(ops["ac_ops"]))
-        table.add_row("first-layer MACs / sample", human(ops["mac_ops"]))
-        table.add_row("SNN energy / sample", energy_text(energy["snn_pj"]))
-    table.add_row("ANN MACs / sample" if snn else "MACs / sample", human(ops["ann_macs"]))
-    table.add_row("ANN energy / sample" if snn else "energy / sample",
+        table.add_row(f"synaptic ops (AC) / sample, {steps}", human(ops["ac_ops"]))
+        table.add_row(f"first-layer MACs / sample, {steps}", human(ops["mac_ops"]))
+        table.add_row(f"SNN energy / sample, {steps}", energy_text(energy["snn_pj"]))
+    table.add_row("ANN MACs / sample, one frame" if snn else "MACs / sample",
+                  human(ops["ann_macs"]))
+    table.add_row("ANN energy / sample, one frame" if snn else "energy / sample",
                   energy_text(energy["ann_pj"]))
     if snn:
         table.add_row("ANN / SNN energy", f"{energy['ann_over_snn']:.2f} x")
@@ -317,7 +322,8 @@ def print_results(report: dict, ui: Console, title: str) -> None:
         for r in report["firing_rates"]:
             layers.add_row(escape(r["layer"]), str(r["neurons"]), f"{r['firing_rate']:.4f}")
         ui.print(layers)
-    synapses = Table(title="synaptic layers (per sample)", title_justify="left")
+    per = f"per sample, summed over {steps}" if snn else "per sample"
+    synapses = Table(title=f"synaptic layers ({per})", title_justify="left")
     for col in ("layer", "counted as", "ops", "dense MACs", "non-zero inputs"):
         synapses.add_column(col, justify="left" if col == "layer" else "right")
     for r in ops["layers"]:
