@@ -644,7 +644,7 @@ def read_row(dataset, row: int, path: Path) -> np.ndarray:
     try:
         return dataset[row]
     except (OSError, ValueError) as e:
-        raise TmktError(f"{path}: cannot read {dataset.name}[{row}] ({_first_line(e)}); the "
+        raise TmktError(f"{path}: cannot read {dataset.name}[{row}] ({first_line(e)}); the "
                         f"file is damaged: prepare it again") from None
 
 
