@@ -30,7 +30,7 @@ from tmkt_cli.artifacts import read_manifest
 from tmkt_cli.data.store import FILENAME, PARTIAL_SUFFIX, open_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from slurm_cluster import ClusterUnavailable, SlurmCluster  # noqa: E402
+from slurm_cluster import ClusterUnavailable, SlurmCluster, free_port  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -268,10 +268,10 @@ def test_two_pipelines_on_one_recipe_chain_the_stages_and_run_each_once(world):
     second = submit_pipeline(world, sets)
     infos = {}
     for jobs in (first, second):
-        for stage, job in jobs.items():
+        for job in jobs.values():
             infos[job] = world.finish(job)
     for jobs in (first, second):
-        for before, after in zip(PIPELINE_STAGES, PIPELINE_STAGES[1:]):
+        for before, after in zip(PIPELINE_STAGES, PIPELINE_STAGES[1:], strict=False):
             ended, started = infos[jobs[before]]["EndTime"], infos[jobs[after]]["StartTime"]
             assert started >= ended, (before, after, infos[jobs[before]], infos[jobs[after]])
     for stage in PIPELINE_STAGES:
@@ -326,3 +326,34 @@ def test_srun_two_tasks_train_like_one_process(world):
         torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-6)
     assert logged_steps(multi) == list(range(1, 7))  # rank 0 alone wrote the metrics
     assert [r["samples"] for r in engine.read_metrics(multi) if r["kind"] == "eval"][-1] == 30
+
+
+def test_two_task_job_preempted_resumes_like_an_uninterrupted_two_process_run(world):
+    """``stage.sbatch`` with two tasks: both ranks get the stop signal, stop at the same step,
+    the job is requeued and resumes. The digitsnet has BatchNorm, so the reference is two
+    processes as well (started directly, torchrun-style variables), not one: then the result
+    must be bitwise the same."""
+    steps = 150
+    extra = {"train.max_steps": steps}
+    reference = world.work / "two-rank-reference"
+    port = str(free_port())
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "tmkt_cli", "train-tmkt", str(TMKT_RECIPE),
+         *world.sets(runs=reference, **extra)],
+        env={**world.env, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+        cwd=world.work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for r in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+
+    runs = world.work / "two-rank-preempted"
+    folder = runs / "digits-tmkt" / "seed42" / "train-tmkt"
+    job = world.sbatch("train-tmkt", TMKT_RECIPE, world.sets(runs=runs, **extra),
+                       "--ntasks-per-node=2")
+    world.preempt_when(job, lambda: logged_steps(folder)[:1] == [5])
+    info = world.finish(job)
+    log = assert_requeued_and_resumed(world, job, info)
+    assert "2 task(s)" in log and log.count("checkpoint saved at step") == 1, log
+    assert_same_weights(folder, reference / "digits-tmkt" / "seed42" / "train-tmkt", steps)
