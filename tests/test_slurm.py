@@ -62,7 +62,7 @@ NODE_OPTIONS = ["--gpus-per-node=0", "--cpus-per-task=1", "--mem=1G", "--time=15
                 "--signal=B:USR1@30"]
 PIPELINE_ENV = {"GPUS": "0", "CPUS": "1", "PREP_CPUS": "1", "MEM": "1G", "TIME": "15",
                 "PREP_TIME": "15", "EVAL_TIME": "15", "CAM_TIME": "15", "SIGNAL_LEAD": "30"}
-JOB_TIMEOUT_S = 420
+JOB_TIMEOUT_S = 900
 
 
 def set_args(values: dict) -> list[str]:
