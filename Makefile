@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tmkt-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-faults test-slurm demo bench lint format docs clean pipeline
+.PHONY: install test test-faults test-slurm demo bench gpu-check lint format docs clean pipeline
 
 install: $(STAMP)  ## create .venv and install tmkt with its dependencies (CPU route)
 
@@ -32,6 +32,9 @@ demo: install  ## the whole pipeline on the embedded digits dataset
 
 bench: install  ## speed benchmarks (ratios, see docs/performance.md)
 	$(BIN)/python bench/run_all.py
+
+gpu-check: install  ## on a GPU machine: CUDA tests + the published step and data path (bench/gpu_check.py)
+	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: install
 	$(BIN)/ruff check tmkt_cli tests bench

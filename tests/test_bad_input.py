@@ -308,7 +308,7 @@ def eval_world(name: str, *overrides: str, stage: str = "eval",
 
 def other_class_count(world: Path, name: str) -> None:
     from tmkt_cli.models import build_snn
-    from tmkt_cli.stages.train_tmkt import snn_model_info
+    from tmkt_cli.checkpoints import snn_model_info
 
     recipe = toy_recipe(world, name)
     classes = [f"c{i}" for i in range(5)]

@@ -56,6 +56,7 @@ TMKT = [sys.executable, "-m", "tmkt_cli"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 POLL_S = 0.005
 PREPARE_ARGS = ["prepare", "digits", "-T", "4", "--size", "8",
+                "-s", "prepare.emulator.recordings_per_image=1",
                 "-s", "prepare.emulator.canvas=10", "-s", "prepare.emulator.image_size=8",
                 "-s", "prepare.emulator.duration_ms=20",
                 "-s", "prepare.emulator.sample_rate_hz=500",

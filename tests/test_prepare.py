@@ -26,6 +26,7 @@ from tmkt_cli.data.store import FILENAME, iter_arrays, open_dataset, recompute_c
 REPO = Path(__file__).resolve().parent.parent
 TMKT = [sys.executable, "-m", "tmkt_cli"]
 TINY = ["-T", "4", "--size", "8",
+        "-s", "prepare.emulator.recordings_per_image=1",
         "-s", "prepare.emulator.canvas=10", "-s", "prepare.emulator.image_size=8",
         "-s", "prepare.emulator.duration_ms=20", "-s", "prepare.emulator.sample_rate_hz=500",
         "-s", "prepare.emulator.amplitude_px=1.0", "-s", "prepare.flush_every=16"]

@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmkt_cli import engine
 from tmkt_cli.artifacts import read_manifest
+from tmkt_cli.checkpoints import LAST, load_checkpoint
 from tmkt_cli.data.store import FILENAME, PARTIAL_SUFFIX, open_dataset
+from tmkt_cli.runlog import read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import ClusterUnavailable, SlurmCluster, free_port  # noqa: E402
@@ -151,13 +152,13 @@ def reference_training(world) -> Path:
 
 def logged_steps(folder: Path) -> list[int]:
     with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-        return [r["step"] for r in engine.read_metrics(folder) if r["kind"] == "train"]
+        return [r["step"] for r in read_metrics(folder) if r["kind"] == "train"]
     return []
 
 
 def assert_same_weights(folder: Path, reference: Path, steps: int) -> None:
-    ours = engine.load_checkpoint(folder / engine.LAST)
-    theirs = engine.load_checkpoint(reference / engine.LAST)
+    ours = load_checkpoint(folder / LAST)
+    theirs = load_checkpoint(reference / LAST)
     assert ours["model"].keys() == theirs["model"].keys()
     for name in ours["model"]:
         assert torch.equal(ours["model"][name], theirs["model"][name]), name
@@ -320,12 +321,12 @@ def test_srun_two_tasks_train_like_one_process(world):
         f"--output={world.work}/slurm-toy-%j.out",
         f"--wrap=srun {sys.executable} {TOY} stage {multi}", cwd=world.work, env=env).stdout
     world.finish(out.strip())
-    a = engine.load_checkpoint(single / engine.LAST)["model"]
-    b = engine.load_checkpoint(multi / engine.LAST)["model"]
+    a = load_checkpoint(single / LAST)["model"]
+    b = load_checkpoint(multi / LAST)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-6)
     assert logged_steps(multi) == list(range(1, 7))  # rank 0 alone wrote the metrics
-    assert [r["samples"] for r in engine.read_metrics(multi) if r["kind"] == "eval"][-1] == 30
+    assert [r["samples"] for r in read_metrics(multi) if r["kind"] == "eval"][-1] == 30
 
 
 def test_two_task_job_preempted_resumes_like_an_uninterrupted_two_process_run(world):

@@ -14,18 +14,44 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
+from tmkt_cli import __version__
 from tmkt_cli.errors import EXIT_REQUEUE, EXIT_USER_ERROR, StopRequested, TmktError
 
-app = typer.Typer(
+
+def _flags_without_type(params: list) -> list:
+    # typer shows every flag with a "<bool>" type; a flag takes no value, so show none
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx):
+        return _flags_without_type(super().get_params(ctx))
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx):
+        return _flags_without_type(super().get_params(ctx))
+
+
+class _App(typer.Typer):
+    def command(self, *args, **kwargs):
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _App(
     name="tmkt",
-    help="Train spiking networks for event cameras with knowledge from static images "
-         "(TMKT, CKD, KT). Each command is one stage; stages read and write run folders, "
-         "so they resume after a kill and compose in Makefiles and SLURM jobs.",
+    cls=_Group,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # markdown: docstrings are reflowed, so a line break in the source does not split a
+    # sentence in --help
+    rich_markup_mode="markdown",
 )
 
 # Logs and pipes get wide lines (tables stay whole); a terminal keeps its own width.
@@ -33,10 +59,11 @@ ui = Console(stderr=True, highlight=False, soft_wrap=True,
              width=None if sys.stderr.isatty() else 160)
 
 # -- options shared by the stage commands -------------------------------------------------------
-RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file (see recipes/).",
-                                           show_default=False)]
+RecipeArg = Annotated[str, typer.Argument(
+    help="Recipe: a YAML file, or a shipped recipe's name such as digits/tmkt ('tmkt recipes' "
+         "lists them).", show_default=False, metavar="RECIPE")]
 SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", "-s", help="Override a recipe key, e.g. --set train.epochs=5 (repeatable).",
+    "--set", "-s", metavar="KEY=VALUE", help="Override a recipe key, e.g. --set train.epochs=5 (repeatable).",
     show_default=False)]
 ForceOpt = Annotated[bool, typer.Option(
     "--force", help="Discard an existing run made with another config or other inputs.")]
@@ -47,6 +74,35 @@ DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Print the resolved recipe and what would run, then exit.")]
 DebugOpt = Annotated[bool, typer.Option(
     "--debug", help="Show the full traceback of an error.")]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"tmkt {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print tmkt's version and exit.")] = False,
+        figure_format: Annotated[list[str] | None, typer.Option(
+            "--figure-format", metavar="pdf|svg",
+            help="Also write every figure in this vector format, beside its PNG "
+                 "(repeatable), e.g. tmkt --figure-format pdf cam RECIPE.")] = None) -> None:
+    """Train spiking networks for event cameras with knowledge from static images (TMKT, CKD,
+    KT). Each command is one stage; stages read and write run folders, so they resume after a
+    kill and compose in Makefiles and SLURM jobs. `tmkt recipes` lists the shipped recipes,
+    `tmkt env` describes this machine."""
+    if figure_format:
+        from tmkt_cli.analysis.plotting import FORMATS_VARIABLE, VECTOR_FORMATS
+
+        unknown = [f for f in figure_format if f.lower() not in VECTOR_FORMATS]
+        if unknown:
+            ui.print(f"[bold red]error:[/bold red] --figure-format: {unknown[0]!r} is not one "
+                     f"of {', '.join(VECTOR_FORMATS)}")
+            raise typer.Exit(EXIT_USER_ERROR)
+        os.environ[FORMATS_VARIABLE] = ",".join(f.lower() for f in figure_format)
 
 
 def _guarded(fn, debug: bool):
@@ -73,11 +129,13 @@ def _resume_value(resume: str) -> Literal["auto", "never"]:
     return resume  # type: ignore[return-value]
 
 
-def _run_stage(stage: str, module: str, recipe_path: Path | None, overrides: list[str] | None,
+def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[str] | None,
                force: bool, resume: str, dry_run: bool, base_raw: dict | None = None) -> None:
+    from tmkt_cli.catalog import resolve_recipe
     from tmkt_cli.config import load_recipe
     from tmkt_cli.stages.common import execute
 
+    recipe_path = resolve_recipe(recipe_arg) if recipe_arg is not None else None
     recipe = load_recipe(recipe_path, overrides or [], base_raw=base_raw)
     mod = importlib.import_module(f"tmkt_cli.stages.{module}")
     execute(stage, recipe, mod.folder(recipe), mod.inputs, mod.run, ui, force=force,
@@ -90,7 +148,10 @@ def _run_stage(stage: str, module: str, recipe_path: Path | None, overrides: lis
 def prepare(
     target: Annotated[str, typer.Argument(
         help="A dataset name (digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, "
-             "nomniglot, dvsgesture) or a recipe YAML file.", show_default=False)],
+             "nomniglot, dvsgesture), a recipe YAML file or a shipped recipe's name "
+             "(digits/tmkt). A dataset name starts from the prepare settings of its shipped "
+             "recipes (recipes/DATASET/base.yaml), so the store is the one they read.",
+        show_default=False, metavar="DATASET|RECIPE")],
     root: Annotated[str | None, typer.Option(
         help="Raw data: extracted folder or original archive (prepare.root).")] = None,
     out: Annotated[str | None, typer.Option(
@@ -108,17 +169,29 @@ def prepare(
     """Integrate raw event recordings into T frames and store them, with the paired images,
     in one HDF5 file ([N, T, 2, H, W] per split)."""
     def body():
-        recipe_path = Path(target) if target.endswith((".yaml", ".yml")) else None
-        base = None if recipe_path else {"prepare": {"dataset": target}}
+        recipe_arg, base = _prepare_target(target)
         overrides = list(set_ or [])
         for key, value in (("prepare.root", root), ("paths.dataset", out),
                            ("prepare.time_steps", time_steps), ("prepare.size", size),
                            ("prepare.split_by", split_by), ("prepare.workers", workers)):
             if value is not None:
                 overrides.append(f"{key}={value}")
-        _run_stage("prepare", "prepare", recipe_path, overrides, force, resume, dry_run,
+        _run_stage("prepare", "prepare", recipe_arg, overrides, force, resume, dry_run,
                    base_raw=base)
     _guarded(body, debug)
+
+
+def _prepare_target(target: str) -> tuple[str | None, dict | None]:
+    """``prepare``'s argument: a recipe (file or shipped name), or a dataset name, which starts
+    from its shipped recipes' ``prepare`` section where there is one."""
+    from tmkt_cli.catalog import dataset_base_recipe, resolve_recipe
+    from tmkt_cli.config import load_raw_recipe
+
+    if target.endswith((".yaml", ".yml")) or "/" in target or Path(target).is_file():
+        return str(resolve_recipe(target)), None
+    base = dataset_base_recipe(target)
+    prepare = load_raw_recipe(base).get("prepare", {}) if base is not None else {}
+    return None, {"prepare": {**prepare, "dataset": target}}
 
 
 @app.command("pretrain-ann")
@@ -175,14 +248,41 @@ def report(
     out: Annotated[Path, typer.Option(help="Folder for report.md and the figures.")] = Path(
         "runs/report"),
     landscape: Annotated[list[Path] | None, typer.Option(
-        help="Also draw the loss landscape around these run folders' checkpoints.")] = None,
+        help="Deprecated (use `tmkt landscape`): also draw the loss landscape around these "
+             "run folders' checkpoints.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Gather finished runs into a table (mean and spread over seeds, beside the published
     numbers) and draw training curves and the data-efficiency curve."""
     def body():
         from tmkt_cli.report import make_report
-        make_report(list(runs), out, ui, landscape=list(landscape or []))
+        figures, grids = {}, []
+        if landscape:
+            ui.print("[yellow]note:[/yellow] `tmkt report --landscape` is deprecated and will "
+                     "be removed in the next release; use `tmkt landscape RUN --out DIR`")
+            from tmkt_cli.landscape import draw_landscapes
+            figures, grids = draw_landscapes(list(landscape), out, ui)
+        make_report(list(runs), out, ui, extra_figures=figures, grids=grids)
+    _guarded(body, debug)
+
+
+@app.command()
+def landscape(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Finished training run folders (train-tmkt, distill or pretrain-ann).",
+        show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for the figures and raw grids.")] = Path(
+        "runs/landscape"),
+    grid: Annotated[int, typer.Option(help="Points per axis over [-1, 1].", min=2)] = 11,
+    samples: Annotated[int, typer.Option(help="Training samples the loss is measured on.",
+                                         min=1)] = 128,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw the loss landscape around each run's last checkpoint (two filter-normalised
+    random directions, Li et al. 2018)."""
+    def body():
+        from tmkt_cli.landscape import draw_landscapes
+        draw_landscapes(list(runs), out, ui, grid=grid, samples=samples)
     _guarded(body, debug)
 
 
@@ -191,8 +291,9 @@ def paths(recipe: RecipeArg, set_: SetOpt = None, debug: DebugOpt = False) -> No
     """Print where each stage of a recipe reads and writes (KEY=PATH lines, for Makefiles and
     job scripts)."""
     def body():
+        from tmkt_cli.catalog import resolve_recipe
         from tmkt_cli.config import load_recipe
-        r = load_recipe(recipe, set_ or [])
+        r = load_recipe(resolve_recipe(recipe), set_ or [])
         lines = [f"name={r.name}", f"dataset={r.dataset_dir()}"]
         lines += [f"{stage}={r.stage_dir(stage)}" for stage in
                   ("pretrain-ann", "distill", "train-tmkt", "cam")]
@@ -209,6 +310,35 @@ def recipe_doc(debug: DebugOpt = False) -> None:
     def body():
         from tmkt_cli.recipe_doc import render
         sys.stdout.write(render())
+    _guarded(body, debug)
+
+
+@app.command()
+def recipes(debug: DebugOpt = False) -> None:
+    """List the shipped recipes (run any of them by name: `tmkt train-tmkt digits/tmkt`)."""
+    def body():
+        from rich.table import Table
+
+        from tmkt_cli.catalog import shipped_recipes, shipped_recipes_dir
+        found = shipped_recipes()
+        if not found:
+            raise TmktError("no shipped recipes found beside this installation of tmkt")
+        table = Table(title=f"recipes in {shipped_recipes_dir()}", title_justify="left")
+        table.add_column("name", no_wrap=True)
+        table.add_column("what it runs")
+        for r in found:
+            table.add_row(r.name, r.summary)
+        Console(highlight=False).print(table)
+    _guarded(body, debug)
+
+
+@app.command()
+def env(debug: DebugOpt = False) -> None:
+    """Describe this machine for a bug report: tmkt, Python, torch and its devices, the
+    libraries tmkt stands on, threads."""
+    def body():
+        from tmkt_cli.environment import describe
+        sys.stdout.write(describe())
     _guarded(body, debug)
 
 

@@ -312,17 +312,27 @@ class CamConfig:
     """SAM: decay of a spike's contribution with the time since it, exp(-gamma dt)."""
     baseline: str = ""
     """Run folder or checkpoint of the baseline model drawn beside the model under study."""
-    samples: list[int] = param(factory=lambda: [0, 1, 2, 3])
-    """Test-split indices to draw."""
+    samples: list[int] = param(factory=list)
+    """Test-split indices to draw. Empty (and ``classes`` empty): chosen for you, from up to
+    ``max_classes`` classes spread over the dataset, for each a correctly and a wrongly
+    classified sample of the model under study where both exist."""
     classes: list[str | int] = param(factory=list)
     """Alternatively, draw the first test sample of each of these classes (class names;
     numbers are read as names, so ``[3, 7]`` means the classes named "3" and "7")."""
+    max_classes: int = param(10, ge=1)
+    """How many classes the automatic choice spreads over."""
 
 
 @dataclass
 class Recipe:
     name: str = ""
     """Experiment name. Empty: derived from the recipe path (``digits/tmkt.yaml`` -> digits-tmkt)."""
+    variant: str = "auto"
+    """Sub-folder of a variant of the recipe: runs live at
+    ``<runs>/<name>/<variant>/seed<seed>/``. ``auto`` names it after the ``--set`` overrides
+    that change what training computes (``--set data.event_fraction=0.05`` ->
+    ``event_fraction-0.05``), so a variant never collides with the recipe's own run; empty
+    (or no such override) gives ``<runs>/<name>/seed<seed>/``; other text names it by hand."""
     seed: int = param(42, ge=0)
     """Seeds Python, NumPy, torch, data order, augmentation and the method's random draws."""
     base: str = ""
@@ -356,7 +366,8 @@ class Recipe:
         return Path("prepared") / f"{p.dataset}-T{p.time_steps}-{p.size}px"
 
     def run_root(self) -> Path:
-        return Path(self.paths.runs) / self.name / f"seed{self.seed}"
+        variant = () if self.variant in ("", "auto") else (self.variant,)
+        return Path(self.paths.runs, self.name, *variant, f"seed{self.seed}")
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_root() / stage
@@ -479,6 +490,16 @@ def _closest(key: str, candidates: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
+def _closest_field(prefix: str, name: str, hints: dict[str, Any]) -> str:
+    """A misspelt key next to the one meant (``trian`` for ``train``): suggest the sibling; a
+    section is suggested with a trailing dot."""
+    match = difflib.get_close_matches(name, list(hints), n=1, cutoff=0.75)
+    if not match:
+        return ""
+    dot = "." if dataclasses.is_dataclass(hints[match[0]]) else ""
+    return f"; did you mean '{prefix}{match[0]}{dot}'?"
+
+
 def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
@@ -562,7 +583,8 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
     for k, v in raw.items():
         key = f"{prefix}{k}"
         if k not in fields:
-            raise TmktError(f"unknown recipe key '{key}'" + _closest(key, all_keys()))
+            hint = _closest_field(prefix, str(k), hints) or _closest(key, all_keys())
+            raise TmktError(f"unknown recipe key '{key}'{hint}")
         tp = hints[k]
         if dataclasses.is_dataclass(tp):
             kwargs[k] = build(tp, v, key + ".")
@@ -630,6 +652,11 @@ def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return raw
 
 
+def load_raw_recipe(path: str | Path) -> dict:
+    """A recipe file with its ``base`` chain merged, before validation."""
+    return _load_raw(Path(path))
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise TmktError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
@@ -677,14 +704,32 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), base_raw: di
     raw = _load_raw(p) if p is not None else {}
     if base_raw:
         raw = deep_merge(base_raw, raw)
+    raw_file = raw
     raw = apply_overrides(raw, list(overrides))
     recipe = build(Recipe, raw)
     if not recipe.name:
         recipe.name = default_name(p)
     if "/" in recipe.name or recipe.name in (".", ".."):
         raise TmktError(f"recipe key 'name': must be a plain folder name, got {recipe.name!r}")
+    if "/" in recipe.variant or recipe.variant in (".", ".."):
+        raise TmktError(f"recipe key 'variant': must be a plain folder name, got "
+                        f"{recipe.variant!r}")
     recipe.method = resolve_method(recipe.method)
+    if recipe.variant == "auto":
+        recipe.variant = _auto_variant(raw_file, recipe, overrides)
     return recipe
+
+
+def _auto_variant(raw_file: dict, recipe: Recipe, overrides: list[str]) -> str:
+    """The folder of a ``--set`` variant (tmkt_cli/variants.py)."""
+    from tmkt_cli.variants import PLACED_BY_HAND, variant_name
+
+    if not overrides or any(parse_override(o)[0][0] in PLACED_BY_HAND for o in overrides):
+        return ""
+    plain = build(Recipe, raw_file)
+    plain.method = resolve_method(plain.method)
+    volatile = {key for key, *_, meta in iter_fields() if meta.get("volatile")}
+    return variant_name(to_dict(plain), to_dict(recipe), volatile, all_keys())
 
 
 def dump_yaml(obj: Any) -> str:
