@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -82,8 +83,18 @@ def cluster(tmp_path_factory):
         if os.environ.get("TMKT_REQUIRE_SLURM") == "1":  # CI: a skip would hide a broken set-up
             pytest.fail(f"TMKT_REQUIRE_SLURM=1 but no SLURM cluster: {e}")
         pytest.skip(f"no SLURM cluster here: {e}")
-    yield c
-    c.stop()
+    # A CI timeout or `kill` stops pytest with SIGTERM: turn it into KeyboardInterrupt so
+    # this fixture's teardown still stops the daemons.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield c
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        c.stop()
+
+
+def _interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @dataclass
@@ -100,6 +111,15 @@ class World:
         return set_args({**PREPARE_SETS, **TRAIN_SETS,
                          "paths.dataset": dataset or self.work / "prepared",
                          "paths.runs": runs or self.work / "runs", **extra})
+
+    def folder(self, recipe: Path, sets: list[str], stage: str) -> Path:
+        """Where ``stage`` of ``recipe`` with ``sets`` writes, as ``tmkt paths`` says (the
+        scripts ask the same question)."""
+        out = subprocess.run([sys.executable, "-m", "tmkt_cli", "paths", str(recipe), *sets],
+                             env=self.env, cwd=self.work, capture_output=True, text=True,
+                             check=True).stdout
+        paths = dict(line.split("=", 1) for line in out.splitlines())
+        return self.work / paths["dataset" if stage == "prepare" else stage]
 
     def tmkt(self, *args: str) -> None:
         """Run tmkt directly (the uninterrupted reference)."""
@@ -145,9 +165,9 @@ def world(cluster, tmp_path_factory) -> World:
 
 @pytest.fixture(scope="module")
 def reference_training(world) -> Path:
-    runs = world.work / "reference"
-    world.tmkt("train-tmkt", str(TMKT_RECIPE), *world.sets(runs=runs))
-    return runs / "digits-tmkt" / "seed42" / "train-tmkt"
+    sets = world.sets(runs=world.work / "reference")
+    world.tmkt("train-tmkt", str(TMKT_RECIPE), *sets)
+    return world.folder(TMKT_RECIPE, sets, "train-tmkt")
 
 
 def logged_steps(folder: Path) -> list[int]:
@@ -182,9 +202,9 @@ def assert_requeued_and_resumed(world: World, job_id: str, info: dict[str, str])
 # --------------------------------------------------------------------------------------------
 
 def test_train_preempted_mid_run_is_requeued_and_matches(world, reference_training):
-    runs = world.work / "preempted-train"
-    folder = runs / "digits-tmkt" / "seed42" / "train-tmkt"
-    job = world.sbatch("train-tmkt", TMKT_RECIPE, world.sets(runs=runs))
+    sets = world.sets(runs=world.work / "preempted-train")
+    folder = world.folder(TMKT_RECIPE, sets, "train-tmkt")
+    job = world.sbatch("train-tmkt", TMKT_RECIPE, sets)
     # the first logged step: the stage is inside its training loop, its handler installed
     world.preempt_when(job, lambda: logged_steps(folder)[:1] == [5])
     info = world.finish(job)
@@ -198,9 +218,9 @@ def test_time_limit_checkpoints_on_the_early_signal_and_continues(world, referen
     """A one-minute job (the shortest SLURM has) cannot hold the training: SLURM's warning
     (``--signal=B:USR1@30``) arrives before the limit, the stage checkpoints, the script
     requeues, and the next run goes on from there, as often as needed."""
-    runs = world.work / "time-limited"
-    folder = runs / "digits-tmkt" / "seed42" / "train-tmkt"
-    job = world.sbatch("train-tmkt", TMKT_RECIPE, world.sets(runs=runs), "--time=1")
+    sets = world.sets(runs=world.work / "time-limited")
+    folder = world.folder(TMKT_RECIPE, sets, "train-tmkt")
+    job = world.sbatch("train-tmkt", TMKT_RECIPE, sets, "--time=1")
     info = world.finish(job)
     log = assert_requeued_and_resumed(world, job, info)
     assert "TIMEOUT" not in info["JobState"] and "DUE TO TIME LIMIT" not in log, log
@@ -227,21 +247,20 @@ def test_prepare_preempted_is_requeued_and_writes_the_same_file(world):
 
 def test_distill_preempted_mid_run_is_requeued_and_matches(world):
     steps = 150
-    sets = {"train.max_steps": steps}
-    teacher_runs = world.work / "ckd"
-    world.tmkt("pretrain-ann", str(CKD_RECIPE), *world.sets(runs=teacher_runs, **sets))
-    reference_runs = world.work / "ckd-reference"
-    teacher = teacher_runs / "digits-ckd" / "seed42" / "pretrain-ann"
-    world.tmkt("distill", str(CKD_RECIPE),
-               *world.sets(runs=reference_runs, **sets, **{"distill.teacher": teacher}))
+    sets = world.sets(runs=world.work / "ckd", **{"train.max_steps": steps})
+    world.tmkt("pretrain-ann", str(CKD_RECIPE), *sets)
+    teacher = world.folder(CKD_RECIPE, sets, "pretrain-ann")
+    reference_sets = world.sets(runs=world.work / "ckd-reference",
+                                **{"train.max_steps": steps, "distill.teacher": teacher})
+    world.tmkt("distill", str(CKD_RECIPE), *reference_sets)
 
-    folder = teacher_runs / "digits-ckd" / "seed42" / "distill"
-    job = world.sbatch("distill", CKD_RECIPE, world.sets(runs=teacher_runs, **sets))
+    folder = world.folder(CKD_RECIPE, sets, "distill")
+    job = world.sbatch("distill", CKD_RECIPE, sets)
     world.preempt_when(job, lambda: logged_steps(folder)[:1] == [5])
     info = world.finish(job)
     log = assert_requeued_and_resumed(world, job, info)
     assert re.search(r"stopped: signal 10: checkpoint saved at step \d+", log), log
-    assert_same_weights(folder, reference_runs / "digits-ckd" / "seed42" / "distill", steps)
+    assert_same_weights(folder, world.folder(CKD_RECIPE, reference_sets, "distill"), steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,19 +299,19 @@ def test_two_pipelines_on_one_recipe_chain_the_stages_and_run_each_once(world):
         assert b["StartTime"] >= a["EndTime"], (stage, a, b)  # singleton: never at once
         assert f"{stage}: up to date" in world.log(second[stage])
         assert "up to date" not in world.log(first[stage])
-    train = runs / "digits-tmkt" / "seed42"
-    assert logged_steps(train / "train-tmkt") == list(range(5, 151, 5))
-    for folder in (dataset, train / "train-tmkt", train / "eval", train / "cam"):
+    folders = [world.folder(TMKT_RECIPE, sets, stage) for stage in PIPELINE_STAGES]
+    assert logged_steps(folders[1]) == list(range(5, 151, 5))
+    for folder in folders:
         assert read_manifest(folder)["status"] == "complete", folder
         assert read_manifest(folder)["timings"]["attempts"] == 1, folder
 
 
 def test_a_failing_stage_cancels_the_stages_waiting_on_it(world):
-    runs = world.work / "failing-runs"
-    blocker = runs / "digits-tmkt" / "seed42" / "train-tmkt"
+    sets = world.sets(runs=world.work / "failing-runs")
+    blocker = world.folder(TMKT_RECIPE, sets, "train-tmkt")
     blocker.mkdir(parents=True)
     (blocker / "notes.txt").write_text("not a tmkt run: train-tmkt refuses to write here\n")
-    jobs = submit_pipeline(world, world.sets(runs=runs))
+    jobs = submit_pipeline(world, sets)
     assert world.finish(jobs["prepare"])["JobState"] == "COMPLETED"
     failed = world.cluster.wait_for(jobs["train-tmkt"], {"FAILED", "COMPLETED"}, JOB_TIMEOUT_S)
     assert failed["JobState"] == "FAILED" and failed["ExitCode"] == "2:0", failed
@@ -336,11 +355,10 @@ def test_two_task_job_preempted_resumes_like_an_uninterrupted_two_process_run(wo
     must be bitwise the same."""
     steps = 60
     extra = {"train.max_steps": steps}
-    reference = world.work / "two-rank-reference"
+    reference = world.sets(runs=world.work / "two-rank-reference", **extra)
     port = str(free_port())
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "tmkt_cli", "train-tmkt", str(TMKT_RECIPE),
-         *world.sets(runs=reference, **extra)],
+        [sys.executable, "-m", "tmkt_cli", "train-tmkt", str(TMKT_RECIPE), *reference],
         env={**world.env, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
         cwd=world.work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -349,10 +367,9 @@ def test_two_task_job_preempted_resumes_like_an_uninterrupted_two_process_run(wo
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
 
-    runs = world.work / "two-rank-preempted"
-    folder = runs / "digits-tmkt" / "seed42" / "train-tmkt"
-    job = world.sbatch("train-tmkt", TMKT_RECIPE, world.sets(runs=runs, **extra),
-                       "--ntasks-per-node=2")
+    sets = world.sets(runs=world.work / "two-rank-preempted", **extra)
+    folder = world.folder(TMKT_RECIPE, sets, "train-tmkt")
+    job = world.sbatch("train-tmkt", TMKT_RECIPE, sets, "--ntasks-per-node=2")
     world.preempt_when(job, lambda: logged_steps(folder)[:1] == [5])
     info = world.finish(job)
     log = assert_requeued_and_resumed(world, job, info)
@@ -360,4 +377,4 @@ def test_two_task_job_preempted_resumes_like_an_uninterrupted_two_process_run(wo
     # both ranks checkpointed at the same step (rank 1 writes nothing, but says so) and exited 3
     assert len(set(re.findall(r"checkpoint saved at step (\d+)", log))) == 1, log
     assert all(f"task {r}: Exited with exit code 3" in log for r in (0, 1)), log
-    assert_same_weights(folder, reference / "digits-tmkt" / "seed42" / "train-tmkt", steps)
+    assert_same_weights(folder, world.folder(TMKT_RECIPE, reference, "train-tmkt"), steps)
