@@ -144,16 +144,27 @@ class World:
         assert info["JobState"] == "COMPLETED", f"{info}\n{self.log(job_id)[-3000:]}"
         return info
 
-    def preempt_when(self, job_id: str, ready: Callable[[], bool]) -> None:
-        """Send the preemption warning (SIGUSR1 to the batch shell) once ``ready()``."""
+    def wait_until(self, job_id: str, ready: Callable[[], bool]) -> None:
+        """Poll ``ready()`` while the job is pending or running."""
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while not ready():
             state = self.cluster.job(job_id).get("JobState")
-            assert state in {"PENDING", "RUNNING", "CONFIGURING"}, \
-                f"job {job_id} is {state} before it could be preempted:\n{self.log(job_id)}"
+            assert state in {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED"}, \
+                f"job {job_id} is {state} before it got ready:\n{self.log(job_id)}"
             assert time.monotonic() < deadline, f"job {job_id} never got ready"
             time.sleep(0.1)
+
+    def preempt_when(self, job_id: str, ready: Callable[[], bool]) -> None:
+        """Send the preemption warning (SIGUSR1 to the batch shell) once ``ready()``."""
+        self.wait_until(job_id, ready)
         self.cluster.run("scancel", "--signal=USR1", "--batch", job_id)
+
+    def log_says(self, job_id: str, text: str) -> Callable[[], bool]:
+        def check() -> bool:
+            with contextlib.suppress(ValueError):  # no log file yet
+                return text in self.log(job_id)
+            return False
+        return check
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +228,14 @@ def test_train_preempted_mid_run_is_requeued_and_matches(world, reference_traini
 def test_time_limit_checkpoints_on_the_early_signal_and_continues(world, reference_training):
     """A one-minute job (the shortest SLURM has) cannot hold the training: SLURM's warning
     (``--signal=B:USR1@30``) arrives before the limit, the stage checkpoints, the script
-    requeues, and the next run goes on from there, as often as needed."""
+    requeues, and the next run goes on from there. Once a requeued run has resumed, the test
+    raises the limit to 15 minutes so the job finishes (on a loaded machine a one-minute run
+    does a few dozen steps: the whole budget would take a dozen requeues)."""
     sets = world.sets(runs=world.work / "time-limited")
     folder = world.folder(TMKT_RECIPE, sets, "train-tmkt")
     job = world.sbatch("train-tmkt", TMKT_RECIPE, sets, "--time=1")
+    world.wait_until(job, world.log_says(job, "resuming at step"))
+    world.cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=15")
     info = world.finish(job)
     log = assert_requeued_and_resumed(world, job, info)
     assert "TIMEOUT" not in info["JobState"] and "DUE TO TIME LIMIT" not in log, log
