@@ -89,7 +89,7 @@ def _load_builtin() -> None:
     import importlib
 
     for module in ("tmkt_cli.data.datasets.synthetic", "tmkt_cli.data.datasets.recorded",
-                   "tmkt_cli.data.datasets.nomniglot"):
+                   "tmkt_cli.data.datasets.nomniglot", "tmkt_cli.data.datasets.glyphs"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
