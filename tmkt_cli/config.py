@@ -103,11 +103,11 @@ class EmulatorConfig:
 @dataclass
 class PrepareConfig:
     dataset: str = "digits"
-    """Dataset name: digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
+    """Dataset name: digits, glyphs, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
     dvsgesture."""
     root: str = ""
     """Raw data: a folder holding the extracted data or the original archives (layouts in
-    docs/datasets.md). Not needed for ``digits``."""
+    docs/datasets.md). Not needed for ``digits`` and ``glyphs``."""
     time_steps: int = param(10, ge=1)
     """T, the number of frames each recording is integrated into."""
     size: int = param(48, ge=1)
