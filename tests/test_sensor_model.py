@@ -5,6 +5,8 @@ what the emulator made before they existed."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,15 +28,8 @@ from tmkt_cli.data.emulator import (
 )
 from tmkt_cli.errors import TmktError
 
-TINY = EmulatorConfig(canvas=20, image_size=12, duration_ms=60.0, saccades=3,
-                      amplitude_px=1.5, sample_rate_hz=1000.0, noise_rate_hz=0.0)
-
-
-def square_image(size: int = 12, side: int = 6) -> np.ndarray:
-    img = np.zeros((size, size, 3), dtype=np.uint8)
-    lo = (size - side) // 2
-    img[lo:lo + side, lo:lo + side] = 255
-    return img
+sys.path.insert(0, str(Path(__file__).parent))
+from test_emulator import TINY, square_image  # noqa: E402  (the same tiny sensor and image)
 
 
 def emulate_before_the_sensor_options(rgb: np.ndarray, cfg: EmulatorConfig, image_id: int,
