@@ -151,7 +151,7 @@ def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[
 @app.command()
 def prepare(
     target: Annotated[str, typer.Argument(
-        help="A dataset name (digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, "
+        help="A dataset name (digits, glyphs, images, ncaltech101, cepdvs, cifar10dvs, nmnist, "
              "nomniglot, dvsgesture), a recipe YAML file or a shipped recipe's name "
              "(digits/tmkt). A dataset name starts from the prepare settings of its shipped "
              "recipes (recipes/DATASET/base.yaml), so the store is the one they read.",

@@ -86,16 +86,29 @@ class EmulatorConfig:
     """Independent recordings (saccade offsets and noise) made of each image."""
     seed: int = 0
     """Seed of the emulator; recording k of image i uses the stream (seed, i, k)."""
+    sensor_size: int = param(0, ge=0)
+    """Side of the pixel array, when coarser than the canvas: each sensor pixel averages the
+    canvas area it covers, so events come at this resolution. 0: the canvas itself."""
+    event_keep_fraction: float = param(1.0, gt=0, le=1)
+    """Each signal event is kept with this probability (a sensor that misses events; fewer
+    events per recording). 1: keep all."""
+    hot_pixel_fraction: float = param(0.0, ge=0, le=1)
+    """Fraction of the sensor's pixels that are hot: the same pixels in every recording."""
+    hot_pixel_rate_hz: float = param(0.0, ge=0)
+    """Events per second of each hot pixel (Poisson, one fixed polarity per hot pixel)."""
+    fixed_pattern: bool = False
+    """Draw the per-pixel threshold mismatch once per sensor (the same in every recording,
+    as in a real chip) instead of once per recording."""
 
 
 @dataclass
 class PrepareConfig:
     dataset: str = "digits"
-    """Dataset name: digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
+    """Dataset name: digits, glyphs, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
     dvsgesture."""
     root: str = ""
     """Raw data: a folder holding the extracted data or the original archives (layouts in
-    docs/datasets.md). Not needed for ``digits``."""
+    docs/datasets.md). Not needed for ``digits`` and ``glyphs``."""
     time_steps: int = param(10, ge=1)
     """T, the number of frames each recording is integrated into."""
     size: int = param(48, ge=1)
