@@ -314,6 +314,9 @@ class PretrainAnnConfig:
     layout of another student backbone with ReLU (digitsnet, scnn)."""
     init_weights: str = ""
     """Optional weights file to start from (e.g. an ImageNet checkpoint on disk)."""
+    input: Literal["static", "rgb"] = "static"
+    """The teacher's input: the student's static input (2 planes, ``data.static_input``) or
+    the colour image (3 channels, CKD's method figure). Distillation feeds it the same."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=1e-2))
     """Engine settings for the teacher."""
 

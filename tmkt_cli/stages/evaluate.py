@@ -199,7 +199,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     else:
         from tmkt_cli.data.loaders import ImageDataset
 
-        test = ImageDataset(h5, "test", recipe.data, augment=False)
+        test = ImageDataset(h5, "test", recipe.data, augment=False,
+                            rgb=int(trained.info.get("in_channels", 2)) == 3)
     if len(test) == 0:
         what = "recordings" if trained.kind == "snn" else "images"
         raise TmktError(f"{h5}: the test split has no {what} to evaluate")
