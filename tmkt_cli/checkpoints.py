@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = "tmkt-checkpoint"
 CHECKPOINT_VERSION = 1
 LAST, BEST, MODEL = "last.pt", "best.pt", "model.pt"
-CHECKPOINT_FILES = {"last": LAST, "best": BEST}
+BEST_TEST = "best_test.pt"
+"""Best on the test split, written beside ``best.pt`` (best on validation) when a run has a
+validation split; without one ``best.pt`` is itself the best on test."""
+CHECKPOINT_FILES = {"last": LAST, "best": BEST, "best_test": BEST_TEST}
 """``eval.checkpoint`` / ``cam.checkpoint`` -> file in the run folder."""
-CHECKPOINT_OUTPUTS = {"last": "checkpoint", "best": "best"}
+CHECKPOINT_OUTPUTS = {"last": "checkpoint", "best": "best", "best_test": "best_test"}
 """The manifest output names under which training stages list their checkpoints."""
 SNN_STAGES = ("train-tmkt", "distill")
 MODEL_STAGES = (*SNN_STAGES, "pretrain-ann")

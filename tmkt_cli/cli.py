@@ -151,7 +151,7 @@ def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[
 @app.command()
 def prepare(
     target: Annotated[str, typer.Argument(
-        help="A dataset name (digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, "
+        help="A dataset name (digits, glyphs, images, ncaltech101, cepdvs, cifar10dvs, nmnist, "
              "nomniglot, dvsgesture), a recipe YAML file or a shipped recipe's name "
              "(digits/tmkt). A dataset name starts from the prepare settings of its shipped "
              "recipes (recipes/DATASET/base.yaml), so the store is the one they read.",
@@ -164,7 +164,7 @@ def prepare(
         "--time-steps", "-T", help="Frames per recording (prepare.time_steps).")] = None,
     size: Annotated[int | None, typer.Option(help="Frame side in pixels (prepare.size).")] = None,
     split_by: Annotated[str | None, typer.Option(
-        "--split-by", help="time or number (prepare.split_by).")] = None,
+        "--split-by", help="time, number or time_fork (prepare.split_by).")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Worker processes (prepare.workers).")] = None,
     set_: SetOpt = None, force: ForceOpt = False, resume: ResumeOpt = "auto",
@@ -232,10 +232,20 @@ def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
           resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
           verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Evaluate a trained run on the event test split: top-1/top-5, per-class accuracy,
-    accuracy against time steps, firing rates, synaptic operations and energy."""
-    _guarded(lambda: _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run,
-                                verify=verify),
-             debug)
+    accuracy against time steps, firing rates, synaptic operations and energy. RECIPE may
+    also be a training run folder or a checkpoint in one (`tmkt eval runs/x/seed42/train-tmkt`,
+    `.../best.pt`): the evaluation is written beside the run, one folder per checkpoint."""
+    def body():
+        from tmkt_cli.run_target import eval_target, is_run_target
+
+        if is_run_target(recipe):
+            base, overrides = eval_target(recipe)
+            _run_stage("eval", "evaluate", None, [*overrides, *(set_ or [])], force, resume,
+                       dry_run, base_raw=base, verify=verify)
+        else:
+            _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run,
+                       verify=verify)
+    _guarded(body, debug)
 
 
 @app.command()

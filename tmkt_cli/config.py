@@ -86,22 +86,41 @@ class EmulatorConfig:
     """Independent recordings (saccade offsets and noise) made of each image."""
     seed: int = 0
     """Seed of the emulator; recording k of image i uses the stream (seed, i, k)."""
+    sensor_size: int = param(0, ge=0)
+    """Side of the pixel array, when coarser than the canvas: each sensor pixel averages the
+    canvas area it covers, so events come at this resolution. 0: the canvas itself."""
+    event_keep_fraction: float = param(1.0, gt=0, le=1)
+    """Each signal event is kept with this probability (a sensor that misses events; fewer
+    events per recording). 1: keep all."""
+    hot_pixel_fraction: float = param(0.0, ge=0, le=1)
+    """Fraction of the sensor's pixels that are hot: the same pixels in every recording."""
+    hot_pixel_rate_hz: float = param(0.0, ge=0)
+    """Events per second of each hot pixel (Poisson, one fixed polarity per hot pixel)."""
+    fixed_pattern: bool = False
+    """Draw the per-pixel threshold mismatch once per sensor (the same in every recording,
+    as in a real chip) instead of once per recording."""
 
 
 @dataclass
 class PrepareConfig:
     dataset: str = "digits"
-    """Dataset name: digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
+    """Dataset name: digits, glyphs, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
     dvsgesture."""
     root: str = ""
     """Raw data: a folder holding the extracted data or the original archives (layouts in
-    docs/datasets.md). Not needed for ``digits``."""
+    docs/datasets.md). Not needed for ``digits`` and ``glyphs``."""
     time_steps: int = param(10, ge=1)
     """T, the number of frames each recording is integrated into."""
     size: int = param(48, ge=1)
     """Frames and images are resized (bilinear) to size x size."""
-    split_by: Literal["time", "number"] = "time"
-    """``time``: T equal time bins; ``number``: T bins of equal event count."""
+    split_by: Literal["time", "number", "time_fork"] = "time"
+    """``time``: T equal time bins; ``number``: T bins of equal event count; ``time_fork``:
+    the slicer of the tonic fork KT uses (windows of t_last // T from the first timestamp)."""
+    align_corners: bool = False
+    """Bilinear frame resize with corner pixels aligned (KT's code) or half-pixel centres."""
+    sensor_extent: Literal["declared", "observed", "observed_shifted"] = "declared"
+    """Frame extent before the resize: the dataset's sensor, the recording's own events
+    (max + 1), or those after shifting x and y to start at 0 (KT's N-Caltech101 reader)."""
     workers: int = param(1, ge=1, volatile=True)
     """Processes that read and integrate recordings."""
     flush_every: int = param(64, ge=1, volatile=True)
@@ -125,12 +144,23 @@ class DataConfig:
     pairing: Literal["class", "instance"] = "class"
     """Static partner of an event sample: a random training image of the same class, redrawn
     every time (``class``), or the recording's own image where the dataset has one."""
+    val_fraction: float = param(0.0, ge=0, lt=1)
+    """Fraction of the training split held out for validation (per class, whole groups of
+    recordings of one source image), on which ``best.pt`` is then chosen; 0: no validation
+    split, and ``best.pt`` is the best on the test split (optimistic, KT's way)."""
+    sampler: Literal["uniform", "class_balanced"] = "uniform"
+    """Training order: a permutation of the training split each epoch (``uniform``), or as
+    many draws with replacement, each class equally likely (``class_balanced``, KT's
+    WeightedRandomSampler on N-Caltech101)."""
     crop_padding: int = param(4, ge=0)
     """Random crop with this zero padding (0 disables)."""
     hflip: bool = True
     """Random horizontal flip."""
     rotation: float = param(0.0, ge=0, le=180)
     """Random rotation in degrees, uniform in [-rotation, rotation] (0 disables)."""
+    augment_static: bool = True
+    """Augment the static partners of event samples like the event frames (false: KT's code,
+    which only resizes and converts its static images)."""
     num_workers: int = param(0, ge=0, volatile=True)
     """DataLoader worker processes."""
     in_memory: bool = param(False, volatile=True)
@@ -145,12 +175,25 @@ class ModelConfig:
     """LIF membrane time constant."""
     threshold: float = param(0.5, gt=0)
     """LIF firing threshold (hard reset to 0)."""
-    surrogate: Literal["atan", "sigmoid", "piecewise_quadratic"] = "atan"
-    """Surrogate gradient of the spike function."""
+    surrogate: Literal["atan", "sigmoid", "piecewise_quadratic", "rectangular"] = "atan"
+    """Surrogate gradient of the spike function (piecewise_quadratic with alpha 2 is KT's
+    QGateGrad; rectangular with alpha 1 is its BackEIGateGrad)."""
     surrogate_alpha: float = param(2.0, gt=0)
     """Sharpness of the surrogate gradient."""
     detach_reset: bool = False
     """Do not backpropagate through the reset."""
+    fire: Literal["ge", "gt"] = "ge"
+    """Spike where the charged potential H >= threshold (``ge``, spikingjelly) or H >
+    threshold (``gt``, KT's BrainCog neuron)."""
+    norm: Literal["pooled", "per_step"] = "pooled"
+    """BatchNorm statistics over all T x B frames of a batch (``pooled``) or over the B
+    samples of each time step with running statistics updated T times per stream
+    (``per_step``, KT's code)."""
+    feature: Literal["charge", "membrane"] = "charge"
+    """Feature map the methods align (CKA, MAG, MRP): the tap's potential before firing
+    (``charge``) or after firing and reset (``membrane``, KT's code)."""
+    shared_head: bool = False
+    """One output layer for both streams instead of two (KT's N-Omniglot SCNN)."""
 
 
 @dataclass
@@ -173,12 +216,28 @@ class TrainConfig:
     """Apply the linear scaling rule lr x batch_size / 1024 (KT's setting)."""
     weight_decay: float = param(0.01, ge=0)
     """AdamW weight decay."""
+    weight_decay_exclude_1d: bool = False
+    """No weight decay on 1-D parameters and biases (BN, biases, eta): timm's optimizer
+    factory as KT's code calls it."""
+    schedule: Literal["warmup_cosine", "timm_cosine", "timm_step"] = "warmup_cosine"
+    """``warmup_cosine``: per-step linear warm-up to the peak, cosine to ``min_lr_ratio``.
+    ``timm_cosine`` / ``timm_step``: timm's epoch-wise schedules with KT's arguments (warm-up
+    from ``warmup_lr``, cosine to ``min_lr``, or decay by ``decay_rate`` every
+    ``decay_epochs``)."""
     warmup_epochs: float = param(5.0, ge=0)
     """Linear warm-up length before the cosine decay."""
     warmup_steps: int = param(0, ge=0)
     """Warm-up length in steps; when > 0 it replaces ``warmup_epochs`` (for step budgets)."""
     min_lr_ratio: float = param(0.0, ge=0, le=1)
-    """Final learning rate as a fraction of the peak."""
+    """Final learning rate as a fraction of the peak (``warmup_cosine``)."""
+    warmup_lr: float = param(1e-6, ge=0)
+    """Learning rate at the start of the warm-up (timm schedules; KT: 1e-6)."""
+    min_lr: float = param(1e-5, ge=0)
+    """Final learning rate of ``timm_cosine`` (KT: 1e-5)."""
+    decay_epochs: float = param(30.0, gt=0)
+    """``timm_step``: epochs between decays (KT's N-Omniglot run: 40)."""
+    decay_rate: float = param(0.1, gt=0, le=1)
+    """``timm_step``: factor applied at each decay."""
     grad_clip: float = param(0.0, ge=0)
     """Clip the global gradient norm to this value (0: off)."""
     amp: Literal["off", "bf16", "fp16"] = "off"
@@ -288,8 +347,10 @@ class EvalConfig:
     source: Literal["train-tmkt", "distill", "pretrain-ann"] = "train-tmkt"
     """Which stage of this recipe's run to evaluate: an SNN (train-tmkt, distill) on the event
     test split, or the ANN teacher (pretrain-ann) on the test images."""
-    checkpoint: Literal["best", "last"] = "last"
-    """Which checkpoint of the run."""
+    checkpoint: Literal["best", "last", "best_test"] = "last"
+    """Which checkpoint of the run: ``last``; ``best`` (chosen on the validation split when the
+    run has one, else on the test split); ``best_test`` (chosen on the test split: optimistic,
+    the published numbers' way). The eval folder is keyed by it (``eval``, ``eval-best``, ...)."""
     batch_size: int = param(64, ge=1)
     """Evaluation batch size."""
     energy_ac_pj: float = param(0.9, gt=0)
@@ -377,7 +438,10 @@ class Recipe:
         """``eval/`` for the recipe's train-tmkt run, ``eval-<source>/`` for a distill or
         pretrain-ann run, so evaluating a student and its teacher never share a folder."""
         source = self.eval.source
-        return self.stage_dir("eval" if source == "train-tmkt" else f"eval-{source}")
+        name = "eval" if source == "train-tmkt" else f"eval-{source}"
+        if self.eval.checkpoint != "last":  # each evaluated checkpoint its own folder
+            name += f"-{self.eval.checkpoint.replace('_', '-')}"
+        return self.stage_dir(name)
 
 
 # Which sections each stage reads: they, and only they, enter its config hash.

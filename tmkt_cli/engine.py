@@ -28,6 +28,7 @@ from tmkt_cli import recovery
 from tmkt_cli.artifacts import StageRun
 from tmkt_cli.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importable)
     BEST,
+    BEST_TEST,
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     LAST,
@@ -38,7 +39,7 @@ from tmkt_cli.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importa
 from tmkt_cli.config import TrainConfig
 from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
 from tmkt_cli.errors import StopRequested, TmktError
-from tmkt_cli.methods.schedules import warmup_cosine
+from tmkt_cli.methods.optim import lr_factor, param_groups
 from tmkt_cli.runlog import METRICS, MetricsLog, read_metrics  # noqa: F401
 from tmkt_cli.runtime import DIST, StopSignal, autocast, seed_everything, seed_worker, select_device
 
@@ -107,6 +108,9 @@ class FitResult:
     steps: int
     checkpoint: Path
     best_checkpoint: Path
+    best_test: dict[str, float] = field(default_factory=dict)
+    """The evaluation with the best test accuracy (the same as ``best`` without a
+    validation split)."""
 
 
 @dataclass
@@ -117,6 +121,7 @@ class _Loop:
     best_acc: float = -1.0
     best: dict = field(default_factory=dict)
     last_eval: dict = field(default_factory=dict)
+    best_test: dict = field(default_factory=dict)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -295,6 +300,8 @@ class Fit:
     window_t: float = 0.0
     window_n: int = 0
     """Samples since the last train log (for samples/s)."""
+    sample_weights: np.ndarray | None = None
+    val_set: Any = None
 
     @property
     def last_path(self) -> Path:
@@ -307,17 +314,23 @@ class Fit:
 
 def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainConfig, *,
         seed: int, run: StageRun, ui, model_info: dict, num_workers: int = 0,
-        on_stop_poll: Callable[[], bool] | None = None, tensorboard: bool = True) -> FitResult:
+        on_stop_poll: Callable[[], bool] | None = None, tensorboard: bool = True,
+        sample_weights: np.ndarray | None = None, val_set=None) -> FitResult:
     """Train ``task.model`` on ``train_set[train_indices]``, evaluating on ``eval_set`` every
     epoch; checkpoints and logs go to ``run.folder``. Resumes from ``last.pt`` when the run's
-    decision is ``resume``."""
+    decision is ``resume``. ``sample_weights`` (one per training index): draw each epoch with
+    replacement with these probabilities instead of permuting (``data.sampler``).
+    ``val_set``: a validation split, evaluated beside ``eval_set``; ``best.pt`` is then the
+    best on it and ``best_test.pt`` the best on ``eval_set`` (otherwise ``best.pt`` is the
+    best on ``eval_set``)."""
     seed_everything(seed, cfg.deterministic)
     device = select_device(cfg.device)
     model, step_module = prepare_model(task, cfg, device)
     steps_per_epoch, total, warmup = step_budget(cfg, len(train_indices))
-    f = Fit(task, model, step_module, build_optimization(model, cfg, total, warmup, device),
+    f = Fit(task, model, step_module,
+            build_optimization(model, cfg, total, warmup, device, steps_per_epoch),
             cfg, device, seed, total, steps_per_epoch, run, ui, model_info, eval_set,
-            num_workers)
+            num_workers, sample_weights=sample_weights, val_set=val_set)
     resume_step = start_or_resume(f)
     f.log = MetricsLog(run.folder, resume_step, tensorboard=tensorboard) if DIST.is_main \
         else _NullLog()
@@ -337,7 +350,8 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     finally:
         f.log.close()
     return FitResult(metrics=f.loop.last_eval, best=f.loop.best, steps=f.loop.step,
-                     checkpoint=f.last_path, best_checkpoint=f.best_path)
+                     checkpoint=f.last_path, best_checkpoint=f.best_path,
+                     best_test=f.loop.best_test or f.loop.best)
 
 
 # -- setting up ------------------------------------------------------------------------------
@@ -381,12 +395,14 @@ def step_budget(cfg: TrainConfig, train_samples: int) -> tuple[int, int, int]:
 
 
 def build_optimization(model: nn.Module, cfg: TrainConfig, total: int, warmup: int,
-                       device: torch.device) -> Optimization:
-    """AdamW at :func:`lr_for`, linear warm-up then cosine decay, and the AMP grad scaler."""
+                       device: torch.device, steps_per_epoch: int = 1) -> Optimization:
+    """AdamW at :func:`lr_for` over ``methods.optim.param_groups``, the schedule
+    ``train.schedule`` (``methods.optim.lr_factor``), and the AMP grad scaler."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr_for(cfg), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay, cfg.weight_decay_exclude_1d), lr=lr_for(cfg))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
+        optimizer, lambda s: lr_factor(cfg, lr_for(cfg), s, total, warmup, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     return Optimization(params, optimizer, scheduler, scaler)
 
@@ -448,7 +464,7 @@ def save_state(f: Fit, path: Path) -> None:
     """``last.pt`` (the resumable state) or ``best.pt`` (weights only); rank 0 writes."""
     if not DIST.is_main:
         return
-    keep = weights_only if path == f.best_path else dict
+    keep = dict if path == f.last_path else weights_only
     save_checkpoint(path, keep({
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage": f.run.stage,
         "model_info": f.model_info, "model": f.model.state_dict(),
@@ -466,7 +482,7 @@ def train_steps(f: Fit, train_set, train_indices: np.ndarray, progress, bar,
     loop = f.loop
     sampler = KeyedBatchSampler(train_indices, f.cfg.batch_size, f.seed, loop.epoch,
                                 start_batch=loop.batch_in_epoch, rank=DIST.rank,
-                                world_size=DIST.world_size)
+                                world_size=DIST.world_size, weights=f.sample_weights)
     for batch in make_loader(train_set, sampler, f.num_workers, f.seed + loop.epoch):
         out, grad_noise = train_one_step(f, batch)
         log_train_step(f, out, grad_noise, len(batch["label"]), progress, bar)
@@ -543,32 +559,42 @@ def after_step(f: Fit, epoch_done: bool, finished: bool) -> None:
     if epoch_done:
         loop.epoch += 1
         loop.batch_in_epoch = 0
-    improved = False
+    improved = improved_test = False
     if eval_due:
         metrics = evaluate(f)
+        if f.val_set is not None:
+            metrics["val_acc"] = evaluate(f, f.val_set).get("acc", -1.0)
+            improved_test = metrics.get("acc", -1.0) > loop.best_test.get("acc", -1.0)
+            if improved_test:
+                loop.best_test = {"epoch": epoch_label, "step": loop.step, **metrics}
         loop.last_eval = metrics
         f.log.write("eval", loop.step, {"epoch": epoch_label, **metrics})
         f.ui.print(f"epoch {epoch_label} step {loop.step}/{f.total}: " + "  ".join(
             f"{k} {v:.4f}" for k, v in metrics.items()
             if isinstance(v, float) and k != "samples"))
-        improved = metrics.get("acc", -1.0) > loop.best_acc
+        chosen = metrics.get("val_acc" if f.val_set is not None else "acc", -1.0)
+        improved = chosen > loop.best_acc
         if improved:
-            loop.best_acc = metrics.get("acc", -1.0)
+            loop.best_acc = chosen
             loop.best = {"epoch": epoch_label, "step": loop.step, **metrics}
     if eval_due or epoch_done or (cfg.checkpoint_every_steps and
                                   loop.step % cfg.checkpoint_every_steps == 0):
         save_state(f, f.last_path)
         if improved:
             save_state(f, f.best_path)
+        if improved_test:
+            save_state(f, f.run.folder / BEST_TEST)
         f.run.update(metrics={"step": loop.step, "epoch": loop.epoch,
                               "last": loop.last_eval, "best": loop.best})
 
 
-def evaluate(f: Fit) -> dict[str, float]:
-    """The task's metrics on the evaluation split, in eval mode, combined over ranks."""
+def evaluate(f: Fit, dataset=None) -> dict[str, float]:
+    """The task's metrics on the evaluation split (or ``dataset``), in eval mode, combined
+    over ranks."""
     f.model.eval()
     with torch.no_grad(), autocast(f.device, f.cfg.amp):
-        metrics = f.task.evaluate(eval_loader(f.eval_set, f.cfg.batch_size, f.num_workers,
+        metrics = f.task.evaluate(eval_loader(f.eval_set if dataset is None else dataset,
+                                              f.cfg.batch_size, f.num_workers,
                                               DIST.rank, DIST.world_size), f.device)
     f.model.train()
     return reduce_means(metrics)

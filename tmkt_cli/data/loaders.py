@@ -60,6 +60,30 @@ def _parse_key(key: Any) -> tuple[int, int]:
 # Pure helpers
 # --------------------------------------------------------------------------------------------
 
+def validation_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(training positions, validation positions) of a split: per class, ``round(fraction *
+    n)`` of its n groups (recordings sharing a source image; a group index < 0 is a recording
+    of its own) go to validation, at least one when the class has two groups or more, chosen
+    by a seeded permutation. The recordings of one image never straddle the two parts."""
+    labels, groups = np.asarray(labels), np.asarray(groups).copy()
+    alone = groups < 0
+    groups[alone] = -1 - np.flatnonzero(alone)  # a unique group for each lone recording
+    val = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        ids = np.unique(groups[members])
+        n_val = int(round(fraction * ids.size))
+        if fraction > 0 and ids.size > 1:
+            n_val = min(max(n_val, 1), ids.size - 1)
+        rng = np.random.default_rng([seed, 0x7A1, int(c)])
+        chosen = rng.permutation(ids)[:n_val]
+        val.append(members[np.isin(groups[members], chosen)])
+    val_positions = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+    train_positions = np.setdiff1d(np.arange(labels.size), val_positions)
+    return train_positions.astype(np.int64), val_positions.astype(np.int64)
+
+
 def event_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Sorted indices of a stratified subset: ``round(fraction * n_c)`` items of each class
     ``c`` (at least one, at most all), chosen at random from ``seed``.
@@ -274,7 +298,7 @@ class EventDataset(torch.utils.data.Dataset):
             image = self._images[image_row] if self._images is not None \
                 else self._file.read(f"{self.image_split}/images", image_row)
             static = static_from_image(image, self.cfg.static_input)
-            if self.augment:
+            if self.augment and self.cfg.augment_static:
                 static = self._augment(static, _stream(self.seed, sample_seed, _STATIC_AUGMENT))
             out["static"] = torch.from_numpy(np.ascontiguousarray(static))
             out["static_index"] = image_row

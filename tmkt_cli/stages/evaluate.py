@@ -33,6 +33,7 @@ from tmkt_cli.checkpoints import (
 )
 from tmkt_cli.config import Recipe
 from tmkt_cli.errors import TmktError
+from tmkt_cli.progress import track
 from tmkt_cli.stages.shared import dataset_input, source_input
 
 if TYPE_CHECKING:
@@ -64,9 +65,23 @@ def load_source_model(recipe: Recipe, run: StageRun, source: str, which: str, ke
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     facts = read_dataset_facts(h5)
     path = Path(run.inputs["run"]["path"]) / CHECKPOINT_FILES[which]
+    if which == "best_test" and not path.is_file():  # no validation split: best.pt is it
+        path = path.with_name(CHECKPOINT_FILES["best"])
     trained = load_trained_model(path, expected_model_info(recipe, source, facts),
                                  f"this recipe and dataset ({key}={source})")
     return trained, facts, h5
+
+
+def checkpoint_choice(which: str, path: Path) -> str:
+    """How the evaluated checkpoint was chosen, as tables print it: the last one, the best on
+    the validation split, or the best on the test split (optimistic: the published numbers'
+    way). A run has a validation split exactly when it wrote ``best_test.pt``."""
+    if which == "last":
+        return "last"
+    has_val = (path.parent / CHECKPOINT_FILES["best_test"]).is_file()
+    if which == "best" and has_val:
+        return "best on validation"
+    return "best on test (optimistic)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,8 +206,10 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     ui.print(f"{STAGE}: {trained.info['backbone']} {trained.kind.upper()} from {trained.path} "
              f"(step {trained.step}), {len(test)} test samples, device {device}")
 
-    def loader():
-        return eval_loader(test, cfg.batch_size, recipe.data.num_workers)
+    def loader(progress: bool = True):
+        batches = eval_loader(test, cfg.batch_size, recipe.data.num_workers)
+        return track(batches, len(batches), ui, f"{STAGE}: test split") if progress \
+            else batches
 
     if trained.kind == "snn":
         results = evaluate_snn(model, loader(), facts, device)
@@ -205,7 +222,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
         def predict(batch: dict) -> torch.Tensor:
             return model(batch["image"])
     with torch.no_grad():
-        results["throughput"] = measure_throughput(predict, loader(), device)
+        results["throughput"] = measure_throughput(predict, loader(progress=False), device)
 
     ops = results["operations"]
     if trained.kind == "snn":
@@ -218,6 +235,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     report = {
         "source": {"stage": cfg.source, "run": run.inputs["run"]["path"],
                    "checkpoint": str(trained.path), "which": cfg.checkpoint,
+                   "chosen": checkpoint_choice(cfg.checkpoint, trained.path),
                    "epoch": trained.epoch, "step": trained.step, "kind": trained.kind,
                    "backbone": trained.info.get("backbone")},
         "dataset": {"path": str(h5), "split": "test", "samples": results["samples"],

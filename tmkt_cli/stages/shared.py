@@ -11,7 +11,14 @@ from pathlib import Path
 from rich.console import Console
 
 from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
-from tmkt_cli.checkpoints import BEST, CHECKPOINT_OUTPUTS, LAST, MODEL, export_weights
+from tmkt_cli.checkpoints import (
+    BEST,
+    BEST_TEST,
+    CHECKPOINT_OUTPUTS,
+    LAST,
+    MODEL,
+    export_weights,
+)
 from tmkt_cli.config import Recipe, TrainConfig
 from tmkt_cli.errors import TmktError
 from tmkt_cli.runlog import METRICS
@@ -50,7 +57,7 @@ def build_training_data(recipe: Recipe, run: StageRun, with_static: bool):
     """The event training subset, the event test split, and the store's facts."""
     import numpy as np
 
-    from tmkt_cli.data.loaders import EventDataset, event_subset
+    from tmkt_cli.data.loaders import EventDataset, event_subset, validation_split
     from tmkt_cli.data.store import open_dataset
 
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
@@ -60,7 +67,17 @@ def build_training_data(recipe: Recipe, run: StageRun, with_static: bool):
     test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
                         with_static=False)
     subset_seed = recipe.seed if recipe.data.subset_seed < 0 else recipe.data.subset_seed
-    indices = event_subset(np.asarray(train.labels), recipe.data.event_fraction, subset_seed)
+    labels = np.asarray(train.labels)
+    val = None
+    if recipe.data.val_fraction > 0:  # carved out first; the event subset comes from the rest
+        rest, held_out = validation_split(labels, train.partner_image_index,
+                                          recipe.data.val_fraction, recipe.seed)
+        val = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=False,
+                           with_static=False, indices=held_out)
+        indices = rest[event_subset(labels[rest], recipe.data.event_fraction, subset_seed)]
+    else:
+        indices = event_subset(labels, recipe.data.event_fraction, subset_seed)
+    train.validation = val
     return info, train, test, indices
 
 
@@ -69,7 +86,9 @@ def training_outputs(run: StageRun) -> dict[str, str]:
     files a training run lists in its manifest."""
     if run.writer:
         export_weights(run.folder / LAST, run.folder / MODEL)
-    return {"checkpoint": LAST, "best": BEST, "model": MODEL, "metrics": METRICS}
+    best_test = BEST_TEST if (run.folder / BEST_TEST).is_file() else BEST
+    return {"checkpoint": LAST, "best": BEST, "best_test": best_test, "model": MODEL,
+            "metrics": METRICS}
 
 
 def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train, test,
@@ -78,16 +97,27 @@ def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train
     distill end the same way)."""
     from tmkt_cli import engine
     from tmkt_cli.checkpoints import snn_model_info
+    from tmkt_cli.data.sampling import class_balanced_weights
 
+    weights = (class_balanced_weights(train.labels[indices])
+               if recipe.data.sampler == "class_balanced" else None)
+    val = getattr(train, "validation", None)
     result = engine.fit(task, train, test, indices, train_cfg, seed=recipe.seed, run=run,
-                        ui=ui, num_workers=recipe.data.num_workers,
+                        ui=ui, num_workers=recipe.data.num_workers, sample_weights=weights,
+                        val_set=val,
                         model_info=snn_model_info(recipe, info.classes, info.size,
                                                   info.time_steps))
     run.complete(outputs=training_outputs(run),
                  metrics={"test_acc": result.metrics.get("acc"),
                           "test_top5": result.metrics.get("top5"),
+                          # best.pt: chosen on validation when there is a split, else on test
                           "best_acc": result.best.get("acc"),
                           "best_epoch": result.best.get("epoch"),
+                          "best_chosen_on": "validation" if val is not None else "test",
+                          "best_val_acc": result.best.get("val_acc"),
+                          # chosen on test: optimistic, the published numbers' way
+                          "best_test_acc": result.best_test.get("acc"),
+                          "val_samples": int(len(val)) if val is not None else 0,
                           "steps": result.steps,
                           "event_train_samples": int(len(indices))})
     ui.print(f"{run.stage}: done, test accuracy {result.metrics.get('acc', float('nan')):.4f}"
