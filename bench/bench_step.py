@@ -1,14 +1,20 @@
 """Cost of a training step: SNN against the same network as an ANN, spikingjelly's LIFNode
-against tmkt's fused neuron, and a tmkt step against an event_only step.
+against tmkt's fused neuron, and the methods' real steps (tmkt and kt against event_only).
 
-    .venv/bin/python bench/bench_step.py            # about two minutes on 2 cores
-    .venv/bin/python bench/bench_step.py --cases digitsnet --seconds 10
+    .venv/bin/python bench/bench_step.py            # about two minutes, one thread
+    .venv/bin/python bench/bench_step.py --cases digitsnet --seconds 5
 
 The machine is shared and noisy, so every variant of a case runs once per round, in turn
 (interleaved), for a minimum number of rounds and of seconds, and the table reports the
 fastest time of each variant, the median over rounds of the per-round ratio and the ratio of
-the fastest times. A training step here is forward + loss + backward (the
-optimizer step is the same for every variant and would only dilute the ratios).
+the fastest times. The thread count is fixed (``--threads``, default 1): torch's default of
+one thread per core fights other processes on a busy machine, and a ratio measured at one
+count says nothing about another.
+
+The neuron rows time forward + loss + backward of a bare classifier (the optimizer step is the
+same for every variant and would only dilute the ratios). The method rows run the task code
+the engine runs (``tmkt_cli.tasks.SNNTransferTask.training_step`` with the recipe's method
+switches, at mid-training so sliding replacement and mixup are both active) plus backward.
 """
 
 from __future__ import annotations
@@ -25,23 +31,18 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
-from tmkt_cli.config import ModelConfig
-from tmkt_cli.methods.losses import domain_alignment_loss, mag_loss, mrp_loss, tet_loss
-from tmkt_cli.methods.tsm import (
-    event_frame_mask,
-    realised_event_ratio,
-    sample_truncation,
-    solve_trigger_probability,
-    time_step_mixup,
-)
+from tmkt_cli.config import MethodConfig, ModelConfig, resolve_method
+from tmkt_cli.engine import StepContext
 from tmkt_cli.models.neurons import make_surrogate
 from tmkt_cli.models.snn import build_snn, build_trunk, lif_factory, relu_factory
+from tmkt_cli.tasks import SNNTransferTask
 
 # name: (backbone, T, B, size, classes)
 CASES = {
     "digitsnet": ("digitsnet", 8, 32, 32, 10),
-    "vggsnn": ("vggsnn", 10, 8, 48, 101),
+    "vggsnn": ("vggsnn", 10, 4, 48, 101),
 }
+METHODS = ("event_only", "kt", "tmkt")
 
 
 def spikingjelly_factory(cfg: ModelConfig):
@@ -66,36 +67,29 @@ def classifier_step(trunk: nn.Module, head: nn.Module, x: torch.Tensor, y: torch
     return step
 
 
-def event_only_step(model, events, y) -> Callable[[], None]:
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        out = model(events, "event")
-        functional.reset_net(model)
-        tet_loss(out.logits, y).backward()
-    return step
-
-
-def tmkt_step(model, events, image, y, generator) -> Callable[[], None]:
-    """Both streams and every tmkt loss, as docs/methods.md writes them."""
-    T, B = events.shape[:2]
-    p = solve_trigger_probability(0.5, T)
+def method_step(method: str, cfg: ModelConfig, classes: int, size: int, batch: dict,
+                optimizer: bool = False) -> Callable[[], None]:
+    """One training step of ``method`` as the engine runs it (task code + backward)."""
+    T = batch["events"].shape[1]
+    torch.manual_seed(0)
+    model = build_snn(cfg, classes, size, T)
+    task = SNNTransferTask(model, resolve_method(MethodConfig(name=method)), cfg.threshold)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3) if optimizer else None
+    ctx = StepContext(50, 100, 0, torch.device("cpu"), 0)
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        static = image.unsqueeze(0).expand(T, *image.shape)
-        mask = event_frame_mask(sample_truncation(B, T, p, generator), T)
-        mixed = time_step_mixup(static, events, mask)
-        out_s = model(mixed, "static")
-        functional.reset_net(model)
-        out_e = model(events, "event")
-        functional.reset_net(model)
-        loss = (tet_loss(out_s.logits, y)
-                + tet_loss(out_e.logits, y, step_weights=1 - torch.sigmoid(model.eta))
-                + 0.5 * domain_alignment_loss(out_s.features, out_e.features, model.eta)
-                + 0.1 * mag_loss(model.mag_head(out_s.features), mask)
-                + 0.1 * mrp_loss(model.mrp_head(out_s.features), realised_event_ratio(mask)))
-        loss.backward()
+        task.training_step(batch, ctx)["loss"].backward()
+        if opt is not None:
+            opt.step()
     return step
+
+
+def synthetic_batch(T: int, B: int, size: int, classes: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return {"events": (torch.rand(B, T, 2, size, size) < 0.1).float() * 2,  # sparse counts
+            "static": torch.rand(B, 2, size, size),
+            "label": torch.randint(0, classes, (B,))}
 
 
 def interleaved(variants: dict[str, Callable[[], None]], rounds: int, seconds: float,
@@ -126,10 +120,8 @@ def run_case(name: str, rounds: int, seconds: float
              ) -> list[tuple[str, str, float, float | None, str]]:
     backbone, T, B, size, classes = CASES[name]
     cfg = ModelConfig(backbone=backbone)
-    torch.manual_seed(0)
-    events = (torch.rand(T, B, 2, size, size) < 0.1).float() * 2  # sparse event counts
-    image = torch.rand(B, 2, size, size)
-    y = torch.randint(0, classes, (B,))
+    batch = synthetic_batch(T, B, size, classes)
+    events, y = batch["events"].transpose(0, 1).contiguous(), batch["label"]
 
     variants: dict[str, Callable[[], None]] = {}
     for kind, factory in (("ann", relu_factory), ("spikingjelly", spikingjelly_factory(cfg)),
@@ -142,10 +134,8 @@ def run_case(name: str, rounds: int, seconds: float
         else:
             x, target = events, y
         variants[kind] = classifier_step(trunk, head, x, target)
-    torch.manual_seed(0)
-    model = build_snn(cfg, classes, size, T)
-    variants["event_only"] = event_only_step(model, events, y)
-    variants["tmkt"] = tmkt_step(model, events, image, y, torch.Generator().manual_seed(0))
+    for method in METHODS:
+        variants[method] = method_step(method, cfg, classes, size, batch)
 
     times = interleaved(variants, rounds, seconds)
     best = {k: min(v) * 1000 for k, v in times.items()}
@@ -157,48 +147,36 @@ def run_case(name: str, rounds: int, seconds: float
          ratio(times, "spikingjelly", "ann")),
         (name, "spikingjelly LIFNode / fused LIF", best["spikingjelly"], best["fused"],
          ratio(times, "spikingjelly", "fused")),
-        (name, "tmkt step / event_only step (2 streams: 2x)", best["tmkt"],
-         best["event_only"], ratio(times, "tmkt", "event_only")),
+        (name, "kt step / event_only step (2 streams)", best["kt"], best["event_only"],
+         ratio(times, "kt", "event_only")),
+        (name, "tmkt step / event_only step (2 streams)", best["tmkt"], best["event_only"],
+         ratio(times, "tmkt", "event_only")),
+        (name, "tmkt step / kt step", best["tmkt"], best["kt"], ratio(times, "tmkt", "kt")),
     ]
-
-
-def with_optimizer(step: Callable[[], None], model: nn.Module) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def full_step() -> None:
-        step()
-        optimizer.step()
-    return full_step
 
 
 def run_digits_training_steps(rounds: int, seconds: float
                               ) -> list[tuple[str, str, float, float | None, str]]:
     """Absolute time of whole digits training steps (with AdamW) at the recipe's T=8, B=64."""
     T, B, size, classes = 8, 64, 32, 10
-    torch.manual_seed(0)
-    events = (torch.rand(T, B, 2, size, size) < 0.1).float() * 2
-    image = torch.rand(B, 2, size, size)
-    y = torch.randint(0, classes, (B,))
-    model = build_snn(ModelConfig(backbone="digitsnet"), classes, size, T)
-    times = interleaved({
-        "event_only": with_optimizer(event_only_step(model, events, y), model),
-        "tmkt": with_optimizer(tmkt_step(model, events, image, y,
-                                         torch.Generator().manual_seed(0)), model),
-    }, rounds, seconds)
-    return [("digitsnet", f"whole event_only step with AdamW, T={T} B={B}",
-             min(times["event_only"]) * 1000, None, ""),
-            ("digitsnet", f"whole tmkt step with AdamW, T={T} B={B}",
-             min(times["tmkt"]) * 1000, None, "")]
+    batch = synthetic_batch(T, B, size, classes)
+    cfg = ModelConfig(backbone="digitsnet")
+    times = interleaved({m: method_step(m, cfg, classes, size, batch, optimizer=True)
+                         for m in METHODS}, rounds, seconds)
+    return [("digitsnet", f"whole {m} step with AdamW, T={T} B={B}", min(times[m]) * 1000,
+             None, "") for m in METHODS]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="at least this many interleaved rounds per case")
-    parser.add_argument("--seconds", type=float, default=20.0,
+    parser.add_argument("--seconds", type=float, default=10.0,
                         help="and at least this long per case")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (fixed)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     load_before = os.getloadavg()[0]
     rows = []

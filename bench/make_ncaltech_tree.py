@@ -1,7 +1,7 @@
 """Make a synthetic N-Caltech101-sized tree for benchmarking ``tmkt prepare ncaltech101``.
 
 The layout and formats are the real ones (docs/datasets.md): ``Caltech101/<class>/image_NNNN.bin``
-recordings in the ATIS format, written with ``tmkt_cli.data.events.write_atis_bin``, and
+recordings in the ATIS format, written with ``write_atis_bin`` of ``tests/support/event_writers.py``, and
 ``101_ObjectCategories/<class>/image_NNNN.jpg`` images. 101 classes with Caltech101's class
 sizes (BACKGROUND_Google kept, Faces_easy, no Faces): 8,709 recordings in all.
 
@@ -23,13 +23,17 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tmkt_cli.data.events import write_atis_bin
 from tmkt_cli.data.sources import EVENT_DTYPE
+
+# The writers tests and benchmarks share live outside the package, in tests/support/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.event_writers import write_atis_bin  # noqa: E402
 
 # Caltech101's class sizes (Faces, which N-Caltech101 lacks, left out): 8,709 in all.
 CLASS_SIZES = dict(zip(*[iter("""

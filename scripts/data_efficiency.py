@@ -4,8 +4,10 @@ recordings, per method, over seeds (the figure KT published for N-Caltech101).
 
 Runs every (method, fraction, seed) of a recipe folder as ordinary tmkt stages, several at a
 time with one thread each (two processes on two cores beat one process with two threads), then
-gathers them with `tmkt report`. Every run is a normal run folder, so the sweep resumes after a
-kill and a second call only reports.
+gathers them with `tmkt report`. Each fraction is a variant run of the method's recipe, so it
+gets its own folder without any path built here (`<runs>/<name>/event_fraction-0.05/seed42/`,
+tmkt_cli/variants.py). Every run is a normal run folder, so the sweep resumes after a kill and
+a second call only reports.
 
     python scripts/data_efficiency.py --fractions 0.05 0.2 1.0 --seeds 42 1024 90210 --jobs 2
 """
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 TRAIN_METHODS = ("event_only", "finetune", "kt", "tmkt")
+NOT_RUNS = ("logs", "report", "teacher")  # the CKD teachers are inputs, not results
 
 
 def tmkt(*args: str, log: Path) -> tuple[int, float]:
@@ -65,11 +68,10 @@ def main() -> int:
         return f"teacher seed {seed}", rc, dt
 
     def job(method: str, fraction: float, seed: int) -> tuple[str, int, float]:
-        tag = f"f{round(fraction * 100):03d}"
         recipe = str(recipes / f"{method}.yaml")
-        sets = ["--set", f"paths.runs={root / tag}", "--set", f"seed={seed}",
+        sets = ["--set", f"paths.runs={root}", "--set", f"seed={seed}",
                 "--set", f"data.event_fraction={fraction}"]
-        log = root / "logs" / f"{method}-{tag}-s{seed}.log"
+        log = root / "logs" / f"{method}-f{round(fraction * 100):03d}-s{seed}.log"
         if method == "ckd":
             sets += ["--set", f"distill.teacher={root}/teacher/seed{seed}/pretrain-ann"]
             rc, dt = tmkt("distill", recipe, *sets, *extra, log=log)
@@ -89,7 +91,8 @@ def main() -> int:
         for name, rc, dt in pool.map(lambda a: job(*a), grid):
             print(f"{'done' if rc == 0 else 'FAILED'}  {name}  {dt:6.0f} s", flush=True)
             failures += rc != 0
-    report = ["report", *[str(p) for p in sorted(root.glob("f*"))], "--out", str(root / "report")]
+    runs = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in NOT_RUNS]
+    report = ["report", *map(str, runs), "--out", str(root / "report")]
     subprocess.run([sys.executable, "-m", "tmkt_cli", *report])
     return 1 if failures else 0
 

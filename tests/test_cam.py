@@ -198,7 +198,50 @@ def test_choose_samples_reads_numbers_as_class_names():
     names = ["0", "1", "2"]
     assert choose_samples(labels, names, [], [2, "1", 0], Path("d.h5")) == [2, 0, 1]
     assert choose_samples(labels, names, [4, 0], [], Path("d.h5")) == [4, 0]
-    with pytest.raises(TmktError, match="'cam.samples' and 'cam.classes' are both empty"):
-        choose_samples(labels, names, [], [], Path("d.h5"))
     with pytest.raises(TmktError, match="index -1 is outside"):
         choose_samples(labels, names, [-1], [], Path("d.h5"))
+
+
+def test_automatic_choice_spreads_classes_and_shows_right_and_wrong():
+    """With cam.samples and cam.classes empty: up to max_classes classes spread over the
+    dataset, for each the first right and the first wrong prediction where both exist."""
+    import torch
+
+    from tmkt_cli.stages.cam import automatic_positions, spread_classes
+
+    assert spread_classes(101, 10) == [0, 11, 22, 33, 44, 56, 67, 78, 89, 100]
+    assert spread_classes(4, 10) == [0, 1, 2, 3]
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+    # a fake model: predicts each sample's "events" value as its class
+    guesses = {0: 0, 1: 1, 2: 1, 3: 0, 4: 1, 5: 2, 6: 2, 7: 0}
+    test = {i: {"events": torch.full((2, 1), float(g))} for i, g in guesses.items()}
+
+    def predict(x):  # x: [T, B, 1]
+        return torch.nn.functional.one_hot(x[0, :, 0].long(), 4).float()
+    chosen = automatic_positions(predict, labels, test, max_classes=10, batch_size=3)
+    # class 0: 0 right, 1 wrong; class 1: 2 right, 3 wrong (4 not needed); class 2: only
+    # right (5 first); class 3: only wrong (7)
+    assert chosen == [0, 1, 2, 3, 5, 7]
+    assert automatic_positions(predict, labels, test, max_classes=2, batch_size=8) == [0, 1, 7]
+
+
+def test_cam_stage_chooses_samples_itself(world):
+    """No cam.samples, no cam.classes: the stage picks, per class, a right and a wrong
+    prediction of the model under study, and the captions say which is which."""
+    from rich.console import Console
+
+    from tmkt_cli.stages import cam
+    from tmkt_cli.stages.common import execute
+
+    recipe = toy_recipe(world, "toy-tmkt", "cam.max_classes=2")
+    # force: another test drew maps of the same run with other cam settings
+    execute("cam", recipe, cam.folder(recipe), cam.inputs, cam.run, Console(quiet=True),
+            force=True)
+    with np.load(cam.folder(recipe) / "maps.npz") as z:
+        labels, predictions = z["labels"], z["predictions"]
+    # two classes spread over three: 0 and 2; per class at most one right and one wrong
+    assert set(labels.tolist()) <= {0, 2} and 1 <= len(labels) <= 4
+    for c in (0, 2):
+        outcomes = (predictions[labels == c] == c).tolist()
+        assert len(outcomes) == len(set(outcomes))
+    assert_png(cam.folder(recipe) / "cam.png")

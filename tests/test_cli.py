@@ -85,7 +85,10 @@ def test_dry_run_prints_resolved_recipe_and_plan(tmp_path):
     out = res.output
     assert "name: digits-kt" in out and "epochs: 3" in out
     assert "sliding_replacement: true" in out  # kt's resolved default
-    assert "stage:   train-tmkt" in out and f"{tmp_path}/runs/digits-kt/seed42/train-tmkt" in out
+    # a --set variant of the recipe gets its own folder (tmkt_cli/variants.py)
+    assert "variant: train.epochs-3" in out
+    assert "stage:   train-tmkt" in out and \
+        f"{tmp_path}/runs/digits-kt/train.epochs-3/seed42/train-tmkt" in out
     assert "not ready" in out  # the dataset has not been prepared
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 

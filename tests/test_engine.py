@@ -136,12 +136,14 @@ def test_load_checkpoint_refuses_code_and_foreign_files(tmp_path):
 
 
 def test_warmup_cosine_schedule():
-    f = [engine.warmup_cosine(s, 10, 2, 0.1) for s in range(10)]
+    from tmkt_cli.methods.schedules import warmup_cosine
+
+    f = [warmup_cosine(s, 10, 2, 0.1) for s in range(10)]
     assert f[0] == 0.5 and f[1] == 1.0
     decay = f[2:]
     assert f[2] == pytest.approx(1.0) and f[-1] > 0.1
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
-    assert engine.warmup_cosine(10, 10, 2, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(10, 10, 2, 0.1) == pytest.approx(0.1)
 
 
 def test_lr_scaling_rule():

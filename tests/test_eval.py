@@ -73,7 +73,9 @@ def make_prepared_dataset(folder: Path, n_train: int = 6, n_test: int = 6,
 def toy_recipe_file(tmp: Path, name: str = "toy-tmkt") -> Path:
     """A recipe for the tiny dataset and a digitsnet, in ``tmp``."""
     path = tmp / f"{name}.yaml"
-    path.write_text(f"name: {name}\npaths:\n  runs: {tmp}/runs\n  dataset: {tmp}/prepared\n"
+    # variant "": the tests' --set overrides keep the run at runs/<name>/seed<seed>/
+    path.write_text(f"name: {name}\nvariant: ''\npaths:\n  runs: {tmp}/runs\n"
+                    f"  dataset: {tmp}/prepared\n"
                     f"prepare:\n  time_steps: {T}\n  size: {SIZE}\nmodel:\n"
                     f"  backbone: digitsnet\neval:\n  batch_size: 4\n")
     return path
@@ -88,9 +90,9 @@ def fake_training_run(recipe: Recipe, stage: str = "train-tmkt", *, model_info: 
                       final: dict | None = None, torch_seed: int = 0) -> Path:
     """A finished training run folder (as the engine leaves it) holding an untrained network:
     last.pt, best.pt, metrics.jsonl and a complete manifest."""
+    from tmkt_cli.checkpoints import ann_model_info, snn_model_info
     from tmkt_cli.models import build_ann, build_snn
-    from tmkt_cli.stages.pretrain_ann import ann_model_info
-    from tmkt_cli.stages.train_tmkt import dataset_input, snn_model_info
+    from tmkt_cli.stages.shared import dataset_input
 
     torch.manual_seed(torch_seed)
     if model is None:
@@ -351,7 +353,7 @@ def test_conv_synaptic_ops_match_brute_force(stride, padding, dilation, groups):
 # --------------------------------------------------------------------------------------------
 
 def test_checkpoint_mismatches_name_what_differs():
-    from tmkt_cli.stages.evaluate import checkpoint_mismatches
+    from tmkt_cli.checkpoints import checkpoint_mismatches
 
     expected = {"kind": "snn", "backbone": "digitsnet",
                 "model": {"backbone": "digitsnet", "tau": 2.0}, "classes": CLASSES,
@@ -374,10 +376,10 @@ def test_checkpoint_mismatches_name_what_differs():
 
 @pytest.mark.parametrize("case", ["backbone", "classes"])
 def test_mismatched_checkpoint_is_one_line_error(tmp_path, case):
+    from tmkt_cli.checkpoints import snn_model_info
     from tmkt_cli.cli import app
     from tmkt_cli.config import ModelConfig
     from tmkt_cli.models import build_snn
-    from tmkt_cli.stages.train_tmkt import snn_model_info
 
     make_prepared_dataset(tmp_path / "prepared")
     recipe = toy_recipe(tmp_path, "toy-mismatch")

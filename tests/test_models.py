@@ -128,7 +128,9 @@ def test_fused_neuron_under_bf16_autocast():
 SETTINGS = {  # backbone: (size, classes, time steps, features per step)
     "vggsnn": (48, 101, 2, 512 * 6 * 6),
     "resnet18": (48, 20, 2, 512 * 6 * 6),
+    "resnet18_kt": (48, 20, 2, 512),  # KT aligns the pooled output
     "scnn": (28, 30, 3, 300),
+    "scnn_kt": (28, 30, 3, 300),
     "digitsnet": (32, 10, 4, 64 * 8 * 8),
 }
 
@@ -162,7 +164,7 @@ def test_forward_shapes(backbone):
     assert ratio.shape == (2,) and torch.all((ratio >= 0) & (ratio <= 1))
     assert model.predict(x).shape == (2, classes)
     names = [name for name, _ in model.spiking_layers()]
-    assert model.feature_layer in names
+    assert model.feature_layer in names or backbone == "resnet18_kt"  # a FeatureTap there
 
 
 def _digits_model(**model_keys) -> torch.nn.Module:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import event_writers as writers
 
-from tmkt_cli.data import events as ev
+from tmkt_cli.data import formats as ev
 from tmkt_cli.data.sources import EVENT_DTYPE
 from tmkt_cli.errors import TmktError
 
@@ -37,7 +38,7 @@ def test_atis_round_trip_through_overflow_markers(tmp_path):
     # Times up to 3 x 2**23 µs need overflow markers, so the writer must insert them.
     events = random_events(500, width=240, height=180, max_t=3 * 2**23)
     path = tmp_path / "image_0001.bin"
-    ev.write_atis_bin(path, events)
+    writers.write_atis_bin(path, events)
     assert path.stat().st_size > 5 * events.size  # markers were written
 
     read, size = ev.read_atis_bin(path)
@@ -62,7 +63,7 @@ def test_atis_hand_made_bytes_with_overflow_markers():
     assert events["p"].tolist() == [1, 0, 1]
     assert size == (34, 34)
     # and the writer produces exactly these bytes for events that need no marker
-    assert ev.encode_atis_bin(events[:1]) == atis_record(3, 4, 1, 0x7FFFFF)
+    assert writers.encode_atis_bin(events[:1]) == atis_record(3, 4, 1, 0x7FFFFF)
 
 
 def test_atis_matches_tonic(tmp_path):
@@ -70,7 +71,7 @@ def test_atis_matches_tonic(tmp_path):
 
     events = random_events(300, width=34, height=34, max_t=2**24, seed=1)
     path = tmp_path / "00002.bin"
-    ev.write_atis_bin(path, events)
+    writers.write_atis_bin(path, events)
     ours, _ = ev.read_atis_bin(path)
     theirs = read_mnist_file(str(path), dtype=np.dtype(
         [("x", int), ("y", int), ("t", int), ("p", int)]))
@@ -78,10 +79,10 @@ def test_atis_matches_tonic(tmp_path):
         np.testing.assert_array_equal(ours[field], theirs[field])
 
 
-def test_atis_only_markers_is_an_empty_recording():
-    events, size = ev.read_atis_bin(atis_record(0, 240, 0, 0) * 3)
-    assert events.size == 0 and events.dtype == EVENT_DTYPE
-    assert size == (1, 1)
+def test_atis_only_markers_is_refused():
+    """Made only of time-overflow markers: no event, so not a recording (issue 15)."""
+    with pytest.raises(TmktError, match="3 time-overflow/special record"):
+        ev.read_atis_bin(atis_record(0, 240, 0, 0) * 3, name="markers.bin")
 
 
 @pytest.mark.parametrize("data, words", [
@@ -110,7 +111,7 @@ def test_missing_file_names_it(tmp_path):
 
 def test_atis_writer_refuses_the_marker_row():
     with pytest.raises(ValueError):
-        ev.encode_atis_bin(ev.make_events([0], [1], [240], [0]))
+        writers.encode_atis_bin(ev.make_events([0], [1], [240], [0]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def aedat_words(*pairs: tuple[int, int]) -> bytes:
 def test_aedat2_round_trip(tmp_path):
     events = random_events(400, width=128, height=128, max_t=2**31, seed=2)
     path = tmp_path / "cifar10_cat_0.aedat"
-    ev.write_aedat2(path, events)
+    writers.write_aedat2(path, events)
     read, size = ev.read_aedat2(path)
     assert read.dtype == EVENT_DTYPE
     np.testing.assert_array_equal(read, events)
@@ -154,7 +155,7 @@ def test_aedat2_matches_tonic_raw_words(tmp_path):
 
     events = random_events(200, width=128, height=128, max_t=10**7, seed=3)
     path = tmp_path / "rec.aedat"
-    ev.write_aedat2(path, events)
+    writers.write_aedat2(path, events)
     version, start, _ = read_aedat_header_from_file(str(path))
     raw = get_aer_events_from_file(str(path), version, start)
     address = raw["address"].astype(np.int64)
@@ -218,7 +219,7 @@ def test_cep_mat_hand_made_v73_with_h5py(tmp_path):
 def test_cep_mat_writer_round_trip_with_sensor_size(tmp_path, hdf5):
     events = random_events(100, width=60, height=50, max_t=10**6, seed=4)
     path = tmp_path / "2.mat"
-    ev.write_cep_mat(path, events, sensor_size=(64, 80), hdf5=hdf5)
+    writers.write_cep_mat(path, events, sensor_size=(64, 80), hdf5=hdf5)
     read, size = ev.read_cep_mat(path)
     np.testing.assert_array_equal(read, events)
     assert size == (64, 80)
@@ -275,7 +276,7 @@ def test_dvsgesture_npy_matches_tonic(tmp_path, dtype):
 def test_dvsgesture_writer_round_trip():
     events = random_events(50, width=128, height=128, max_t=10**7, seed=5)
     events["t"] = events["t"] // 1000 * 1000  # the format keeps milliseconds
-    read, _ = ev.read_dvsgesture_npy(ev.encode_dvsgesture_npy(events))
+    read, _ = ev.read_dvsgesture_npy(writers.encode_dvsgesture_npy(events))
     np.testing.assert_array_equal(read, events)
 
 

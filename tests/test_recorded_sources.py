@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import event_writers as writers
 
 from tmkt_cli.data import archives, sources
-from tmkt_cli.data import events as ev
+from tmkt_cli.data import formats as ev
 from tmkt_cli.data.archives import FileRef
-from tmkt_cli.data.datasets import recorded
+from tmkt_cli.data.datasets import cepdvs, cifar10dvs, dvsgesture, ncaltech101, nmnist, recorded
 from tmkt_cli.errors import TmktError
 
 
@@ -149,7 +150,7 @@ def ncaltech_files() -> tuple[dict[str, bytes], dict[str, bytes]]:
     for c, (name, count) in enumerate(NCALTECH_COUNTS.items()):
         for k in range(1, count + 1):
             tag = 10 * c + k
-            recordings[f"Caltech101/{name}/image_{k:04d}.bin"] = ev.encode_atis_bin(
+            recordings[f"Caltech101/{name}/image_{k:04d}.bin"] = writers.encode_atis_bin(
                 tagged_events(tag))
             images[f"101_ObjectCategories/{name}/image_{k:04d}.jpg"] = jpeg_bytes(4 * tag)
     for k in range(1, 3):
@@ -204,7 +205,7 @@ def test_ncaltech101_from_the_original_archives(tmp_path):
         {"Caltech101.zip": inner, "Caltech101_annotations.zip": annotations}))
     (tmp_path / "101_ObjectCategories.tar.gz").write_bytes(tar_bytes(images))
     before = files_under(tmp_path)
-    data = recorded.ncaltech101(tmp_path)
+    data = ncaltech101.ncaltech101(tmp_path)
     check_ncaltech(data)
     assert data.train[0].source == ("N-Caltech101-archive.zip!Caltech101.zip!"
                                     "Caltech101/BACKGROUND_Google/image_0001.bin")
@@ -224,7 +225,7 @@ def test_loaders_run_in_forked_workers_after_the_parent_read_the_archive(tmp_pat
     recordings, images = ncaltech_files()
     (tmp_path / "Caltech101.zip").write_bytes(zip_bytes(recordings))
     (tmp_path / "101_ObjectCategories.tar.gz").write_bytes(tar_bytes(images))
-    data = recorded.ncaltech101(tmp_path)
+    data = ncaltech101.ncaltech101(tmp_path)
     loaders = [r.load for r in data.train]
     expected = [_call(load) for load in loaders]  # the parent now holds open archives
     with multiprocessing.get_context("fork").Pool(2) as pool:
@@ -235,29 +236,29 @@ def test_loaders_run_in_forked_workers_after_the_parent_read_the_archive(tmp_pat
 
 def test_ncaltech101_errors_name_the_problem(tmp_path):
     with pytest.raises(TmktError, match="does not exist") as error:
-        recorded.ncaltech101(tmp_path / "nowhere")
+        ncaltech101.ncaltech101(tmp_path / "nowhere")
     message = str(error.value)
     assert "nowhere" in message and "orchard2015converting" in message
     assert "docs/datasets.md" in message and "\n" not in message
 
     with pytest.raises(TmktError, match="prepare.root is empty"):
-        recorded.ncaltech101(None)
+        ncaltech101.ncaltech101(None)
 
     (tmp_path / "file.zip").write_bytes(b"x")
     with pytest.raises(TmktError, match="is a file"):
-        recorded.ncaltech101(tmp_path / "file.zip")
+        ncaltech101.ncaltech101(tmp_path / "file.zip")
 
     with pytest.raises(TmktError, match="no N-Caltech101 recordings") as error:
-        recorded.ncaltech101(tmp_path)
+        ncaltech101.ncaltech101(tmp_path)
     assert "Caltech101/<class>/*.bin" in str(error.value)
 
     recordings, images = ncaltech_files()
     write_tree(tmp_path, recordings)
     with pytest.raises(TmktError, match="no Caltech101 images"):
-        recorded.ncaltech101(tmp_path)
+        ncaltech101.ncaltech101(tmp_path)
     write_tree(tmp_path, {k: v for k, v in images.items() if "/accordion/" not in k})
     with pytest.raises(TmktError, match="accordion"):
-        recorded.ncaltech101(tmp_path)
+        ncaltech101.ncaltech101(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,14 +277,14 @@ def write_cepdvs(root: Path) -> None:
     (root / "data" / "MAT" / "img").mkdir(parents=True)
     (root / "data" / "img").mkdir(parents=True)
     for index in range(len(CEP_LABELS)):
-        ev.write_cep_mat(root / "data" / "MAT" / "img" / f"{index}.mat", tagged_events(index),
+        writers.write_cep_mat(root / "data" / "MAT" / "img" / f"{index}.mat", tagged_events(index),
                          hdf5=index == 3)
         (root / "data" / "img" / f"{index}.png").write_bytes(png_bytes(10 * index))
 
 
 def test_cepdvs_pairs_by_true_dataset_index(tmp_path):
     write_cepdvs(tmp_path)
-    data = recorded.cepdvs_source(tmp_path, train_per_class=2, test_per_class=1)
+    data = cepdvs.cepdvs_source(tmp_path, train_per_class=2, test_per_class=1)
     assert data.classes == ["fish", "people", "trees"]  # CIFAR-100 coarse order
     # per class, in dataset-index order: fish 0,2 | 5; people 3,6 | 8; trees 1,4 | 7
     assert [r.source for r in data.train] == [f"data/MAT/img/{i}.mat" for i in (0, 2, 3, 6, 1, 4)]
@@ -302,13 +303,13 @@ def test_cepdvs_pairs_by_true_dataset_index(tmp_path):
 def test_cepdvs_protocol_needs_350_per_class_and_a_layout(tmp_path):
     write_cepdvs(tmp_path)
     with pytest.raises(TmktError, match="the split needs 350"):
-        recorded.cepdvs(tmp_path)
+        cepdvs.cepdvs(tmp_path)
     (tmp_path / "data" / "img" / "4.png").unlink()
     with pytest.raises(TmktError, match="no image") as error:
-        recorded.cepdvs_source(tmp_path, train_per_class=2, test_per_class=1)
+        cepdvs.cepdvs_source(tmp_path, train_per_class=2, test_per_class=1)
     assert "4.mat" in str(error.value)
     with pytest.raises(TmktError, match="no pathFile.csv") as error:
-        recorded.cepdvs(tmp_path / "data")
+        cepdvs.cepdvs(tmp_path / "data")
     assert "he2024efficient" in str(error.value)
 
 
@@ -316,10 +317,10 @@ def test_cepdvs_labels_from_pathfile(tmp_path):
     path = tmp_path / "pathFile.csv"
     path.write_text("name\nD:\\CEP\\img\\0.png 0 1 2 aquatic_mammals beaver\n"
                     "a b c d vehicles_1 people\n")
-    assert recorded.read_cepdvs_labels(path) == ["aquatic_mammals", "vehicles_1"]
+    assert cepdvs.read_cepdvs_labels(path) == ["aquatic_mammals", "vehicles_1"]
     path.write_text("name\nimg/0.png nothing here\n")
     with pytest.raises(TmktError, match="line 2 has no CIFAR-100 superclass"):
-        recorded.read_cepdvs_labels(path)
+        cepdvs.read_cepdvs_labels(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,14 +345,14 @@ def write_cifar10(root: Path) -> None:
 def test_cifar10dvs_classes_split_and_images(tmp_path):
     for name in ("airplane", "bird"):
         for k in range(12):  # natural order: ..._2 before ..._10
-            ev.write_aedat2(_make_dirs(tmp_path / name) / f"cifar10_{name}_{k}.aedat",
+            writers.write_aedat2(_make_dirs(tmp_path / name) / f"cifar10_{name}_{k}.aedat",
                             tagged_events(k, size=128))
     # automobile kept as its original zip
     (tmp_path / "automobile.zip").write_bytes(zip_bytes(
-        {f"automobile/cifar10_automobile_{k}.aedat": ev.encode_aedat2(tagged_events(k))
+        {f"automobile/cifar10_automobile_{k}.aedat": writers.encode_aedat2(tagged_events(k))
          for k in range(10)}))
     write_cifar10(tmp_path)
-    data = recorded.cifar10dvs(tmp_path)
+    data = cifar10dvs.cifar10dvs(tmp_path)
 
     assert data.classes == ["airplane", "automobile", "bird"]
     airplane_train = [r.source for r in data.train if r.label == 0]
@@ -386,9 +387,9 @@ def test_cifar10dvs_refuses_a_malicious_pickle(tmp_path):
 
 
 def test_cifar10dvs_missing_images(tmp_path):
-    ev.write_aedat2(_make_dirs(tmp_path / "cat") / "cifar10_cat_0.aedat", tagged_events(1))
+    writers.write_aedat2(_make_dirs(tmp_path / "cat") / "cifar10_cat_0.aedat", tagged_events(1))
     with pytest.raises(TmktError, match="no CIFAR-10 python batches") as error:
-        recorded.cifar10dvs(tmp_path)
+        cifar10dvs.cifar10dvs(tmp_path)
     assert "li2017cifar10" in str(error.value)
 
 
@@ -405,7 +406,7 @@ def test_nmnist_with_mnist_idx(tmp_path):
     for split, count in (("Train", 3), ("Test", 1)):
         for digit in ("0", "1", "7"):
             for k in range(count):
-                ev.write_atis_bin(_make_dirs(tmp_path / split / digit) / f"{k:05d}.bin",
+                writers.write_atis_bin(_make_dirs(tmp_path / split / digit) / f"{k:05d}.bin",
                                   tagged_events(int(digit)))
     train_labels = np.array([7, 0, 3, 1, 0])
     train_images = np.arange(5)[:, None, None] * np.ones((5, 28, 28))
@@ -414,7 +415,7 @@ def test_nmnist_with_mnist_idx(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.ones((2, 28, 28)) * 50))
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.array([1, 2]))))
 
-    data = recorded.nmnist(tmp_path)
+    data = nmnist.nmnist(tmp_path)
     assert data.classes == ["0", "1", "7"]
     assert [r.label for r in data.train] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert len(data.test) == 3
@@ -431,11 +432,11 @@ def test_nmnist_with_mnist_idx(tmp_path):
 
 def test_nmnist_missing_pieces(tmp_path):
     with pytest.raises(TmktError, match="no Train/ folder or train.zip"):
-        recorded.nmnist(tmp_path)
-    ev.write_atis_bin(_make_dirs(tmp_path / "Train" / "3") / "1.bin", tagged_events(1))
-    ev.write_atis_bin(_make_dirs(tmp_path / "Test" / "3") / "2.bin", tagged_events(1))
+        nmnist.nmnist(tmp_path)
+    writers.write_atis_bin(_make_dirs(tmp_path / "Train" / "3") / "1.bin", tagged_events(1))
+    writers.write_atis_bin(_make_dirs(tmp_path / "Test" / "3") / "2.bin", tagged_events(1))
     with pytest.raises(TmktError, match="no MNIST idx files"):
-        recorded.nmnist(tmp_path)
+        nmnist.nmnist(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,11 +446,11 @@ def test_nmnist_missing_pieces(tmp_path):
 def test_dvsgesture_from_folder_and_tar(tmp_path):
     for user in ("user02_led", "user10_fluorescent"):
         for label in (0, 10, 2):
-            ev.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTrain" / user)
+            writers.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTrain" / user)
                                     / f"{label}.npy", tagged_events(label))
     (tmp_path / "ibmGestureTest.tar.gz").write_bytes(tar_bytes(
-        {"ibmGestureTest/user24_led/4.npy": ev.encode_dvsgesture_npy(tagged_events(4))}))
-    data = recorded.dvsgesture(tmp_path)
+        {"ibmGestureTest/user24_led/4.npy": writers.encode_dvsgesture_npy(tagged_events(4))}))
+    data = dvsgesture.dvsgesture(tmp_path)
     assert len(data.classes) == 11 and data.classes[10] == "Other gestures"
     assert [r.label for r in data.train] == [0, 2, 10, 0, 2, 10]
     assert data.train[0].source == "ibmGestureTrain/user02_led/0.npy"
@@ -459,12 +460,12 @@ def test_dvsgesture_from_folder_and_tar(tmp_path):
 
 
 def test_dvsgesture_rejects_a_bad_label_file(tmp_path):
-    ev.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTrain" / "user01_led")
+    writers.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTrain" / "user01_led")
                             / "11.npy", tagged_events(1))
-    ev.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTest" / "user24_led")
+    writers.write_dvsgesture_npy(_make_dirs(tmp_path / "ibmGestureTest" / "user24_led")
                             / "1.npy", tagged_events(1))
     with pytest.raises(TmktError, match="class index 0-10") as error:
-        recorded.dvsgesture(tmp_path)
+        dvsgesture.dvsgesture(tmp_path)
     assert "11.npy" in str(error.value)
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
 
-from tmkt_cli import report
+from tmkt_cli import landscape, report
 from tmkt_cli.analysis.landscape import filter_normalized_direction, loss_landscape
 from tmkt_cli.artifacts import open_stage
 from tmkt_cli.errors import TmktError
@@ -132,11 +132,13 @@ def test_report_markdown_and_figures(world, tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:9] == ["toy-tmkt", "train-tmkt", "tmkt", "toy", "digitsnet", "4", "16",
                          "100%", "3"]
-    assert cells[9] == "90.00 ± 10.00" and cells[10] == "91.00 ± 10.00"
-    assert cells[11] == "100.00"  # top-5 from the one eval
-    assert cells[14] == "–"       # no published number for the toy dataset
+    # last, best on validation (these runs have no validation split), best on test
+    assert cells[9] == "90.00 ± 10.00" and cells[10] == "–" and cells[11] == "91.00 ± 10.00"
+    assert cells[12] == "100.00"  # top-5 from the one eval
+    assert cells[15] == "–"       # no published number for the toy dataset
     teacher = next(line for line in text.splitlines() if line.startswith("| toy-ckd |"))
-    assert "| pretrain-ann | ann | toy | resnet18 |" in teacher and "| – | 1 | 95.00 |" in teacher
+    assert "| pretrain-ann | ann | toy | resnet18 |" in teacher and \
+        "| – | 1 | 95.00 | – | 95.00 |" in teacher
     assert "| ncaltech101 | vggsnn | tmkt | 10 | 48 | 97.93 |" in text
     assert "toy-kt/seed3/train-tmkt" in text and "## Skipped" in text
     summary = json.loads((out / "summary.json").read_text())
@@ -162,6 +164,51 @@ def test_report_command_line(world, tmp_path):
         res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "nowhere: not found" in res.output
+
+
+def test_step_budget_runs_are_drawn_against_steps():
+    """A run with a step budget is drawn against optimizer steps; the training loss is the
+    mean over each evaluation interval."""
+    records = [{"kind": "train", "step": s, "epoch": 1, "loss": float(s), "acc": 0.5}
+               for s in range(1, 7)]
+    records += [{"kind": "eval", "step": 3, "epoch": 1, "loss": 9.0, "acc": 0.4},
+                {"kind": "eval", "step": 6, "epoch": 2, "loss": 8.0, "acc": 0.6}]
+    curves = report.training_curves(records, "step")
+    assert curves["train_loss"] == {3: pytest.approx(2.0), 6: pytest.approx(5.0)}
+    assert curves["eval_acc"] == {3: 0.4, 6: 0.6}
+    budget = report.RunRecord(Path("x"), "train-tmkt", "x", 1, "tmkt", "d", "b", 4, 16, 1.0,
+                              {"train": {"epochs": 0, "max_steps": 6}}, "", {})
+    assert report.uses_step_budget(budget)
+    assert not report.uses_step_budget(report.RunRecord(
+        Path("x"), "train-tmkt", "x", 1, "tmkt", "d", "b", 4, 16, 1.0, {"train": {"epochs": 3}},
+        "", {}))
+
+
+def test_training_curves_put_the_teacher_on_its_own_row():
+    from tmkt_cli.analysis.plotting import Band, training_curves_figure
+
+    band = Band(np.array([1.0, 2.0]), np.array([1.0, 0.5]), np.zeros(2))
+    fig = training_curves_figure({("SNN", "step"): {"a": {"eval_loss": band, "eval_acc": band}},
+                                  ("ANN teacher (images)", "epoch"): {"t": {"eval_acc": band}}})
+    axes = fig.get_axes()
+    assert len(axes) == 4
+    assert [ax.get_xlabel() for ax in axes] == ["optimizer step"] * 2 + ["epoch"] * 2
+    assert axes[0].get_yscale() == "log" and "ANN teacher" in axes[2].get_title()
+
+
+def test_figures_also_in_vector_formats_on_request(world, tmp_path, monkeypatch):
+    from tmkt_cli.cli import app
+
+    monkeypatch.setenv("TMKT_FIGURE_FORMATS", "")  # the CLI sets it; restored afterwards
+    res = CliRunner().invoke(app, ["--figure-format", "pdf", "--figure-format", "svg",
+                                   "report", str(world / "runs"), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for name in ("training_curves", "data_efficiency"):
+        assert (tmp_path / f"{name}.png").is_file()
+        assert (tmp_path / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+        assert b"<svg" in (tmp_path / f"{name}.svg").read_bytes()[:1000]
+    res = CliRunner().invoke(app, ["--figure-format", "gif", "report", str(world / "runs")])
+    assert res.exit_code == 2 and "'gif' is not one of pdf, svg" in res.output
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,8 +247,10 @@ def test_loss_landscape_of_a_quadratic():
 
 def test_report_with_landscape(world, tmp_path):
     run = world / "runs" / "toy-tmkt" / "seed1" / "train-tmkt"
-    result = report.make_report([run], tmp_path, Console(quiet=True), landscape=[run],
-                                landscape_grid=3, landscape_samples=4)
+    figures, grids = landscape.draw_landscapes([run], tmp_path, Console(quiet=True), grid=3,
+                                               samples=4)
+    result = report.make_report([run], tmp_path, Console(quiet=True), extra_figures=figures,
+                                grids=grids)
     png = tmp_path / "landscape-toy-tmkt-seed1-train-tmkt.png"
     assert result.figures[f"loss landscape, {run}"] == png
     assert_png(png)
@@ -211,5 +260,31 @@ def test_report_with_landscape(world, tmp_path):
         assert ((0 <= z["accuracy"]) & (z["accuracy"] <= 1)).all()
     assert "landscape-toy-tmkt-seed1-train-tmkt.npz" in (tmp_path / "report.md").read_text()
     with pytest.raises(TmktError, match="holds a 'eval' run"):
-        report.draw_landscape(world / "runs" / "toy-tmkt" / "seed1" / "eval", tmp_path,
+        landscape.draw_landscape(world / "runs" / "toy-tmkt" / "seed1" / "eval", tmp_path,
                               Console(quiet=True))
+
+
+def test_landscape_command_and_the_deprecated_report_option(world, tmp_path):
+    from tmkt_cli.cli import app
+
+    run = world / "runs" / "toy-tmkt" / "seed1" / "train-tmkt"
+    res = CliRunner().invoke(app, ["landscape", str(run), "--out", str(tmp_path / "l"),
+                                   "--grid", "2", "--samples", "4"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "l" / "landscape-toy-tmkt-seed1-train-tmkt.npz").is_file()
+    assert not (tmp_path / "l" / "report.md").exists()  # a landscape is not a report
+    # The old form still works for a release, with a note saying what replaces it.
+    res = CliRunner().invoke(app, ["report", str(world / "runs"), "--out", str(tmp_path / "r"),
+                                   "--landscape", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "deprecated" in res.output and "tmkt landscape" in res.output
+    assert "landscape-toy-tmkt-seed1-train-tmkt.png" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_report_imports_no_torch():
+    """The report reads run folders; running networks (landscapes) is another command."""
+    import subprocess
+
+    code = ("import sys, tmkt_cli.report; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

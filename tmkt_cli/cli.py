@@ -72,6 +72,9 @@ ResumeOpt = Annotated[str, typer.Option(
     metavar="auto|never")]
 DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Print the resolved recipe and what would run, then exit.")]
+VerifyOpt = Annotated[bool, typer.Option(
+    "--verify", help="Before saying 'up to date', re-hash every output, large ones too "
+                     "(small ones always are).")]
 DebugOpt = Annotated[bool, typer.Option(
     "--debug", help="Show the full traceback of an error.")]
 
@@ -85,11 +88,24 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _main(version: Annotated[bool, typer.Option(
         "--version", callback=_show_version, is_eager=True,
-        help="Print tmkt's version and exit.")] = False) -> None:
+        help="Print tmkt's version and exit.")] = False,
+        figure_format: Annotated[list[str] | None, typer.Option(
+            "--figure-format", metavar="pdf|svg",
+            help="Also write every figure in this vector format, beside its PNG "
+                 "(repeatable), e.g. tmkt --figure-format pdf cam RECIPE.")] = None) -> None:
     """Train spiking networks for event cameras with knowledge from static images (TMKT, CKD,
     KT). Each command is one stage; stages read and write run folders, so they resume after a
     kill and compose in Makefiles and SLURM jobs. `tmkt recipes` lists the shipped recipes,
     `tmkt env` describes this machine."""
+    if figure_format:
+        from tmkt_cli.analysis.plotting import FORMATS_VARIABLE, VECTOR_FORMATS
+
+        unknown = [f for f in figure_format if f.lower() not in VECTOR_FORMATS]
+        if unknown:
+            ui.print(f"[bold red]error:[/bold red] --figure-format: {unknown[0]!r} is not one "
+                     f"of {', '.join(VECTOR_FORMATS)}")
+            raise typer.Exit(EXIT_USER_ERROR)
+        os.environ[FORMATS_VARIABLE] = ",".join(f.lower() for f in figure_format)
 
 
 def _guarded(fn, debug: bool):
@@ -117,7 +133,8 @@ def _resume_value(resume: str) -> Literal["auto", "never"]:
 
 
 def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[str] | None,
-               force: bool, resume: str, dry_run: bool, base_raw: dict | None = None) -> None:
+               force: bool, resume: str, dry_run: bool, base_raw: dict | None = None,
+               verify: bool = False) -> None:
     from tmkt_cli.catalog import resolve_recipe
     from tmkt_cli.config import load_recipe
     from tmkt_cli.stages.common import execute
@@ -126,7 +143,7 @@ def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[
     recipe = load_recipe(recipe_path, overrides or [], base_raw=base_raw)
     mod = importlib.import_module(f"tmkt_cli.stages.{module}")
     execute(stage, recipe, mod.folder(recipe), mod.inputs, mod.run, ui, force=force,
-            resume=_resume_value(resume), dry_run=dry_run)
+            resume=_resume_value(resume), dry_run=dry_run, verify=verify)
 
 
 # -- stages ---------------------------------------------------------------------------------------
@@ -147,11 +164,11 @@ def prepare(
         "--time-steps", "-T", help="Frames per recording (prepare.time_steps).")] = None,
     size: Annotated[int | None, typer.Option(help="Frame side in pixels (prepare.size).")] = None,
     split_by: Annotated[str | None, typer.Option(
-        "--split-by", help="time or number (prepare.split_by).")] = None,
+        "--split-by", help="time, number or time_fork (prepare.split_by).")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Worker processes (prepare.workers).")] = None,
     set_: SetOpt = None, force: ForceOpt = False, resume: ResumeOpt = "auto",
-    dry_run: DryRunOpt = False, debug: DebugOpt = False,
+    dry_run: DryRunOpt = False, verify: VerifyOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Integrate raw event recordings into T frames and store them, with the paired images,
     in one HDF5 file ([N, T, 2, H, W] per split)."""
@@ -164,7 +181,7 @@ def prepare(
             if value is not None:
                 overrides.append(f"{key}={value}")
         _run_stage("prepare", "prepare", recipe_arg, overrides, force, resume, dry_run,
-                   base_raw=base)
+                   base_raw=base, verify=verify)
     _guarded(body, debug)
 
 
@@ -184,47 +201,50 @@ def _prepare_target(target: str) -> tuple[str | None, dict | None]:
 @app.command("pretrain-ann")
 def pretrain_ann(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
                  resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-                 debug: DebugOpt = False) -> None:
+                 verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Train the ANN teacher of CKD on the prepared dataset's static images."""
     _guarded(lambda: _run_stage("pretrain-ann", "pretrain_ann", recipe, set_, force, resume,
-                                dry_run), debug)
+                                dry_run, verify=verify), debug)
 
 
 @app.command()
 def distill(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
             resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-            debug: DebugOpt = False) -> None:
+            verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """CKD: distil the ANN teacher (pretrain-ann) into a two-stream SNN student, in phases."""
-    _guarded(lambda: _run_stage("distill", "distill", recipe, set_, force, resume, dry_run),
+    _guarded(lambda: _run_stage("distill", "distill", recipe, set_, force, resume, dry_run,
+                                verify=verify),
              debug)
 
 
 @app.command("train-tmkt")
 def train_tmkt(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
                resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-               debug: DebugOpt = False) -> None:
+               verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Train an SNN with method.name = tmkt, kt, finetune or event_only (and any ablation
     of their components)."""
     _guarded(lambda: _run_stage("train-tmkt", "train_tmkt", recipe, set_, force, resume,
-                                dry_run), debug)
+                                dry_run, verify=verify), debug)
 
 
 @app.command("eval")
 def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
           resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-          debug: DebugOpt = False) -> None:
+          verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Evaluate a trained run on the event test split: top-1/top-5, per-class accuracy,
     accuracy against time steps, firing rates, synaptic operations and energy."""
-    _guarded(lambda: _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run),
+    _guarded(lambda: _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run,
+                                verify=verify),
              debug)
 
 
 @app.command()
 def cam(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
         resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-        debug: DebugOpt = False) -> None:
+        verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Class activation maps (Grad-CAM or spike activation maps) of the event stream."""
-    _guarded(lambda: _run_stage("cam", "cam", recipe, set_, force, resume, dry_run), debug)
+    _guarded(lambda: _run_stage("cam", "cam", recipe, set_, force, resume, dry_run,
+                                verify=verify), debug)
 
 
 @app.command()
@@ -235,14 +255,41 @@ def report(
     out: Annotated[Path, typer.Option(help="Folder for report.md and the figures.")] = Path(
         "runs/report"),
     landscape: Annotated[list[Path] | None, typer.Option(
-        help="Also draw the loss landscape around these run folders' checkpoints.")] = None,
+        help="Deprecated (use `tmkt landscape`): also draw the loss landscape around these "
+             "run folders' checkpoints.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Gather finished runs into a table (mean and spread over seeds, beside the published
     numbers) and draw training curves and the data-efficiency curve."""
     def body():
         from tmkt_cli.report import make_report
-        make_report(list(runs), out, ui, landscape=list(landscape or []))
+        figures, grids = {}, []
+        if landscape:
+            ui.print("[yellow]note:[/yellow] `tmkt report --landscape` is deprecated and will "
+                     "be removed in the next release; use `tmkt landscape RUN --out DIR`")
+            from tmkt_cli.landscape import draw_landscapes
+            figures, grids = draw_landscapes(list(landscape), out, ui)
+        make_report(list(runs), out, ui, extra_figures=figures, grids=grids)
+    _guarded(body, debug)
+
+
+@app.command()
+def landscape(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Finished training run folders (train-tmkt, distill or pretrain-ann).",
+        show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for the figures and raw grids.")] = Path(
+        "runs/landscape"),
+    grid: Annotated[int, typer.Option(help="Points per axis over [-1, 1].", min=2)] = 11,
+    samples: Annotated[int, typer.Option(help="Training samples the loss is measured on.",
+                                         min=1)] = 128,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw the loss landscape around each run's last checkpoint (two filter-normalised
+    random directions, Li et al. 2018)."""
+    def body():
+        from tmkt_cli.landscape import draw_landscapes
+        draw_landscapes(list(runs), out, ui, grid=grid, samples=samples)
     _guarded(body, debug)
 
 
@@ -288,6 +335,31 @@ def recipes(debug: DebugOpt = False) -> None:
         table.add_column("what it runs")
         for r in found:
             table.add_row(r.name, r.summary)
+        Console(highlight=False).print(table)
+    _guarded(body, debug)
+
+
+@app.command()
+def datasets(
+    root: Annotated[Path | None, typer.Option(
+        help="Where raw data lives: each dataset is looked for in ROOT/<name>, then ROOT.")]
+        = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List the datasets `tmkt prepare` reads: what each raw folder must hold, and with
+    --root whether it is there."""
+    def body():
+        from rich.markup import escape
+        from rich.table import Table
+
+        from tmkt_cli.datasets_overview import overview
+        table = Table(title="datasets (docs/datasets.md: sources, citations, layouts)",
+                      title_justify="left", show_lines=True)
+        for column in ("name", "dataset", "raw folder must hold", "status"):
+            table.add_column(column, no_wrap=column == "name")
+        for d in overview(root):
+            where = f" in {d.root}" if d.root and d.status.startswith("found") else ""
+            table.add_row(d.name, escape(d.title), escape(d.needs), escape(d.status + where))
         Console(highlight=False).print(table)
     _guarded(body, debug)
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tmkt_cli import safe_yaml
 from tmkt_cli.errors import TmktError
 
 
@@ -112,8 +113,14 @@ class PrepareConfig:
     """T, the number of frames each recording is integrated into."""
     size: int = param(48, ge=1)
     """Frames and images are resized (bilinear) to size x size."""
-    split_by: Literal["time", "number"] = "time"
-    """``time``: T equal time bins; ``number``: T bins of equal event count."""
+    split_by: Literal["time", "number", "time_fork"] = "time"
+    """``time``: T equal time bins; ``number``: T bins of equal event count; ``time_fork``:
+    the slicer of the tonic fork KT uses (windows of t_last // T from the first timestamp)."""
+    align_corners: bool = False
+    """Bilinear frame resize with corner pixels aligned (KT's code) or half-pixel centres."""
+    sensor_extent: Literal["declared", "observed", "observed_shifted"] = "declared"
+    """Frame extent before the resize: the dataset's sensor, the recording's own events
+    (max + 1), or those after shifting x and y to start at 0 (KT's N-Caltech101 reader)."""
     workers: int = param(1, ge=1, volatile=True)
     """Processes that read and integrate recordings."""
     flush_every: int = param(64, ge=1, volatile=True)
@@ -137,12 +144,23 @@ class DataConfig:
     pairing: Literal["class", "instance"] = "class"
     """Static partner of an event sample: a random training image of the same class, redrawn
     every time (``class``), or the recording's own image where the dataset has one."""
+    val_fraction: float = param(0.0, ge=0, lt=1)
+    """Fraction of the training split held out for validation (per class, whole groups of
+    recordings of one source image), on which ``best.pt`` is then chosen; 0: no validation
+    split, and ``best.pt`` is the best on the test split (optimistic, KT's way)."""
+    sampler: Literal["uniform", "class_balanced"] = "uniform"
+    """Training order: a permutation of the training split each epoch (``uniform``), or as
+    many draws with replacement, each class equally likely (``class_balanced``, KT's
+    WeightedRandomSampler on N-Caltech101)."""
     crop_padding: int = param(4, ge=0)
     """Random crop with this zero padding (0 disables)."""
     hflip: bool = True
     """Random horizontal flip."""
     rotation: float = param(0.0, ge=0, le=180)
     """Random rotation in degrees, uniform in [-rotation, rotation] (0 disables)."""
+    augment_static: bool = True
+    """Augment the static partners of event samples like the event frames (false: KT's code,
+    which only resizes and converts its static images)."""
     num_workers: int = param(0, ge=0, volatile=True)
     """DataLoader worker processes."""
     in_memory: bool = param(False, volatile=True)
@@ -157,12 +175,25 @@ class ModelConfig:
     """LIF membrane time constant."""
     threshold: float = param(0.5, gt=0)
     """LIF firing threshold (hard reset to 0)."""
-    surrogate: Literal["atan", "sigmoid", "piecewise_quadratic"] = "atan"
-    """Surrogate gradient of the spike function."""
+    surrogate: Literal["atan", "sigmoid", "piecewise_quadratic", "rectangular"] = "atan"
+    """Surrogate gradient of the spike function (piecewise_quadratic with alpha 2 is KT's
+    QGateGrad; rectangular with alpha 1 is its BackEIGateGrad)."""
     surrogate_alpha: float = param(2.0, gt=0)
     """Sharpness of the surrogate gradient."""
     detach_reset: bool = False
     """Do not backpropagate through the reset."""
+    fire: Literal["ge", "gt"] = "ge"
+    """Spike where the charged potential H >= threshold (``ge``, spikingjelly) or H >
+    threshold (``gt``, KT's BrainCog neuron)."""
+    norm: Literal["pooled", "per_step"] = "pooled"
+    """BatchNorm statistics over all T x B frames of a batch (``pooled``) or over the B
+    samples of each time step with running statistics updated T times per stream
+    (``per_step``, KT's code)."""
+    feature: Literal["charge", "membrane"] = "charge"
+    """Feature map the methods align (CKA, MAG, MRP): the tap's potential before firing
+    (``charge``) or after firing and reset (``membrane``, KT's code)."""
+    shared_head: bool = False
+    """One output layer for both streams instead of two (KT's N-Omniglot SCNN)."""
 
 
 @dataclass
@@ -185,12 +216,28 @@ class TrainConfig:
     """Apply the linear scaling rule lr x batch_size / 1024 (KT's setting)."""
     weight_decay: float = param(0.01, ge=0)
     """AdamW weight decay."""
+    weight_decay_exclude_1d: bool = False
+    """No weight decay on 1-D parameters and biases (BN, biases, eta): timm's optimizer
+    factory as KT's code calls it."""
+    schedule: Literal["warmup_cosine", "timm_cosine", "timm_step"] = "warmup_cosine"
+    """``warmup_cosine``: per-step linear warm-up to the peak, cosine to ``min_lr_ratio``.
+    ``timm_cosine`` / ``timm_step``: timm's epoch-wise schedules with KT's arguments (warm-up
+    from ``warmup_lr``, cosine to ``min_lr``, or decay by ``decay_rate`` every
+    ``decay_epochs``)."""
     warmup_epochs: float = param(5.0, ge=0)
     """Linear warm-up length before the cosine decay."""
     warmup_steps: int = param(0, ge=0)
     """Warm-up length in steps; when > 0 it replaces ``warmup_epochs`` (for step budgets)."""
     min_lr_ratio: float = param(0.0, ge=0, le=1)
-    """Final learning rate as a fraction of the peak."""
+    """Final learning rate as a fraction of the peak (``warmup_cosine``)."""
+    warmup_lr: float = param(1e-6, ge=0)
+    """Learning rate at the start of the warm-up (timm schedules; KT: 1e-6)."""
+    min_lr: float = param(1e-5, ge=0)
+    """Final learning rate of ``timm_cosine`` (KT: 1e-5)."""
+    decay_epochs: float = param(30.0, gt=0)
+    """``timm_step``: epochs between decays (KT's N-Omniglot run: 40)."""
+    decay_rate: float = param(0.1, gt=0, le=1)
+    """``timm_step``: factor applied at each decay."""
     grad_clip: float = param(0.0, ge=0)
     """Clip the global gradient norm to this value (0: off)."""
     amp: Literal["off", "bf16", "fp16"] = "off"
@@ -300,8 +347,10 @@ class EvalConfig:
     source: Literal["train-tmkt", "distill", "pretrain-ann"] = "train-tmkt"
     """Which stage of this recipe's run to evaluate: an SNN (train-tmkt, distill) on the event
     test split, or the ANN teacher (pretrain-ann) on the test images."""
-    checkpoint: Literal["best", "last"] = "last"
-    """Which checkpoint of the run."""
+    checkpoint: Literal["best", "last", "best_test"] = "last"
+    """Which checkpoint of the run: ``last``; ``best`` (chosen on the validation split when the
+    run has one, else on the test split); ``best_test`` (chosen on the test split: optimistic,
+    the published numbers' way). The eval folder is keyed by it (``eval``, ``eval-best``, ...)."""
     batch_size: int = param(64, ge=1)
     """Evaluation batch size."""
     energy_ac_pj: float = param(0.9, gt=0)
@@ -325,17 +374,27 @@ class CamConfig:
     """SAM: decay of a spike's contribution with the time since it, exp(-gamma dt)."""
     baseline: str = ""
     """Run folder or checkpoint of the baseline model drawn beside the model under study."""
-    samples: list[int] = param(factory=lambda: [0, 1, 2, 3])
-    """Test-split indices to draw."""
+    samples: list[int] = param(factory=list)
+    """Test-split indices to draw. Empty (and ``classes`` empty): chosen for you, from up to
+    ``max_classes`` classes spread over the dataset, for each a correctly and a wrongly
+    classified sample of the model under study where both exist."""
     classes: list[str | int] = param(factory=list)
     """Alternatively, draw the first test sample of each of these classes (class names;
     numbers are read as names, so ``[3, 7]`` means the classes named "3" and "7")."""
+    max_classes: int = param(10, ge=1)
+    """How many classes the automatic choice spreads over."""
 
 
 @dataclass
 class Recipe:
     name: str = ""
     """Experiment name. Empty: derived from the recipe path (``digits/tmkt.yaml`` -> digits-tmkt)."""
+    variant: str = "auto"
+    """Sub-folder of a variant of the recipe: runs live at
+    ``<runs>/<name>/<variant>/seed<seed>/``. ``auto`` names it after the ``--set`` overrides
+    that change what training computes (``--set data.event_fraction=0.05`` ->
+    ``event_fraction-0.05``), so a variant never collides with the recipe's own run; empty
+    (or no such override) gives ``<runs>/<name>/seed<seed>/``; other text names it by hand."""
     seed: int = param(42, ge=0)
     """Seeds Python, NumPy, torch, data order, augmentation and the method's random draws."""
     base: str = ""
@@ -369,7 +428,8 @@ class Recipe:
         return Path("prepared") / f"{p.dataset}-T{p.time_steps}-{p.size}px"
 
     def run_root(self) -> Path:
-        return Path(self.paths.runs) / self.name / f"seed{self.seed}"
+        variant = () if self.variant in ("", "auto") else (self.variant,)
+        return Path(self.paths.runs, self.name, *variant, f"seed{self.seed}")
 
     def stage_dir(self, stage: str) -> Path:
         return self.run_root() / stage
@@ -378,7 +438,10 @@ class Recipe:
         """``eval/`` for the recipe's train-tmkt run, ``eval-<source>/`` for a distill or
         pretrain-ann run, so evaluating a student and its teacher never share a folder."""
         source = self.eval.source
-        return self.stage_dir("eval" if source == "train-tmkt" else f"eval-{source}")
+        name = "eval" if source == "train-tmkt" else f"eval-{source}"
+        if self.eval.checkpoint != "last":  # each evaluated checkpoint its own folder
+            name += f"-{self.eval.checkpoint.replace('_', '-')}"
+        return self.stage_dir(name)
 
 
 # Which sections each stage reads: they, and only they, enter its config hash.
@@ -492,6 +555,16 @@ def _closest(key: str, candidates: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
+def _closest_field(prefix: str, name: str, hints: dict[str, Any]) -> str:
+    """A misspelt key next to the one meant (``trian`` for ``train``): suggest the sibling; a
+    section is suggested with a trailing dot."""
+    match = difflib.get_close_matches(name, list(hints), n=1, cutoff=0.75)
+    if not match:
+        return ""
+    dot = "." if dataclasses.is_dataclass(hints[match[0]]) else ""
+    return f"; did you mean '{prefix}{match[0]}{dot}'?"
+
+
 def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
@@ -538,6 +611,8 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TmktError(f"recipe key '{key}': expected an integer, got {value!r}")
+        if not -2**63 <= value < 2**63:  # numpy, torch and HDF5 hold 64-bit integers
+            raise TmktError(f"recipe key '{key}': {value} does not fit in a 64-bit integer")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
@@ -551,6 +626,8 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise TmktError(f"recipe key '{key}': expected a string, got {value!r}")
+        if "\0" in value:  # no file name or path may hold one; the OS would refuse later
+            raise TmktError(f"recipe key '{key}': contains a NUL byte: {value!r}")
         return value
     raise TypeError(f"unsupported schema type {tp!r} for {key}")  # a bug in the schema
 
@@ -575,7 +652,8 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
     for k, v in raw.items():
         key = f"{prefix}{k}"
         if k not in fields:
-            raise TmktError(f"unknown recipe key '{key}'" + _closest(key, all_keys()))
+            hint = _closest_field(prefix, str(k), hints) or _closest(key, all_keys())
+            raise TmktError(f"unknown recipe key '{key}'{hint}")
         tp = hints[k]
         if dataclasses.is_dataclass(tp):
             kwargs[k] = build(tp, v, key + ".")
@@ -600,7 +678,7 @@ def read_yaml(path: Path, what: str = "recipe") -> dict:
     if path.is_dir():
         raise TmktError(f"{what} is a folder, expected a YAML file: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml.load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -656,7 +734,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise TmktError(f"--set {text!r}: the key is empty or malformed")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = safe_yaml.load(value) if value.strip() else ""
+    except safe_yaml.AliasBombError as e:
+        raise TmktError(f"--set {key}: the value {e.problem}") from None
     except yaml.YAMLError:
         parsed = value
     return key.split("."), parsed
@@ -695,14 +775,52 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), base_raw: di
     raw = _load_raw(p) if p is not None else {}
     if base_raw:
         raw = deep_merge(base_raw, raw)
+    raw_file = raw
     raw = apply_overrides(raw, list(overrides))
     recipe = build(Recipe, raw)
     if not recipe.name:
         recipe.name = default_name(p)
     if "/" in recipe.name or recipe.name in (".", ".."):
         raise TmktError(f"recipe key 'name': must be a plain folder name, got {recipe.name!r}")
+    if "/" in recipe.variant or recipe.variant in (".", ".."):
+        raise TmktError(f"recipe key 'variant': must be a plain folder name, got "
+                        f"{recipe.variant!r}")
+    check_path_lengths(recipe)
     recipe.method = resolve_method(recipe.method)
+    if recipe.variant == "auto":
+        recipe.variant = _auto_variant(raw_file, recipe, overrides)
     return recipe
+
+
+NAME_MAX, PATH_MAX = 255, 4096
+"""Linux's limits on one file name and a whole path, in bytes."""
+
+
+def check_path_lengths(recipe: Recipe) -> None:
+    """Names and paths the file system would refuse, refused before any folder is made."""
+    for key, value in (("name", recipe.name), ("paths.runs", recipe.paths.runs),
+                       ("paths.dataset", recipe.paths.dataset)):
+        encoded = value.encode("utf-8", "surrogateescape")
+        longest = max((len(part.encode("utf-8", "surrogateescape"))
+                       for part in Path(value).parts), default=0)
+        if longest > NAME_MAX:
+            raise TmktError(f"recipe key '{key}': a folder name of {longest} bytes (the file "
+                            f"system allows {NAME_MAX}): {value[:40]}...")
+        if len(encoded) > PATH_MAX - 512:  # room for the run folders and file names below
+            raise TmktError(f"recipe key '{key}': a path of {len(encoded)} bytes (at most "
+                            f"{PATH_MAX - 512}): {value[:40]}...")
+
+
+def _auto_variant(raw_file: dict, recipe: Recipe, overrides: list[str]) -> str:
+    """The folder of a ``--set`` variant (tmkt_cli/variants.py)."""
+    from tmkt_cli.variants import PLACED_BY_HAND, variant_name
+
+    if not overrides or any(parse_override(o)[0][0] in PLACED_BY_HAND for o in overrides):
+        return ""
+    plain = build(Recipe, raw_file)
+    plain.method = resolve_method(plain.method)
+    volatile = {key for key, *_, meta in iter_fields() if meta.get("volatile")}
+    return variant_name(to_dict(plain), to_dict(recipe), volatile, all_keys())
 
 
 def dump_yaml(obj: Any) -> str:

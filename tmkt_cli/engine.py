@@ -12,7 +12,6 @@ checkpoint holds the model, optimizer, scheduler, scaler and loop position.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -25,18 +24,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tmkt_cli import artifacts
+from tmkt_cli import recovery
 from tmkt_cli.artifacts import StageRun
+from tmkt_cli.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importable)
+    BEST,
+    BEST_TEST,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    LAST,
+    load_checkpoint,
+    save_checkpoint,
+    weights_only,
+)
 from tmkt_cli.config import TrainConfig
 from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
 from tmkt_cli.errors import StopRequested, TmktError
-from tmkt_cli.methods.schedules import warmup_cosine
+from tmkt_cli.methods.optim import lr_factor, param_groups
+from tmkt_cli.runlog import METRICS, MetricsLog, read_metrics  # noqa: F401
 from tmkt_cli.runtime import DIST, StopSignal, autocast, seed_everything, seed_worker, select_device
 
-CHECKPOINT_FORMAT = "tmkt-checkpoint"
-CHECKPOINT_VERSION = 1
-LAST, BEST = "last.pt", "best.pt"
-METRICS = "metrics.jsonl"
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass
@@ -101,6 +108,9 @@ class FitResult:
     steps: int
     checkpoint: Path
     best_checkpoint: Path
+    best_test: dict[str, float] = field(default_factory=dict)
+    """The evaluation with the best test accuracy (the same as ``best`` without a
+    validation split)."""
 
 
 @dataclass
@@ -111,6 +121,7 @@ class _Loop:
     best_acc: float = -1.0
     best: dict = field(default_factory=dict)
     last_eval: dict = field(default_factory=dict)
+    best_test: dict = field(default_factory=dict)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -146,40 +157,8 @@ def evaluate_classifier(predict: Callable[[dict], torch.Tensor], loader,
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints
+# Checkpoints (the format lives in tmkt_cli/checkpoints.py)
 # --------------------------------------------------------------------------------------------
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    # Through a Python file: a full disk then surfaces as OSError(ENOSPC) under torch's
-    # RuntimeError (torch.save to a path reports only "unexpected pos"), which atomic_path
-    # turns into one line.
-    with artifacts.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
-
-
-def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
-    """Load a tmkt checkpoint safely (``weights_only``: a pickle that would run code is
-    refused) and check it is one."""
-    path = Path(path)
-    if not path.is_file():
-        raise TmktError(f"{path}: {what} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for unreadable / unsafe files
-        text = str(e)
-        if "GLOBAL" in text or "Unsupported global" in text:  # a class/function reference
-            raise TmktError(f"{path}: refused to load: the file holds Python objects that "
-                            f"would run code (not a plain tmkt checkpoint)") from None
-        detail = next((ln.strip() for ln in text.splitlines()
-                       if "Unsupported operand" in ln or "error" in ln.lower()), type(e).__name__)
-        raise TmktError(f"{path}: not a readable checkpoint ({detail[:120]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TmktError(f"{path}: not a tmkt checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise TmktError(f"{path}: checkpoint version {state.get('version')} is not supported "
-                        f"(this tmkt reads version {CHECKPOINT_VERSION})")
-    return state
-
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
@@ -205,64 +184,6 @@ def _set_rng_state(state: dict) -> None:
 # --------------------------------------------------------------------------------------------
 # Logging
 # --------------------------------------------------------------------------------------------
-
-class MetricsLog:
-    """``metrics.jsonl`` (one JSON record a line) plus TensorBoard scalars.
-
-    On resume, records written after the checkpoint being resumed are dropped (they will be
-    written again), as is a last line cut short by a kill.
-    """
-
-    def __init__(self, folder: Path, resume_step: int | None, tensorboard: bool = True):
-        self.path = folder / METRICS
-        kept = []
-        if resume_step is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if rec.get("step", 0) <= resume_step and not (
-                        rec.get("kind") == "eval" and rec.get("step", 0) == resume_step
-                        and rec.get("partial")):
-                    kept.append(line)
-        artifacts.write_text(self.path, "".join(k + "\n" for k in kept))
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(folder / "tensorboard"),
-                                        purge_step=resume_step)
-            except ImportError:  # tensorboard is optional at run time
-                self.tb = None
-
-    def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        rec = {"kind": kind, "step": step, **values}
-        self._file.write(json.dumps(rec) + "\n")
-        self._file.flush()
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    self.tb.add_scalar(f"{kind}/{k}", v, step)
-
-    def close(self) -> None:
-        self._file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def read_metrics(folder: Path) -> list[dict]:
-    path = Path(folder) / METRICS
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
-
 
 class GradientNoise:
     """Variance of mini-batch gradients over windows of ``window`` steps.
@@ -345,15 +266,100 @@ def eval_loader(dataset, batch_size: int, num_workers: int = 0, rank: int = 0,
     return make_loader(dataset, batches, num_workers)
 
 
+@dataclass
+class Optimization:
+    """What the optimizer step needs besides the model."""
+
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
+@dataclass
+class Fit:
+    """One call of :func:`fit`: everything its helpers share, built once."""
+
+    task: Task
+    model: nn.Module
+    step_module: nn.Module
+    opt: Optimization
+    cfg: TrainConfig
+    device: torch.device
+    seed: int
+    total: int
+    steps_per_epoch: int
+    run: StageRun
+    ui: Any
+    model_info: dict
+    eval_set: Any
+    num_workers: int
+    loop: _Loop = field(default_factory=_Loop)
+    log: Any = None
+    noise: GradientNoise | None = None
+    window_t: float = 0.0
+    window_n: int = 0
+    """Samples since the last train log (for samples/s)."""
+    sample_weights: np.ndarray | None = None
+    val_set: Any = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.run.folder / LAST
+
+    @property
+    def best_path(self) -> Path:
+        return self.run.folder / BEST
+
+
 def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainConfig, *,
         seed: int, run: StageRun, ui, model_info: dict, num_workers: int = 0,
-        on_stop_poll: Callable[[], bool] | None = None, tensorboard: bool = True) -> FitResult:
+        on_stop_poll: Callable[[], bool] | None = None, tensorboard: bool = True,
+        sample_weights: np.ndarray | None = None, val_set=None) -> FitResult:
     """Train ``task.model`` on ``train_set[train_indices]``, evaluating on ``eval_set`` every
     epoch; checkpoints and logs go to ``run.folder``. Resumes from ``last.pt`` when the run's
-    decision is ``resume``."""
-    folder = run.folder
+    decision is ``resume``. ``sample_weights`` (one per training index): draw each epoch with
+    replacement with these probabilities instead of permuting (``data.sampler``).
+    ``val_set``: a validation split, evaluated beside ``eval_set``; ``best.pt`` is then the
+    best on it and ``best_test.pt`` the best on ``eval_set`` (otherwise ``best.pt`` is the
+    best on ``eval_set``)."""
     seed_everything(seed, cfg.deterministic)
     device = select_device(cfg.device)
+    model, step_module = prepare_model(task, cfg, device)
+    steps_per_epoch, total, warmup = step_budget(cfg, len(train_indices))
+    f = Fit(task, model, step_module,
+            build_optimization(model, cfg, total, warmup, device, steps_per_epoch),
+            cfg, device, seed, total, steps_per_epoch, run, ui, model_info, eval_set,
+            num_workers, sample_weights=sample_weights, val_set=val_set)
+    resume_step = start_or_resume(f)
+    f.log = MetricsLog(run.folder, resume_step, tensorboard=tensorboard) if DIST.is_main \
+        else _NullLog()
+    f.noise = GradientNoise(cfg.grad_noise_window)
+    progress, bar = progress_bar(f)
+    model.train()
+    f.window_t = time.perf_counter()
+    try:
+        with StopSignal() as stop, progress:
+            while f.loop.step < total:
+                train_steps(f, train_set, train_indices, progress, bar,
+                            lambda: bool(stop.requested) or bool(on_stop_poll and on_stop_poll()),
+                            lambda: stop.requested)
+    except OUT_OF_MEMORY as e:
+        raise recovery.out_of_memory(e, cfg.batch_size, train_set, train_indices,
+                                     sum(p.numel() for p in f.opt.params), f.last_path) from None
+    finally:
+        f.log.close()
+    return FitResult(metrics=f.loop.last_eval, best=f.loop.best, steps=f.loop.step,
+                     checkpoint=f.last_path, best_checkpoint=f.best_path,
+                     best_test=f.loop.best_test or f.loop.best)
+
+
+# -- setting up ------------------------------------------------------------------------------
+
+def prepare_model(task: Task, cfg: TrainConfig, device: torch.device
+                  ) -> tuple[nn.Module, nn.Module]:
+    """The model on its device (SyncBN, channels-last, compiled as the config says) and the
+    module one training step calls (wrapped for DistributedDataParallel when distributed)."""
     if cfg.sync_bn:
         if device.type != "cuda":
             raise TmktError("train.sync_bn: SyncBatchNorm needs GPUs (torch supports it on "
@@ -369,11 +375,14 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
         step_module = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)  # heads of switched-off components get no grads
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr_for(cfg), weight_decay=cfg.weight_decay)
-    steps_per_epoch = batches_per_epoch(len(train_indices), cfg.batch_size)
+    return model, step_module
+
+
+def step_budget(cfg: TrainConfig, train_samples: int) -> tuple[int, int, int]:
+    """(steps per epoch, total steps, warm-up steps) of a run on ``train_samples``."""
+    steps_per_epoch = batches_per_epoch(train_samples, cfg.batch_size)
     if steps_per_epoch == 0:
-        raise TmktError(f"the training split has {len(train_indices)} sample(s): too few for "
+        raise TmktError(f"the training split has {train_samples} sample(s): too few for "
                         f"a batch (train.batch_size={cfg.batch_size})")
     if cfg.epochs == 0 and cfg.max_steps == 0:
         raise TmktError("train.epochs and train.max_steps are both 0: set one of them")
@@ -382,47 +391,23 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
         total = min(total, cfg.max_steps)
     warmup = cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
     warmup = min(warmup, max(0, total - 1))
+    return steps_per_epoch, total, warmup
+
+
+def build_optimization(model: nn.Module, cfg: TrainConfig, total: int, warmup: int,
+                       device: torch.device, steps_per_epoch: int = 1) -> Optimization:
+    """AdamW at :func:`lr_for` over ``methods.optim.param_groups``, the schedule
+    ``train.schedule`` (``methods.optim.lr_factor``), and the AMP grad scaler."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay, cfg.weight_decay_exclude_1d), lr=lr_for(cfg))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total, warmup, cfg.min_lr_ratio))
+        optimizer, lambda s: lr_factor(cfg, lr_for(cfg), s, total, warmup, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    return Optimization(params, optimizer, scheduler, scaler)
 
-    loop = _Loop()
-    last_path, best_path = folder / LAST, folder / BEST
-    resume_step = None
-    if run.decision == "resume" and last_path.exists():
-        state = load_checkpoint(last_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        loop = _Loop(**state["loop"])
-        resume_step = loop.step
-        ui.print(f"resuming at step {loop.step}/{total} (epoch {loop.epoch + 1})")
-    elif run.decision == "resume":
-        resume_step = 0  # killed before the first checkpoint: start over, keep nothing
-    log = MetricsLog(folder, resume_step, tensorboard=tensorboard) if DIST.is_main \
-        else _NullLog()
-    noise = GradientNoise(cfg.grad_noise_window)
 
-    def checkpoint(path: Path) -> None:
-        if not DIST.is_main:
-            return
-        save_checkpoint(path, {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage": run.stage,
-            "model_info": model_info, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": _rng_state(),
-            "loop": loop.__dict__, "config_hash": run.config_hash})
-
-    def evaluate_now() -> dict[str, float]:
-        model.eval()
-        with torch.no_grad(), autocast(device, cfg.amp):
-            metrics = task.evaluate(eval_loader(eval_set, cfg.batch_size, num_workers,
-                                                DIST.rank, DIST.world_size), device)
-        model.train()
-        return reduce_means(metrics)
-
+def progress_bar(f: Fit):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -432,98 +417,184 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
         TimeRemainingColumn,
     )
 
+    ui = f.ui
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=ui,
                         transient=False, disable=not ui.is_terminal and not ui.is_jupyter)
-    bar = progress.add_task(run.stage, total=total, completed=loop.step, info="")
-    model.train()
-    window_t, window_n = time.perf_counter(), 0
-    running: dict[str, float] = {}
-    try:
-        with StopSignal() as stop, progress:
-            while loop.step < total:
-                sampler = KeyedBatchSampler(train_indices, cfg.batch_size, seed, loop.epoch,
-                                            start_batch=loop.batch_in_epoch, rank=DIST.rank,
-                                            world_size=DIST.world_size)
-                loader = make_loader(train_set, sampler, num_workers, seed + loop.epoch)
-                for batch in loader:
-                    ctx = StepContext(loop.step, total, loop.epoch, device, seed)
-                    # Global RNG users inside the model (dropout) draw from a per-step seed.
-                    torch.manual_seed(ctx.step_seed())
-                    batch = to_device(batch, device)
-                    with autocast(device, cfg.amp):
-                        out = step_module(batch, ctx)
-                    loss = out["loss"]
-                    if DIST.any(not bool(torch.isfinite(loss.detach()).all())):
-                        raise TmktError(
-                            f"non-finite loss ({float(loss.detach())}) at step {loop.step} "
-                            f"(epoch {loop.epoch + 1}); stopped before the update, the last "
-                            f"good checkpoint is {last_path if last_path.exists() else 'none'}"
-                            f"; lower train.lr or enable train.grad_clip")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    gn = noise.observe(model, loop.step)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    loop.step += 1
-                    loop.batch_in_epoch += 1
-                    n = len(batch["label"])
-                    window_n += n
-                    running = {k: float(v.detach()) if isinstance(v, torch.Tensor) else v
-                               for k, v in out.items()}  # this step's values only
-                    if gn:
-                        log.write("grad_noise", loop.step, gn)
-                    if loop.step % cfg.log_every_steps == 0 or loop.step == total:
-                        dt = time.perf_counter() - window_t
-                        rate = window_n / dt if dt > 0 else 0.0
-                        log.write("train", loop.step, {**running, "epoch": loop.epoch + 1,
-                                                       "lr": scheduler.get_last_lr()[0],
-                                                       "samples_per_s": rate})
-                        window_t, window_n = time.perf_counter(), 0
-                        info = f"loss {running['loss']:.3f}"
-                        if "acc" in running:
-                            info += f" acc {running['acc']:.3f}"
-                        progress.update(bar, info=info + f" {rate:.0f} samples/s")
-                    progress.update(bar, completed=loop.step)
-                    epoch_done = loop.batch_in_epoch >= steps_per_epoch
-                    finished = loop.step >= total
-                    eval_due = finished or (loop.step % cfg.eval_every_steps == 0
-                                            if cfg.eval_every_steps else epoch_done)
-                    epoch_label = loop.epoch + 1
-                    if epoch_done:
-                        loop.epoch += 1
-                        loop.batch_in_epoch = 0
-                    improved = False
-                    if eval_due:
-                        metrics = evaluate_now()
-                        loop.last_eval = metrics
-                        log.write("eval", loop.step, {"epoch": epoch_label, **metrics})
-                        ui.print(f"epoch {epoch_label} step {loop.step}/{total}: " + "  ".join(
-                            f"{k} {v:.4f}" for k, v in metrics.items()
-                            if isinstance(v, float) and k != "samples"))
-                        improved = metrics.get("acc", -1.0) > loop.best_acc
-                        if improved:
-                            loop.best_acc = metrics.get("acc", -1.0)
-                            loop.best = {"epoch": epoch_label, "step": loop.step, **metrics}
-                    if eval_due or epoch_done or (cfg.checkpoint_every_steps and
-                                                  loop.step % cfg.checkpoint_every_steps == 0):
-                        checkpoint(last_path)
-                        if improved:
-                            checkpoint(best_path)
-                        run.update(metrics={"step": loop.step, "epoch": loop.epoch,
-                                            "last": loop.last_eval, "best": loop.best})
-                    if DIST.any(bool(stop.requested) or bool(on_stop_poll and on_stop_poll())):
-                        checkpoint(last_path)
-                        raise StopRequested(f"signal {stop.requested}: checkpoint saved at step "
-                                            f"{loop.step}; run the same command to resume")
-                    if finished or epoch_done:
-                        break
-    finally:
-        log.close()
-    return FitResult(metrics=loop.last_eval, best=loop.best, steps=loop.step,
-                     checkpoint=last_path, best_checkpoint=best_path)
+    return progress, progress.add_task(f.run.stage, total=f.total, completed=f.loop.step,
+                                       info="")
+
+
+# -- resume and stop: the only places that read or cut the run short -------------------------
+
+def start_or_resume(f: Fit) -> int | None:
+    """Load ``last.pt`` into the model, optimizer, scheduler, scaler, RNGs and loop position
+    when the run resumes. Returns the step the metrics log keeps records up to (None for a
+    fresh run: the log starts empty)."""
+    if f.run.decision != "resume":
+        return None
+    # Rank 0 checks last.pt (model, config) and makes best.pt agree with it; every rank
+    # resumes from its answer.
+    state = DIST.broadcast(recovery.resumable_state(
+        f.last_path, f.best_path, f.run.folder / METRICS, f.model_info, f.run.config_hash,
+        f.ui.print) if DIST.is_main else None)
+    if state is None:
+        return 0  # killed before the first checkpoint (or it is unusable): start over
+    f.model.load_state_dict(state["model"])
+    f.opt.optimizer.load_state_dict(state["optimizer"])
+    f.opt.scheduler.load_state_dict(state["scheduler"])
+    f.opt.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"])
+    f.loop = _Loop(**state["loop"])
+    f.ui.print(f"resuming at step {f.loop.step}/{f.total} (epoch {f.loop.epoch + 1})")
+    return f.loop.step
+
+
+def stop_if_requested(f: Fit, requested: bool, signal_number) -> None:
+    """A stop signal (SIGTERM/SIGUSR1, or the caller's poll) checkpoints and ends the run
+    with :class:`StopRequested`; the same command resumes it."""
+    if DIST.any(requested):
+        save_state(f, f.last_path)
+        raise StopRequested(f"signal {signal_number}: checkpoint saved at step "
+                            f"{f.loop.step}; run the same command to resume")
+
+
+def save_state(f: Fit, path: Path) -> None:
+    """``last.pt`` (the resumable state) or ``best.pt`` (weights only); rank 0 writes."""
+    if not DIST.is_main:
+        return
+    keep = dict if path == f.last_path else weights_only
+    save_checkpoint(path, keep({
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage": f.run.stage,
+        "model_info": f.model_info, "model": f.model.state_dict(),
+        "optimizer": f.opt.optimizer.state_dict(), "scheduler": f.opt.scheduler.state_dict(),
+        "scaler": f.opt.scaler.state_dict(), "rng": _rng_state(),
+        "loop": f.loop.__dict__, "config_hash": f.run.config_hash}))
+
+
+# -- training --------------------------------------------------------------------------------
+
+def train_steps(f: Fit, train_set, train_indices: np.ndarray, progress, bar,
+                stop_requested: Callable[[], bool], signal_number: Callable[[], Any]) -> None:
+    """The rest of the current epoch (or of the step budget, whichever ends first): one
+    optimizer step per batch, then logging, evaluation, checkpoints and the stop check."""
+    loop = f.loop
+    sampler = KeyedBatchSampler(train_indices, f.cfg.batch_size, f.seed, loop.epoch,
+                                start_batch=loop.batch_in_epoch, rank=DIST.rank,
+                                world_size=DIST.world_size, weights=f.sample_weights)
+    for batch in make_loader(train_set, sampler, f.num_workers, f.seed + loop.epoch):
+        out, grad_noise = train_one_step(f, batch)
+        log_train_step(f, out, grad_noise, len(batch["label"]), progress, bar)
+        epoch_done = loop.batch_in_epoch >= f.steps_per_epoch
+        finished = loop.step >= f.total
+        after_step(f, epoch_done, finished)
+        stop_if_requested(f, stop_requested(), signal_number())
+        if finished or epoch_done:
+            break
+
+
+def train_one_step(f: Fit, batch: dict) -> tuple[dict, dict[str, float] | None]:
+    """Forward, the non-finite guard, backward, clipping and the update of one batch.
+    Returns the task's outputs and the gradient-noise figures when a window closes."""
+    loop, opt, cfg = f.loop, f.opt, f.cfg
+    ctx = StepContext(loop.step, f.total, loop.epoch, f.device, f.seed)
+    # Global RNG users inside the model (dropout) draw from a per-step seed.
+    torch.manual_seed(ctx.step_seed())
+    batch = to_device(batch, f.device)
+    recovery.check_finite_batch(batch, loop.step, loop.epoch, f.last_path)
+    with autocast(f.device, cfg.amp):
+        out = f.step_module(batch, ctx)
+    loss = out["loss"]
+    if DIST.any(not bool(torch.isfinite(loss.detach()).all())):
+        raise TmktError(
+            f"non-finite loss ({float(loss.detach())}) at step {loop.step} "
+            f"(epoch {loop.epoch + 1}); stopped before the update, the last "
+            f"good checkpoint is {f.last_path if f.last_path.exists() else 'none'}"
+            f"; lower train.lr or enable train.grad_clip")
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scaler.scale(loss).backward()
+    if cfg.grad_clip:
+        opt.scaler.unscale_(opt.optimizer)
+        nn.utils.clip_grad_norm_(opt.params, cfg.grad_clip)
+    grad_noise = f.noise.observe(f.model, loop.step)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.scheduler.step()
+    loop.step += 1
+    loop.batch_in_epoch += 1
+    return out, grad_noise
+
+
+def log_train_step(f: Fit, out: dict, grad_noise: dict | None, samples: int, progress,
+                   bar) -> None:
+    """This step's values to metrics.jsonl every ``log_every_steps`` and at the end, with
+    the learning rate and samples/s; the progress bar."""
+    loop = f.loop
+    f.window_n += samples
+    running = {k: float(v.detach()) if isinstance(v, torch.Tensor) else v
+               for k, v in out.items()}  # this step's values only
+    if grad_noise:
+        f.log.write("grad_noise", loop.step, grad_noise)
+    if loop.step % f.cfg.log_every_steps == 0 or loop.step == f.total:
+        dt = time.perf_counter() - f.window_t
+        rate = f.window_n / dt if dt > 0 else 0.0
+        f.log.write("train", loop.step, {**running, "epoch": loop.epoch + 1,
+                                         "lr": f.opt.scheduler.get_last_lr()[0],
+                                         "samples_per_s": rate})
+        f.window_t, f.window_n = time.perf_counter(), 0
+        info = f"loss {running['loss']:.3f}"
+        if "acc" in running:
+            info += f" acc {running['acc']:.3f}"
+        progress.update(bar, info=info + f" {rate:.0f} samples/s")
+    progress.update(bar, completed=loop.step)
+
+
+def after_step(f: Fit, epoch_done: bool, finished: bool) -> None:
+    """Advance the epoch, evaluate when due (keeping the best), and checkpoint."""
+    loop, cfg = f.loop, f.cfg
+    eval_due = finished or (loop.step % cfg.eval_every_steps == 0
+                            if cfg.eval_every_steps else epoch_done)
+    epoch_label = loop.epoch + 1
+    if epoch_done:
+        loop.epoch += 1
+        loop.batch_in_epoch = 0
+    improved = improved_test = False
+    if eval_due:
+        metrics = evaluate(f)
+        if f.val_set is not None:
+            metrics["val_acc"] = evaluate(f, f.val_set).get("acc", -1.0)
+            improved_test = metrics.get("acc", -1.0) > loop.best_test.get("acc", -1.0)
+            if improved_test:
+                loop.best_test = {"epoch": epoch_label, "step": loop.step, **metrics}
+        loop.last_eval = metrics
+        f.log.write("eval", loop.step, {"epoch": epoch_label, **metrics})
+        f.ui.print(f"epoch {epoch_label} step {loop.step}/{f.total}: " + "  ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items()
+            if isinstance(v, float) and k != "samples"))
+        chosen = metrics.get("val_acc" if f.val_set is not None else "acc", -1.0)
+        improved = chosen > loop.best_acc
+        if improved:
+            loop.best_acc = chosen
+            loop.best = {"epoch": epoch_label, "step": loop.step, **metrics}
+    if eval_due or epoch_done or (cfg.checkpoint_every_steps and
+                                  loop.step % cfg.checkpoint_every_steps == 0):
+        save_state(f, f.last_path)
+        if improved:
+            save_state(f, f.best_path)
+        if improved_test:
+            save_state(f, f.run.folder / BEST_TEST)
+        f.run.update(metrics={"step": loop.step, "epoch": loop.epoch,
+                              "last": loop.last_eval, "best": loop.best})
+
+
+def evaluate(f: Fit, dataset=None) -> dict[str, float]:
+    """The task's metrics on the evaluation split (or ``dataset``), in eval mode, combined
+    over ranks."""
+    f.model.eval()
+    with torch.no_grad(), autocast(f.device, f.cfg.amp):
+        metrics = f.task.evaluate(eval_loader(f.eval_set if dataset is None else dataset,
+                                              f.cfg.batch_size, f.num_workers,
+                                              DIST.rank, DIST.world_size), f.device)
+    f.model.train()
+    return reduce_means(metrics)

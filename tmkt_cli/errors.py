@@ -22,3 +22,9 @@ class StopRequested(Exception):
 
 
 EXIT_REQUEUE = 3
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors about a file."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from tmkt_cli.config import Recipe, _hints, describe_type, field_docs, iter_fields
+from tmkt_cli.config import Recipe, describe_type, field_docs, iter_fields
 
 
 def _range(meta) -> str:
@@ -21,7 +21,7 @@ def render() -> str:
              "`--set key=value`. Keys marked *volatile* change how a run executes but not what",
              "it computes: they are left out of the config hash.", ""]
     docs = field_docs(Recipe)
-    hints = _hints(Recipe)
+    hints = typing.get_type_hints(Recipe)
     top = [f for f in dataclasses.fields(Recipe) if not dataclasses.is_dataclass(hints[f.name])]
     sections = [f for f in dataclasses.fields(Recipe) if dataclasses.is_dataclass(hints[f.name])]
     lines += ["## Shared keys", "", "| key | type | default | help |", "|---|---|---|---|"]

@@ -5,8 +5,9 @@ training runs (``train-tmkt``, ``distill``, ``pretrain-ann``) and the ``eval`` r
 checkpoints. Runs that differ only in their seed form a group (same recipe name, stage and
 configuration): the table shows the mean and the sample standard deviation over its seeds.
 Figures: training curves (loss and accuracy per epoch, from metrics.jsonl), the
-data-efficiency curve (top-1 against ``data.event_fraction``, one line per method) and, on
-request, loss landscapes around checkpoints (Li et al. 2018).
+data-efficiency curve (top-1 against ``data.event_fraction``, one line per method). The
+report only reads run folders; loss landscapes, which run networks, are ``tmkt landscape``
+(:mod:`tmkt_cli.landscape`), whose figures the report can list.
 
 Writes ``report.md``, ``summary.json`` and PNGs into ``--out``; prints the table and the paths.
 """
@@ -14,7 +15,6 @@ Writes ``report.md``, ``summary.json`` and PNGs into ``--out``; prints the table
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import math
 from collections import defaultdict
@@ -29,12 +29,11 @@ from rich.table import Table
 
 from tmkt_cli import __version__
 from tmkt_cli.analysis.metrics import SeedStats, seed_stats
-from tmkt_cli.artifacts import MANIFEST, read_manifest, write_bytes, write_json, write_text
+from tmkt_cli.artifacts import MANIFEST, read_manifest, write_json, write_text
+from tmkt_cli.checkpoints import MODEL_STAGES, SNN_STAGES
 from tmkt_cli.config import config_hash
 from tmkt_cli.errors import TmktError
 
-MODEL_STAGES = ("train-tmkt", "distill", "pretrain-ann")
-SNN_STAGES = ("train-tmkt", "distill")
 REPORT = "report.md"
 SUMMARY = "summary.json"
 CURVES = "training_curves.png"
@@ -332,26 +331,43 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
 # Curves
 # --------------------------------------------------------------------------------------------
 
-def epoch_curves(records: list[dict]) -> dict[str, dict[int, float]]:
-    """metrics.jsonl records -> per-epoch series: training loss and accuracy (mean of the
-    logged steps of the epoch), test loss and accuracy (the epoch's evaluation)."""
+def uses_step_budget(record: RunRecord) -> bool:
+    """A run trained for a number of optimizer steps (``epochs: 0``) is drawn against steps."""
+    train = record.config.get("pretrain_ann", {}).get("train") if record.stage == "pretrain-ann" \
+        else record.config.get("train")
+    return isinstance(train, dict) and train.get("epochs") == 0
+
+
+def training_curves(records: list[dict], by: str = "epoch") -> dict[str, dict[int, float]]:
+    """metrics.jsonl records -> series against ``by`` (``epoch`` or ``step``): the test loss
+    and accuracy of each evaluation, and the training loss and accuracy averaged over the
+    logged steps since the previous evaluation (per epoch, or per evaluation interval)."""
     sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     curves: dict[str, dict[int, float]] = defaultdict(dict)
+    evals = sorted(int(r["step"]) for r in records
+                   if r.get("kind") == "eval" and isinstance(r.get("step"), int))
     for rec in records:
-        epoch = rec.get("epoch")
-        if epoch is None:
+        x = rec.get(by)
+        if not isinstance(x, int | float):
             continue
         if rec.get("kind") == "train":
+            if by == "step":  # the evaluation this step's interval ends at
+                x = next((e for e in evals if e >= x), x)
             for key in ("loss", "acc"):
                 if isinstance(rec.get(key), int | float):
-                    sums[f"train_{key}"][int(epoch)].append(float(rec[key]))
+                    sums[f"train_{key}"][int(x)].append(float(rec[key]))
         elif rec.get("kind") == "eval":
             for key in ("loss", "acc"):
                 if isinstance(rec.get(key), int | float):
-                    curves[f"eval_{key}"][int(epoch)] = float(rec[key])
-    for name, per_epoch in sums.items():
-        curves[name] = {e: float(np.mean(v)) for e, v in per_epoch.items()}
+                    curves[f"eval_{key}"][int(x)] = float(rec[key])
+    for name, per_x in sums.items():
+        curves[name] = {x: float(np.mean(v)) for x, v in per_x.items()}
     return dict(curves)
+
+
+def epoch_curves(records: list[dict]) -> dict[str, dict[int, float]]:
+    """Per-epoch series (:func:`training_curves` by epoch)."""
+    return training_curves(records, "epoch")
 
 
 def group_curves(per_run: list[dict[str, dict[int, float]]]):
@@ -391,8 +407,21 @@ def data_efficiency_points(groups: list[Group]) -> dict[str, dict[str, list]]:
 # --------------------------------------------------------------------------------------------
 
 COLUMNS = ("recipe", "stage", "method", "dataset", "backbone", "T", "size", "events", "seeds",
-           "top-1 (%)", "best (%)", "top-5 (%)", "firing rate", "SNN energy (µJ)",
-           "published top-1 (%)")
+           "top-1 (%)", "best val (%)", "best test (%)", "top-5 (%)", "firing rate",
+           "SNN energy (µJ)", "published top-1 (%)")
+
+
+def best_on_validation(r) -> float | None:
+    """Test accuracy of the checkpoint chosen on the validation split (None without one)."""
+    return r.metrics.get("best_acc") if r.metrics.get("best_chosen_on") == "validation" \
+        else None
+
+
+def best_on_test(r) -> float | None:
+    """The best test accuracy over training: chosen on the test split, optimistic."""
+    if r.metrics.get("best_chosen_on") == "validation":
+        return r.metrics.get("best_test_acc")
+    return r.metrics.get("best_acc")
 
 
 def _eval_value(path: tuple[str, ...]):
@@ -420,7 +449,8 @@ def table_rows(groups: list[Group]) -> list[list[str]]:
             "–" if r.event_fraction is None else f"{100 * r.event_fraction:g}%",
             str(len(g.runs)),
             g.stats(lambda run: run.top1).format(),
-            g.stats(lambda run: run.metrics.get("best_acc")).format(),
+            g.stats(best_on_validation).format(),
+            g.stats(best_on_test).format(),
             g.stats(lambda run: run.top5).format(),
             firing.format(scale=1.0, digits=4), energy.format(scale=1.0, digits=3),
             f"{pub.top1:.2f}" if pub else "–"])
@@ -472,8 +502,10 @@ def render_markdown(groups: list[Group], collection: Collection, figures: dict[s
         "teacher, on the test images. Mean ± sample standard deviation (ddof = 1) over the "
         "seeds of a group (runs that differ only in their seed); a single seed shows no "
         "spread.",
-        "- **best**: the best epoch's test accuracy. It is selected on the test split, so it "
-        "is optimistic; compare methods on top-1.",
+        "- **best val**: test accuracy of the checkpoint chosen on the validation split "
+        "(`data.val_fraction`; – without one).",
+        "- **best test**: the best test accuracy over training, chosen on the test split "
+        "(the published numbers' way): optimistic; compare methods on top-1 or best val.",
         "- **top-5, firing rate, SNN energy**: from `tmkt eval` of the run (mean over the seeds "
         "that have one; energy per sample, docs/evaluation.md).",
         "- **published**: the paper's top-1 for the same dataset, backbone, method, T and size "
@@ -492,9 +524,11 @@ def render_markdown(groups: list[Group], collection: Collection, figures: dict[s
                   for path in grids]
         lines.append("")
     lines += ["## Runs", "",
-              markdown_table(("group", "seed", "folder", "top-1 (%)", "best (%)", "eval"),
+              markdown_table(("group", "seed", "folder", "top-1 (%)", "best val (%)",
+                              "best test (%)", "eval"),
                              [[g.label, str(r.seed), str(r.folder),
-                               _pct(r.top1), _pct(r.metrics.get("best_acc")),
+                               _pct(r.top1), _pct(best_on_validation(r)),
+                               _pct(best_on_test(r)),
                                "yes" if r.evaluation else "no"]
                               for g in groups for r in g.runs]), ""]
     if collection.skipped:
@@ -527,108 +561,15 @@ def summary_data(groups: list[Group], collection: Collection) -> dict:
         "event_fraction": g.first.event_fraction,
         "top1": stats(g.stats(lambda r: r.top1)),
         "best": stats(g.stats(lambda r: r.metrics.get("best_acc"))),
+        "best_val": stats(g.stats(best_on_validation)),
+        "best_test": stats(g.stats(best_on_test)),
         "top5": stats(g.stats(lambda r: r.top5)),
         "published_top1": g.published.top1 if g.published else None,
         "runs": [{"seed": r.seed, "folder": str(r.folder), "top1": r.top1,
-                  "best": r.metrics.get("best_acc"), "top5": r.top5} for r in g.runs],
+                  "best": r.metrics.get("best_acc"), "best_val": best_on_validation(r),
+                  "best_test": best_on_test(r), "top5": r.top5} for r in g.runs],
     } for g in groups], "skipped": [{"folder": str(f), "reason": why}
                                     for f, why in collection.skipped]}
-
-
-# --------------------------------------------------------------------------------------------
-# Loss landscape
-# --------------------------------------------------------------------------------------------
-
-def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
-                   samples: int = 128, batch_size: int = 64) -> tuple[Path, Path]:
-    """The loss around a run's last checkpoint along two filter-normalised directions, on
-    ``samples`` of the training data the run learnt from (event recordings without
-    augmentation, or images for an ANN). Returns the PNG and the raw grid (npz)."""
-    import torch
-    from rich.progress import Progress
-
-    from tmkt_cli.analysis import plotting
-    from tmkt_cli.analysis.landscape import loss_landscape
-    from tmkt_cli.artifacts import read_upstream
-    from tmkt_cli.config import load_recipe
-    from tmkt_cli.engine import LAST
-    from tmkt_cli.stages.evaluate import load_trained_model, read_dataset_facts
-
-    up = read_upstream(run_folder, MODEL_STAGES, "--landscape")
-    recipe = load_recipe(run_folder / "config.yaml")
-    stage = up.manifest["stage"]
-    dataset = up.manifest.get("inputs", {}).get("dataset", {}).get("path")
-    if not dataset:
-        raise TmktError(f"{run_folder / MANIFEST}: records no dataset input (--landscape)")
-    h5 = Path(dataset) / "dataset.h5"
-    facts = read_dataset_facts(h5)
-    expected = {"classes": facts.classes, "size": facts.size}
-    if stage in SNN_STAGES:
-        expected.update(kind="snn", time_steps=facts.time_steps)
-    else:
-        expected["kind"] = "ann"
-    trained = load_trained_model(run_folder / LAST, expected, "its dataset (--landscape)")
-    inputs, labels = _landscape_data(recipe, h5, stage, samples)
-    model = trained.model
-    model.eval()
-
-    def evaluate(m) -> tuple[float, float]:
-        import torch.nn.functional as F
-        from spikingjelly.activation_based import functional
-
-        loss_sum, correct = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, len(labels), batch_size):
-                x, y = inputs[start:start + batch_size], labels[start:start + batch_size]
-                if trained.kind == "snn":
-                    logits = m(x.transpose(0, 1).contiguous(), head="event").logits.mean(0)
-                    functional.reset_net(m)
-                else:
-                    logits = m(x)
-                loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
-        return loss_sum / len(labels), correct / len(labels)
-
-    coords = np.linspace(-1.0, 1.0, grid)
-    with Progress(console=ui, transient=True) as progress:
-        task = progress.add_task(f"landscape {run_folder}", total=grid * grid)
-        surface = loss_landscape(model, evaluate, coords, seed=recipe.seed,
-                                 on_point=lambda i, j: progress.advance(task))
-    stem = f"landscape-{recipe.name}-seed{recipe.seed}-{stage}"
-    png, raw = out / f"{stem}.png", out / f"{stem}.npz"
-    plotting.save_png(plotting.landscape_figure(
-        surface.alphas, surface.betas, surface.loss,
-        f"Loss landscape, {recipe.name} seed {recipe.seed} ({stage})"), png)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, alphas=surface.alphas, betas=surface.betas, loss=surface.loss,
-                        accuracy=surface.accuracy, checkpoint=np.asarray(str(trained.path)),
-                        samples=np.asarray(len(labels)), seed=np.asarray(recipe.seed))
-    write_bytes(raw, buffer.getvalue())
-    return png, raw
-
-
-def _landscape_data(recipe, h5: Path, stage: str, samples: int):
-    """Up to ``samples`` training examples (a fixed random choice) as two tensors."""
-    import torch
-
-    from tmkt_cli.data.loaders import EventDataset, ImageDataset, event_subset
-
-    if stage in SNN_STAGES:
-        train = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=False,
-                             with_static=False)
-        subset_seed = recipe.seed if recipe.data.subset_seed < 0 else recipe.data.subset_seed
-        pool = event_subset(np.asarray(train.labels), recipe.data.event_fraction, subset_seed)
-        key = "events"
-    else:
-        train = ImageDataset(h5, "train", recipe.data, augment=False)
-        pool = np.arange(len(train))
-        key = "image"
-    if len(pool) == 0:
-        raise TmktError(f"{h5}: no training samples for the loss landscape")
-    chosen = np.sort(np.random.default_rng(recipe.seed).permutation(pool)[:samples])
-    items = [train[int(i)] for i in chosen]
-    return (torch.stack([it[key] for it in items]),
-            torch.stack([it["label"] for it in items]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,15 +583,18 @@ class ReportResult:
     figures: dict[str, Path]
     """Title -> PNG."""
     grids: list[Path]
-    """Raw loss-landscape grids (npz)."""
+    """Raw arrays behind figures drawn by other commands (loss-landscape grids, npz)."""
     groups: list[Group]
 
 
-def make_report(runs: list[Path], out: Path, ui: Console, landscape: list[Path] = (), *,
-                landscape_grid: int = 11, landscape_samples: int = 128) -> ReportResult:
-    """Gather the finished runs under ``runs`` into ``out`` (see the module doc)."""
+def make_report(runs: list[Path], out: Path, ui: Console, *,
+                extra_figures: dict[str, Path] | None = None,
+                grids: list[Path] = ()) -> ReportResult:
+    """Gather the finished runs under ``runs`` into ``out`` (see the module doc).
+    ``extra_figures`` (title -> PNG) and ``grids`` (raw arrays) drawn by other commands, such
+    as ``tmkt landscape``, are listed in report.md too."""
     from tmkt_cli.analysis import plotting
-    from tmkt_cli.engine import read_metrics
+    from tmkt_cli.runlog import read_metrics
 
     out = Path(out)
     collection = collect_runs(list(runs))
@@ -663,14 +607,17 @@ def make_report(runs: list[Path], out: Path, ui: Console, landscape: list[Path] 
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Path] = {}
 
-    curves = {}
+    panels: dict[tuple[str, str], dict] = {}  # (network, x axis) -> label -> series
     for g in groups:
-        per_run = [epoch_curves(read_metrics(r.folder)) for r in g.runs]
+        by = "step" if uses_step_budget(g.first) else "epoch"
+        per_run = [training_curves(read_metrics(r.folder), by) for r in g.runs]
         if any(per_run):
-            curves[f"{g.label} ({g.first.stage})"] = group_curves(per_run)
-    if curves:
+            network = "ANN teacher (images)" if g.first.stage == "pretrain-ann" else "SNN"
+            panels.setdefault((network, by), {})[f"{g.label} ({g.first.stage})"] = \
+                group_curves(per_run)
+    if panels:
         figures["training curves"] = plotting.save_png(
-            plotting.training_curves_figure(curves), out / CURVES)
+            plotting.training_curves_figure(panels), out / CURVES)
 
     points = data_efficiency_points(groups)
     if points:
@@ -681,15 +628,8 @@ def make_report(runs: list[Path], out: Path, ui: Console, landscape: list[Path] 
         figures["data efficiency"] = plotting.save_png(
             plotting.data_efficiency_figure(panels), out / DATA_EFFICIENCY)
 
-    grids = []
-    for folder in landscape:
-        folder = Path(folder)
-        ui.print(f"landscape: {landscape_grid}x{landscape_grid} points around {folder} on up "
-                 f"to {landscape_samples} training samples")
-        png, raw = draw_landscape(folder, out, ui, grid=landscape_grid,
-                                  samples=landscape_samples)
-        figures[f"loss landscape, {folder}"] = png
-        grids.append(raw)
+    figures.update(extra_figures or {})
+    grids = list(grids)
 
     markdown = out / REPORT
     write_text(markdown, render_markdown(groups, collection, figures, out, grids))

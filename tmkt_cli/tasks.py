@@ -167,8 +167,7 @@ class SNNTransferTask:
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, loader, device: torch.device) -> dict[str, float]:
         """Event test split, event head, time-averaged logits."""
-        return evaluate_classifier(lambda b: self._forward(as_sequence(b["events"]),
-                                                           "event").logits.mean(0),
+        return evaluate_classifier(lambda b: self.model.predict(as_sequence(b["events"])),
                                    loader, device)
 
 

@@ -20,12 +20,20 @@ Integration (:func:`events_to_frames`) turns a structured event array (fields ``
   every frame holds ``floor(N / T)`` or ``ceil(N / T)`` events (sizes differ by at most one,
   the larger ones spread evenly; frame k starts at rank ``ceil(k * N / T)``). With fewer
   events than frames some frames stay empty.
+* ``split_by="time_fork"``: the time slicer of the tonic fork KT reads events with
+  (FloyedShen/tonic ``functional/slicing.py`` ``slice_by_time_bins``): windows of length
+  ``w = t_last // T`` (the last timestamp itself, not the span) starting at the first
+  timestamp ``t0``; frame k holds the events with ``t0 + k w <= t < t0 + (k + 1) w``. Events
+  at or after ``t0 + T w`` are in no frame (not counted as dropped: with ``t0 = 0`` the last
+  timestamp's events); with ``t0 > 0`` the windows reach past the last event and the last
+  frames can stay empty.
 * An empty recording gives all-zero frames; a single event lands in frame 0.
 * Counts are uint32: a pixel cannot receive more events than a recording holds, and no
   recording that fits in memory holds 2**32 events (tonic's int16 counts overflow at 32,767).
 
-The resize (:func:`resize_frames`) reproduces ``torch.nn.functional.interpolate(mode="bilinear",
-align_corners=False)`` without antialiasing, which is what the KT code applies to event frames.
+The resize (:func:`resize_frames`) reproduces ``torch.nn.functional.interpolate(mode="bilinear")``
+without antialiasing, with ``align_corners`` False (torch's default, tmkt's default) or True
+(what KT's code applies to event frames: datasets.py, e.g. lines 1275, 1290, 1295).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from typing import Literal
 
 import numpy as np
 
-SplitBy = Literal["time", "number"]
+SplitBy = Literal["time", "number", "time_fork"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,8 +63,8 @@ def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int], time_step
         raise ValueError(f"sensor size must be positive, got {sensor_size}")
     if time_steps < 1:
         raise ValueError(f"time_steps must be >= 1, got {time_steps}")
-    if split_by not in ("time", "number"):
-        raise ValueError(f"split_by must be 'time' or 'number', got {split_by!r}")
+    if split_by not in ("time", "number", "time_fork"):
+        raise ValueError(f"split_by must be 'time', 'number' or 'time_fork', got {split_by!r}")
     if events.dtype.names is None or not {"t", "x", "y", "p"} <= set(events.dtype.names):
         raise ValueError(f"events need fields t, x, y, p; got dtype {events.dtype}")
     if events.size and events.dtype["t"].kind not in "iu":
@@ -74,6 +82,9 @@ def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int], time_step
             events = events[inside]
         if events.size:
             t = events["t"]
+            if split_by == "time_fork" and not _is_sorted(t):
+                events = events[np.argsort(t, kind="stable")]
+                t = events["t"]
             if _is_sorted(t):
                 _count_segments(events, _edges(t, time_steps, split_by), height, width, frames)
             else:
@@ -89,6 +100,8 @@ def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int], time_step
 
 def _edges(t_sorted: np.ndarray, time_steps: int, split_by: SplitBy) -> list[int]:
     """Where each frame's events start in a sorted recording (and where the last ends)."""
+    if split_by == "time_fork":
+        return _fork_time_edges(t_sorted, time_steps)
     return (_time_edges(t_sorted, time_steps) if split_by == "time"
             else _rank_edges(t_sorted.size, time_steps))
 
@@ -116,6 +129,8 @@ def _count_clean_sorted(events: np.ndarray, height: int, width: int, split_by: S
     field, after which the checks and the index arithmetic run on small contiguous arrays
     (reading packed, unaligned fields directly is about 4x slower per pass).
     """
+    if split_by == "time_fork" and not _is_sorted(events["t"]):
+        return False  # the fork's windows need not cover every event: check the whole order
     edges = _edges(events["t"], frames.shape[0], split_by)
     small = 2 * height * width < 2**31
     previous_last = None
@@ -208,6 +223,12 @@ def _time_edges(t_sorted: np.ndarray, time_steps: int) -> list[int]:
     return [0, *inner, int(t_sorted.size)]
 
 
+def _fork_time_edges(t_sorted: np.ndarray, time_steps: int) -> list[int]:
+    """Edges of the fork's windows [t0 + k w, t0 + (k + 1) w), w = t_last // T (module doc)."""
+    t0, window = int(t_sorted[0]), int(t_sorted[-1]) // time_steps
+    return [bisect.bisect_left(t_sorted, t0 + k * window) for k in range(time_steps + 1)]
+
+
 def _rank_edges(n: int, time_steps: int) -> list[int]:
     # rank r goes to floor(r * T / N), so frame k starts at rank ceil(k * N / T).
     return [-(-k * n // time_steps) for k in range(time_steps + 1)]
@@ -234,25 +255,30 @@ def _rank_bins_unsorted(t: np.ndarray, time_steps: int) -> np.ndarray:
 # Resizing
 # --------------------------------------------------------------------------------------------
 
-def bilinear_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                          np.ndarray]:
-    """Source indices and weights of a 1-D bilinear resize, half-pixel centres
-    (``align_corners=False``) and no antialiasing, as torch computes them.
+def bilinear_weights(in_size: int, out_size: int, align_corners: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of a 1-D bilinear resize without antialiasing, as torch
+    computes them: half-pixel centres (``align_corners`` False) or corner pixels mapped onto
+    corner pixels (True: source = i (in - 1) / (out - 1)).
 
     Returns ``(lower, upper, lower_weight, upper_weight)``, each of length ``out_size``.
     """
-    scale = in_size / out_size
-    source = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
-    source = np.maximum(source, 0.0)  # torch clamps negative source coordinates to 0
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        source = np.arange(out_size, dtype=np.float64) * scale
+    else:
+        scale = in_size / out_size
+        source = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
+        source = np.maximum(source, 0.0)  # torch clamps negative source coordinates to 0
     lower = np.minimum(source.astype(np.int64), in_size - 1)
     upper = np.minimum(lower + 1, in_size - 1)
     upper_weight = source - lower
     return lower, upper, 1.0 - upper_weight, upper_weight
 
 
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``[..., H, W]`` frames to ``float32 [..., size, size]`` (bilinear,
-    ``align_corners=False``, no antialiasing: torch's ``F.interpolate`` semantics).
+def resize_frames(frames: np.ndarray, size: int, align_corners: bool = False) -> np.ndarray:
+    """Resize ``[..., H, W]`` frames to ``float32 [..., size, size]`` (bilinear, no
+    antialiasing: torch's ``F.interpolate`` semantics with this ``align_corners``).
 
     Computed in float64 with elementwise numpy only (no BLAS), so the result is bitwise the
     same in any process and for any thread count.
@@ -262,8 +288,8 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     height, width = frames.shape[-2:]
     if (height, width) == (size, size):
         return frames.astype(np.float32)
-    rows_lo, rows_hi, rows_wlo, rows_whi = bilinear_weights(height, size)
-    cols_lo, cols_hi, cols_wlo, cols_whi = bilinear_weights(width, size)
+    rows_lo, rows_hi, rows_wlo, rows_whi = bilinear_weights(height, size, align_corners)
+    cols_lo, cols_hi, cols_wlo, cols_whi = bilinear_weights(width, size, align_corners)
     # Gather the needed rows before converting to float: when shrinking, a float copy of the
     # whole input would be the biggest array of the whole computation.
     rows = (frames[..., rows_lo, :] * rows_wlo[:, None]

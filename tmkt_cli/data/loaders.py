@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from tmkt_cli.config import DataConfig
-from tmkt_cli.data.store import SPLITS, open_dataset
+from tmkt_cli.data.store import SPLITS, open_dataset, read_row, read_whole
 from tmkt_cli.errors import TmktError
 
 # Separate random streams per purpose, so e.g. turning the static partner on does not change
@@ -59,6 +59,30 @@ def _parse_key(key: Any) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------
+
+def validation_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(training positions, validation positions) of a split: per class, ``round(fraction *
+    n)`` of its n groups (recordings sharing a source image; a group index < 0 is a recording
+    of its own) go to validation, at least one when the class has two groups or more, chosen
+    by a seeded permutation. The recordings of one image never straddle the two parts."""
+    labels, groups = np.asarray(labels), np.asarray(groups).copy()
+    alone = groups < 0
+    groups[alone] = -1 - np.flatnonzero(alone)  # a unique group for each lone recording
+    val = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        ids = np.unique(groups[members])
+        n_val = int(round(fraction * ids.size))
+        if fraction > 0 and ids.size > 1:
+            n_val = min(max(n_val, 1), ids.size - 1)
+        rng = np.random.default_rng([seed, 0x7A1, int(c)])
+        chosen = rng.permutation(ids)[:n_val]
+        val.append(members[np.isin(groups[members], chosen)])
+    val_positions = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+    train_positions = np.setdiff1d(np.arange(labels.size), val_positions)
+    return train_positions.astype(np.int64), val_positions.astype(np.int64)
+
 
 def event_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Sorted indices of a stratified subset: ``round(fraction * n_c)`` items of each class
@@ -221,11 +245,13 @@ class EventDataset(torch.utils.data.Dataset):
             self._frames = self._images = None
             if cfg.in_memory:
                 g = ds.split(split)
-                self._frames = np.stack([g["frames"][r] for r in self.rows]) if self.rows.size \
-                    else np.zeros((0, self.time_steps, 2, self.size, self.size), np.float32)
+                frames = g["frames"]
+                self._frames = np.stack([read_row(frames, r, self.path) for r in self.rows]) \
+                    if self.rows.size else np.zeros((0, self.time_steps, 2, self.size, self.size),
+                                                    np.float32)
                 if with_static:
                     images = ds.split(self.image_split)["images"]
-                    self._images = images[()] if images.shape[0] else None
+                    self._images = read_whole(images, self.path) if images.shape[0] else None
         self.class_images = {int(c): np.flatnonzero(train_image_labels == c)
                              for c in np.unique(self.labels)} \
             if with_static and cfg.pairing == "class" else {}
@@ -272,7 +298,7 @@ class EventDataset(torch.utils.data.Dataset):
             image = self._images[image_row] if self._images is not None \
                 else self._file.read(f"{self.image_split}/images", image_row)
             static = static_from_image(image, self.cfg.static_input)
-            if self.augment:
+            if self.augment and self.cfg.augment_static:
                 static = self._augment(static, _stream(self.seed, sample_seed, _STATIC_AUGMENT))
             out["static"] = torch.from_numpy(np.ascontiguousarray(static))
             out["static_index"] = image_row

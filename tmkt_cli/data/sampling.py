@@ -37,28 +37,51 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return full + (1 if rest > 1 else 0)
 
 
+def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Sampling weight of each sample, inversely proportional to its class's size: KT's
+    ``WeightedRandomSampler`` weights ``dataset_length / count`` (datasets.py 1236, 1257),
+    normalised to sum to 1."""
+    labels = np.asarray(labels)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse]
+    return weights / weights.sum()
+
+
+def epoch_draw(n: int, seed: int, epoch: int, weights: np.ndarray | None) -> np.ndarray:
+    """The epoch's order of positions: a permutation (``weights`` None), or n draws with
+    replacement with probabilities ``weights`` (KT's class-balanced sampler draws as many
+    samples per epoch as the training split holds, with replacement)."""
+    if weights is None:
+        return epoch_permutation(n, seed, epoch)
+    return np.random.default_rng([seed, _ORDER, epoch]).choice(n, size=n, replace=True,
+                                                               p=weights)
+
+
 class KeyedBatchSampler:
     """Batches of ``(index, sample_seed)`` keys for one epoch, starting at ``start_batch``.
 
-    Use as a DataLoader ``batch_sampler``.
+    ``weights`` (one per index, summing to 1): draw the epoch with replacement instead of
+    permuting it (``data.sampler: class_balanced``). Use as a DataLoader ``batch_sampler``.
     """
 
     def __init__(self, indices: np.ndarray, batch_size: int, seed: int, epoch: int,
                  start_batch: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, weights: np.ndarray | None = None) -> None:
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} is not divisible by {world_size} ranks")
         self.indices = np.asarray(indices)
         self.batch_size = batch_size
         self.seed, self.epoch, self.start_batch = seed, epoch, start_batch
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.weights = weights
 
     def __len__(self) -> int:
         return batches_per_epoch(len(self.indices), self.batch_size) - self.start_batch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         n = len(self.indices)
-        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else np.arange(n)
+        order = (epoch_draw(n, self.seed, self.epoch, self.weights) if self.shuffle
+                 else np.arange(n))
         for b in range(self.start_batch, batches_per_epoch(n, self.batch_size)):
             positions = range(b * self.batch_size, min((b + 1) * self.batch_size, n))
             per_rank = -(-len(positions) // self.world_size)

@@ -88,8 +88,9 @@ def _load_builtin() -> None:
     # Importing the modules registers their sources.
     import importlib
 
-    for module in ("tmkt_cli.data.datasets.synthetic", "tmkt_cli.data.datasets.recorded",
-                   "tmkt_cli.data.datasets.nomniglot", "tmkt_cli.data.datasets.glyphs"):
+    for name in ("synthetic", "glyphs", "ncaltech101", "cepdvs", "cifar10dvs", "nmnist",
+                 "dvsgesture", "nomniglot"):
+        module = f"tmkt_cli.data.datasets.{name}"
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -45,7 +45,7 @@ import numpy as np
 
 from tmkt_cli import __version__
 from tmkt_cli.artifacts import disk_full
-from tmkt_cli.errors import TmktError
+from tmkt_cli.errors import TmktError, first_line
 
 SCHEMA_VERSION = 1
 TOOL = "tmkt"
@@ -226,7 +226,7 @@ class DatasetWriter:
             try:
                 f = h5py.File(self.partial, "r+")
             except OSError as e:
-                log(f"{self.partial}: unreadable ({_first_line(e)}); starting it again")
+                log(f"{self.partial}: unreadable ({first_line(e)}); starting it again")
             else:
                 reason = self._mismatch(f)
                 if reason is None:
@@ -289,7 +289,7 @@ class DatasetWriter:
                     int(g.attrs[f"committed_{kind}"])
                     bytes.fromhex(g.attrs[f"chain_{kind}"].decode())
         except (KeyError, ValueError, TypeError, OSError) as e:
-            return f"damaged ({_first_line(e)})"
+            return f"damaged ({first_line(e)})"
         return None
 
     def _create(self):
@@ -499,11 +499,6 @@ def _read_strings(dataset) -> list[str]:
     return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in dataset[()]]
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
@@ -574,7 +569,7 @@ def open_dataset(path: str | Path) -> PreparedDataset:
     try:
         handle = h5py.File(path, "r")
     except OSError as e:
-        raise TmktError(f"{path}: not a readable HDF5 file ({_first_line(e)}); it may be "
+        raise TmktError(f"{path}: not a readable HDF5 file ({first_line(e)}); it may be "
                         f"truncated or damaged: prepare it again") from None
     try:
         _validate(path, handle)
@@ -584,7 +579,7 @@ def open_dataset(path: str | Path) -> PreparedDataset:
         raise
     except (KeyError, ValueError, TypeError, OSError, json.JSONDecodeError) as e:
         handle.close()
-        raise TmktError(f"{path}: damaged prepared dataset ({_first_line(e)}); prepare it "
+        raise TmktError(f"{path}: damaged prepared dataset ({first_line(e)}); prepare it "
                         f"again with --force") from None
 
 
@@ -621,6 +616,45 @@ def _validate(path: Path, f) -> None:
             if g[name].shape != shape:
                 raise TmktError(f"{path}: damaged prepared dataset (/{split}/{name} has shape "
                                 f"{g[name].shape}, expected {shape})")
+        _check_indices(path, f"/{split}/labels", g["labels"], len(f["classes"]), "classes")
+        _check_indices(path, f"/{split}/image_labels", g["image_labels"], len(f["classes"]),
+                       "classes")
+        _check_indices(path, f"/{split}/image_index", g["image_index"], m, "images",
+                       allow_missing=True)
+
+
+def _check_indices(path: Path, where: str, dataset, count: int, what: str,
+                   allow_missing: bool = False) -> None:
+    """Labels and pairing indices are integers inside their range (a hand-edited or damaged
+    file must be refused, not trained on: an out-of-range label crashes, or worse, not)."""
+    if not np.issubdtype(dataset.dtype, np.integer):
+        raise TmktError(f"{path}: damaged prepared dataset ({where} has dtype {dataset.dtype}, "
+                        f"expected integers)")
+    values = dataset[()]
+    low = -1 if allow_missing else 0
+    bad = np.flatnonzero((values < low) | (values >= count))
+    if bad.size:
+        raise TmktError(f"{path}: damaged prepared dataset ({where}[{int(bad[0])}] is "
+                        f"{int(values[bad[0]])}, outside 0..{count - 1} {what}; "
+                        f"{bad.size} such row(s))")
+
+
+def read_row(dataset, row: int, path: Path) -> np.ndarray:
+    """One row of an HDF5 array; a damaged chunk is one line naming the file and the row."""
+    try:
+        return dataset[row]
+    except (OSError, ValueError) as e:
+        raise TmktError(f"{path}: cannot read {dataset.name}[{row}] ({first_line(e)}); the "
+                        f"file is damaged: prepare it again") from None
+
+
+def read_whole(dataset, path: Path) -> np.ndarray:
+    """A whole HDF5 array; when the bulk read fails, the rows are read one by one so the
+    error names the damaged row."""
+    try:
+        return dataset[()]
+    except (OSError, ValueError):
+        return np.stack([read_row(dataset, r, path) for r in range(dataset.shape[0])])
 
 
 def recompute_content_hash(path: str | Path) -> str:

@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, neuron, surrogate
 
-SurrogateName = Literal["atan", "sigmoid", "piecewise_quadratic"]
+SurrogateName = Literal["atan", "sigmoid", "piecewise_quadratic", "rectangular"]
 Implementation = Literal["auto", "tmkt", "spikingjelly"]
+FireRule = Literal["ge", "gt"]
 
 # spikingjelly surrogate classes, by the names recipes use.
 _SURROGATES = {
@@ -45,13 +46,44 @@ _SURROGATES = {
 }
 
 
-def make_surrogate(name: str, alpha: float) -> surrogate.SurrogateFunctionBase:
-    """spikingjelly's surrogate module of that name (used in single-step mode and on CUDA)."""
+class _RectangularSpike(torch.autograd.Function):
+    """Heaviside forward; backward alpha where |x| < 1/(2 alpha), else 0."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float):
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        return grad_output * surrogate_derivative(x, "rectangular", ctx.alpha), None
+
+
+class RectangularSurrogate(torch.nn.Module):
+    """The rectangular (gate) surrogate, which spikingjelly does not ship: g'(x) = alpha on
+    |x| < 1/(2 alpha). With alpha 1 it is BrainCog's BackEIGateGrad (gradient 1 on |x| < 0.5),
+    the surrogate KT's N-Omniglot run uses (run_omni.sh, --act-fun BackEIGateGrad)."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _RectangularSpike.apply(x, self.alpha)
+
+
+def make_surrogate(name: str, alpha: float) -> torch.nn.Module:
+    """spikingjelly's surrogate module of that name (used in single-step mode and on CUDA);
+    tmkt's own for ``rectangular``."""
+    if name == "rectangular":
+        return RectangularSurrogate(alpha)
     try:
         return _SURROGATES[name](alpha=float(alpha))
     except KeyError:
         raise ValueError(f"unknown surrogate {name!r}; expected one of "
-                         f"{', '.join(_SURROGATES)}") from None
+                         f"{', '.join(_SURROGATES)}, rectangular") from None
 
 
 def surrogate_derivative(x: torch.Tensor, name: str, alpha: float) -> torch.Tensor:
@@ -61,6 +93,7 @@ def surrogate_derivative(x: torch.Tensor, name: str, alpha: float) -> torch.Tens
     * atan: alpha / 2 / (1 + (pi/2 alpha x)^2)
     * sigmoid: alpha s (1 - s), s = sigmoid(alpha x)
     * piecewise_quadratic: max(0, alpha - alpha^2 |x|)
+    * rectangular: alpha where |x| < 1 / (2 alpha), else 0
     """
     u, scale = _surrogate_factor(x.neg(), 0.0, name, alpha)
     return u.mul_(scale)
@@ -85,7 +118,16 @@ def _surrogate_factor(n: torch.Tensor, v_th: float, name: str, alpha: float
     if name == "piecewise_quadratic":
         # alpha - alpha^2 |z| = alpha^2 (1/alpha - |z|)
         return z.abs_().neg_().add_(1.0 / alpha).clamp_min_(0.0), alpha * alpha
+    if name == "rectangular":
+        return z.abs_().lt_(0.5 / alpha), alpha
     raise ValueError(f"unknown surrogate {name!r}")
+
+
+def _negated_after_reset(n: torch.Tensor, v_th: float, strict: bool) -> torch.Tensor:
+    """-V from n = -H: n where the neuron stayed silent, 0 where it fired (hard reset)."""
+    if strict:  # silent where H <= V_th
+        return torch.where(n >= -v_th, n, n.new_zeros(()))
+    return F.threshold(n, -v_th, 0.0)  # silent where H < V_th: one fused op
 
 
 class _FusedLIFSequence(torch.autograd.Function):
@@ -93,11 +135,15 @@ class _FusedLIFSequence(torch.autograd.Function):
 
     Returns (spikes [T, ...] in x's dtype, charged potential H [T, ...] float32 or an empty
     tensor when not requested, final potential V[T-1] float32).
+
+    ``strict``: fire where H > V_th (BrainCog's ``mem - threshold > 0``, node.py LIFNode) instead
+    of spikingjelly's H >= V_th. The two differ only where H equals the threshold exactly.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, v0: torch.Tensor | None, tau: float, v_th: float,
-                surrogate_name: str, alpha: float, detach_reset: bool, want_charge: bool):
+                surrogate_name: str, alpha: float, detach_reset: bool, want_charge: bool,
+                strict: bool = False):
         keep = 1.0 - 1.0 / tau
         # n holds -H: starts as -X/tau, then each step adds keep * (-V[t-1]).
         if x.dtype == torch.float32:
@@ -108,25 +154,27 @@ class _FusedLIFSequence(torch.autograd.Function):
             n[0].add_(v0.detach().to(torch.float32), alpha=-keep)
         for t in range(1, n.shape[0]):
             # -V[t-1] = -H[t-1] where H[t-1] < V_th, else 0 (hard reset): one fused op.
-            n[t].add_(F.threshold(n[t - 1], -v_th, 0.0), alpha=keep)
-        spikes = torch.le(n, -v_th, out=torch.empty_like(x, memory_format=torch.contiguous_format))
-        v_last = F.threshold(n[-1], -v_th, 0.0).neg_()
+            n[t].add_(_negated_after_reset(n[t - 1], v_th, strict), alpha=keep)
+        fired = torch.lt if strict else torch.le
+        spikes = fired(n, -v_th, out=torch.empty_like(x, memory_format=torch.contiguous_format))
+        v_last = _negated_after_reset(n[-1], v_th, strict).neg_()
         charge = n.neg() if want_charge else n.new_empty(0)
         ctx.save_for_backward(n)
         ctx.settings = (tau, v_th, surrogate_name, alpha, detach_reset, x.dtype,
-                        v0 is not None)
+                        v0 is not None, strict)
         ctx.set_materialize_grads(False)
         return spikes, charge, v_last
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_charge, grad_v_last):
         (n,) = ctx.saved_tensors
-        tau, v_th, surrogate_name, alpha, detach_reset, x_dtype, has_v0 = ctx.settings
+        tau, v_th, surrogate_name, alpha, detach_reset, x_dtype, has_v0, strict = ctx.settings
         keep = 1.0 - 1.0 / tau
         # g'(H[t] - V_th) = scale * u[t]
         u, scale = _surrogate_factor(n, v_th, surrogate_name, alpha)
         # dV[t]/dH[t] = (1 - S[t]) - H[t] g'[t]  (the second term only without detach_reset)
-        reset_grad = torch.gt(n, -v_th, out=torch.empty_like(n))
+        silent = torch.ge if strict else torch.gt
+        reset_grad = silent(n, -v_th, out=torch.empty_like(n))
         if not detach_reset:
             reset_grad.addcmul_(n, u, value=scale)
         # Work with g[t] = dL/dH[t] / tau, which is dL/dX[t] (dH[t]/dX[t] = 1/tau), so the
@@ -147,7 +195,7 @@ class _FusedLIFSequence(torch.autograd.Function):
             g[t].addcmul_(reset_grad[t], g[t + 1], value=keep)
         grad_v0 = g[0] * (keep * tau) if has_v0 and ctx.needs_input_grad[1] else None
         grad_x = g.to(x_dtype) if ctx.needs_input_grad[0] else None
-        return grad_x, grad_v0, None, None, None, None, None, None
+        return grad_x, grad_v0, None, None, None, None, None, None, None
 
 
 class FusedLIFNode(neuron.LIFNode):
@@ -160,20 +208,31 @@ class FusedLIFNode(neuron.LIFNode):
     ``record_charge``: keep the charged potential H (before firing and reset) of the last
     multi-step call in ``charge_seq`` ([T, ...], float32). The network sets it on the one layer
     whose potential is the feature map it aligns, so no other layer keeps a sequence.
-    ``implementation``: ``auto`` (tmkt's pass on CPU, spikingjelly's elsewhere), or force one.
+    ``record_after_reset``: record instead the potential after firing and reset,
+    V[t] = H[t] (1 - S[t]) with the spike detached: BrainCog's ``node.mem``, the feature KT's
+    code aligns (vgg_snn.py Transfer_VGG_SNN.forward, ``self.feature[-2].node.mem``).
+    ``fire``: ``ge`` fires at H >= V_th (spikingjelly), ``gt`` at H > V_th (BrainCog).
+    ``implementation``: ``auto`` (tmkt's pass on CPU, spikingjelly's elsewhere), or force one;
+    the ``gt`` rule and the ``rectangular`` surrogate always use tmkt's pass (plain torch ops,
+    any device), as spikingjelly's kernels implement neither.
     ``store_v_seq`` works as in spikingjelly (the post-reset potentials in ``v_seq``).
     """
 
     def __init__(self, tau: float = 2.0, v_threshold: float = 0.5,
                  surrogate_name: SurrogateName = "atan", surrogate_alpha: float = 2.0,
                  detach_reset: bool = False, record_charge: bool = False,
-                 implementation: Implementation = "auto"):
+                 implementation: Implementation = "auto", fire: FireRule = "ge",
+                 record_after_reset: bool = False):
         super().__init__(tau=float(tau), decay_input=True, v_threshold=float(v_threshold),
                          v_reset=0.0,
                          surrogate_function=make_surrogate(surrogate_name, surrogate_alpha),
                          detach_reset=bool(detach_reset), step_mode="m")
         if implementation not in ("auto", "tmkt", "spikingjelly"):
             raise ValueError(f"unknown implementation {implementation!r}")
+        if fire not in ("ge", "gt"):
+            raise ValueError(f"unknown firing rule {fire!r}; expected ge or gt")
+        self.fire = fire
+        self.record_after_reset = record_after_reset
         self.surrogate_name = surrogate_name
         self.surrogate_alpha = float(surrogate_alpha)
         self.record_charge = record_charge
@@ -182,7 +241,8 @@ class FusedLIFNode(neuron.LIFNode):
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", surrogate={self.surrogate_name}"
-                f"(alpha={self.surrogate_alpha}), record_charge={self.record_charge}")
+                f"(alpha={self.surrogate_alpha}), fire={self.fire}, "
+                f"record_charge={self.record_charge}")
 
     def reset(self):
         super().reset()
@@ -200,16 +260,20 @@ class FusedLIFNode(neuron.LIFNode):
             raise TypeError("FusedLIFNode takes one input sequence")
         v0 = self._initial_potential(x_seq)
         want_charge = self.record_charge or self.store_v_seq
-        use_tmkt = self.implementation == "tmkt" or (
+        only_tmkt = self.fire == "gt" or self.surrogate_name not in _SURROGATES
+        use_tmkt = self.implementation == "tmkt" or only_tmkt or (
             self.implementation == "auto" and x_seq.device.type == "cpu")
         if use_tmkt:
             spikes, charge, v_last = _FusedLIFSequence.apply(
                 x_seq, v0, self.tau, self.v_threshold, self.surrogate_name,
-                self.surrogate_alpha, self.detach_reset, want_charge)
+                self.surrogate_alpha, self.detach_reset, want_charge, self.fire == "gt")
         else:
             spikes, charge, v_last = self._spikingjelly_forward(x_seq, v0, want_charge)
         self.v = v_last
-        self.charge_seq = charge if self.record_charge else None
+        self.charge_seq = None
+        if self.record_charge:
+            self.charge_seq = (charge * (1.0 - spikes.detach().to(charge.dtype))
+                               if self.record_after_reset else charge)
         if self.store_v_seq:  # spikingjelly's post-reset sequence, for code that asks for it
             fired = spikes.detach() if self.detach_reset else spikes
             self.v_seq = charge * (1.0 - fired.to(charge.dtype))

@@ -31,11 +31,13 @@ NeuronFactory = Callable[[bool], nn.Module]
 
 
 def lif_factory(cfg: ModelConfig) -> NeuronFactory:
-    """LIF neurons with the recipe's tau, threshold (hard reset to 0) and surrogate."""
+    """LIF neurons with the recipe's tau, threshold (hard reset to 0), firing rule, surrogate,
+    and tap feature (``model.feature``: charge before firing, or potential after reset)."""
     def make(record_charge: bool = False) -> nn.Module:
         return FusedLIFNode(tau=float(cfg.tau), v_threshold=float(cfg.threshold),
                             surrogate_name=cfg.surrogate, surrogate_alpha=cfg.surrogate_alpha,
-                            detach_reset=cfg.detach_reset, record_charge=record_charge)
+                            detach_reset=cfg.detach_reset, record_charge=record_charge,
+                            fire=cfg.fire, record_after_reset=cfg.feature == "membrane")
     return make
 
 
@@ -48,12 +50,52 @@ def relu_factory(record_charge: bool = False) -> nn.Module:
 # Building blocks
 # --------------------------------------------------------------------------------------------
 
-def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1
-            ) -> layer.SeqToANNContainer:
-    """Conv (no bias: BN follows) + BN over the folded T x B batch."""
-    return layer.SeqToANNContainer(
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(c_out))
+NormMode = str  # "pooled" | "per_step" (recipe key model.norm)
+
+
+class SeqNorm(nn.Sequential):
+    """Stateless layers then a BatchNorm, over a sequence [T, B, ...].
+
+    The stateless layers run on T x B folded into one batch. The BatchNorm (the last module)
+    either does too (``pooled``: statistics over T x B samples, running statistics updated
+    once per call), or runs on each time step's [B, ...] slice in turn (``per_step``:
+    statistics over B samples, running statistics updated T times per call). ``per_step`` is
+    what KT's code computes: its networks call the whole feature stack once per time step
+    (vgg_snn.py Transfer_VGG_SNN.forward, resnet.py Transfer_ResNet.forward). The module
+    indices (``0``, ``1``, ...) are those of spikingjelly's SeqToANNContainer, so checkpoints
+    load either way.
+    """
+
+    def __init__(self, *modules: nn.Module, per_step_norm: bool = False):
+        super().__init__(*modules)
+        self.per_step_norm = per_step_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T, B = x.shape[:2]
+        y = x.flatten(0, 1)
+        for m in list(self)[:-1]:
+            y = m(y)
+        norm = self[-1]
+        if not self.per_step_norm:
+            y = norm(y)
+            return y.view(T, B, *y.shape[1:])
+        y = y.view(T, B, *y.shape[1:])
+        return torch.stack([norm(y[t]) for t in range(T)])
+
+    def extra_repr(self) -> str:
+        return f"norm={'per_step' if self.per_step_norm else 'pooled'}"
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1,
+            norm: NormMode = "pooled") -> SeqNorm:
+    """Conv (no bias: BN follows) + BN (``norm``: pooled over T x B or per step)."""
+    return SeqNorm(nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+                   nn.BatchNorm2d(c_out), per_step_norm=norm == "per_step")
+
+
+def bn2d(channels: int, norm: NormMode) -> SeqNorm:
+    """A BatchNorm2d over a sequence, pooled over T x B or per step."""
+    return SeqNorm(nn.BatchNorm2d(channels), per_step_norm=norm == "per_step")
 
 
 def per_step(*modules: nn.Module) -> layer.SeqToANNContainer:
@@ -96,6 +138,24 @@ class Trunk(nn.Module):
     def tap(self) -> nn.Module:
         return self.get_submodule(self.tap_name)
 
+    def init_head(self, head: nn.Linear) -> None:
+        """Initialise an output layer put on this trunk (default: PyTorch's)."""
+
+
+class FeatureTap(nn.Module):
+    """Identity that keeps its input [T, B, ...] in ``charge_seq`` when ``record_charge``:
+    the tap of trunks whose aligned feature is not a neuron's potential (KT's ResNet-18 aligns
+    its pooled output)."""
+
+    def __init__(self, record_charge: bool = True):
+        super().__init__()
+        self.record_charge = record_charge
+        self.charge_seq: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.charge_seq = x if self.record_charge else None
+        return x
+
 
 class SequentialTrunk(Trunk):
     """A trunk that is a plain chain of named layers (VGG-SNN, SCNN, digitsnet)."""
@@ -123,27 +183,29 @@ def _require_size(name: str, size: int, smallest: int) -> None:
 # Registry
 # --------------------------------------------------------------------------------------------
 
-TrunkBuilder = Callable[[NeuronFactory, int, int], Trunk]
+# builder(make_neuron, size, in_channels, norm) -> Trunk
+TrunkBuilder = Callable[..., Trunk]
 BACKBONES: dict[str, TrunkBuilder] = {}
 
 
 def register_backbone(name: str) -> Callable[[TrunkBuilder], TrunkBuilder]:
-    """Make ``builder(make_neuron, size, in_channels) -> Trunk`` available to recipes."""
+    """Make ``builder(make_neuron, size, in_channels, norm) -> Trunk`` available to recipes
+    (``norm``: ``pooled`` or ``per_step`` BatchNorm, recipe key ``model.norm``)."""
     def add(builder: TrunkBuilder) -> TrunkBuilder:
         BACKBONES[name] = builder
         return builder
     return add
 
 
-def build_trunk(name: str, make_neuron: NeuronFactory, size: int, in_channels: int = 2
-                ) -> Trunk:
+def build_trunk(name: str, make_neuron: NeuronFactory, size: int, in_channels: int = 2,
+                norm: NormMode = "pooled") -> Trunk:
     """The backbone ``name`` for square inputs of side ``size``."""
     try:
         builder = BACKBONES[name]
     except KeyError:
         raise TmktError(f"recipe key 'model.backbone': unknown backbone {name!r}; expected "
                         f"one of {', '.join(sorted(BACKBONES))}") from None
-    return builder(make_neuron, size, in_channels)
+    return builder(make_neuron, size, in_channels, norm=norm)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +222,8 @@ LayoutEntry = int | str | tuple[int, int]
 
 
 def sequential_convnet(layout: tuple[LayoutEntry, ...], make_neuron: NeuronFactory,
-                       size: int, in_channels: int) -> SequentialTrunk:
+                       size: int, in_channels: int, norm: NormMode = "pooled"
+                       ) -> SequentialTrunk:
     """3x3 conv-BN-LIF blocks and 2x2 average pools; the tap is the last LIF."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     last_conv = max(i for i, v in enumerate(layout) if v != "pool")
@@ -174,7 +237,7 @@ def sequential_convnet(layout: tuple[LayoutEntry, ...], make_neuron: NeuronFacto
             continue
         c_out, stride = entry if isinstance(entry, tuple) else (int(entry), 1)
         n_conv += 1
-        layers[f"conv{n_conv}"] = conv_bn(channels, c_out, stride=stride)
+        layers[f"conv{n_conv}"] = conv_bn(channels, c_out, stride=stride, norm=norm)
         layers[f"lif{n_conv}"] = make_neuron(i == last_conv)
         channels, side = c_out, (side - 1) // stride + 1
         if i == last_conv:
@@ -184,16 +247,18 @@ def sequential_convnet(layout: tuple[LayoutEntry, ...], make_neuron: NeuronFacto
 
 
 @register_backbone("vggsnn")
-def vggsnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> SequentialTrunk:
+def vggsnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
+           norm: NormMode = "pooled") -> SequentialTrunk:
     """VGG-SNN: 2-64, 64-128, pool, 128-256, 256-256, pool, 256-512, 512-512, pool, 512-512,
     512-512, pool (3x3 conv-BN-LIF, average pooling), then the linear heads.
     At 48x48: features 512x6x6, heads on 512x3x3."""
     _require_size("vggsnn", size, 16)
-    return sequential_convnet(VGG_LAYOUT, make_neuron, size, in_channels)
+    return sequential_convnet(VGG_LAYOUT, make_neuron, size, in_channels, norm)
 
 
 @register_backbone("digitsnet")
-def digitsnet(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> SequentialTrunk:
+def digitsnet(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
+              norm: NormMode = "pooled") -> SequentialTrunk:
     """A small, fast convnet for the embedded ``digits`` dataset (32x32): 3x3 conv-BN-LIF 2-16
     with stride 2, 16-32 with stride 2, 32-64, pool. At 32x32: features 64x8x8, heads on
     64x4x4 = 1,024.
@@ -203,11 +268,13 @@ def digitsnet(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> Se
     for 2-16, pool, 16-32, pool, 32-64, pool with the same parameters. Digits are 8x8 images
     upsampled, so little is lost."""
     _require_size("digitsnet", size, 8)
-    return sequential_convnet(((16, 2), (32, 2), 64, "pool"), make_neuron, size, in_channels)
+    return sequential_convnet(((16, 2), (32, 2), 64, "pool"), make_neuron, size, in_channels,
+                              norm)
 
 
 @register_backbone("scnn")
-def scnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> SequentialTrunk:
+def scnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
+         norm: NormMode = "pooled") -> SequentialTrunk:
     """SCNN of N-Omniglot (Li et al., Scientific Data 2022): conv5x5 2-15, pool, conv5x5
     15-40, pool, fc 640-300 LIF, then the heads (300 -> classes). Unpadded convolutions, so
     28x28 gives 40x4x4 = 640. BN after each convolution and after fc1 is tmkt's addition:
@@ -217,14 +284,15 @@ def scnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> Sequent
     side = ((size - 4) // 2 - 4) // 2
     flat = 40 * side * side
     layers: OrderedDict[str, nn.Module] = OrderedDict([
-        ("conv1", conv_bn(in_channels, 15, kernel=5, padding=0)),
+        ("conv1", conv_bn(in_channels, 15, kernel=5, padding=0, norm=norm)),
         ("lif1", make_neuron(False)),
         ("pool1", per_step(nn.AvgPool2d(2))),
-        ("conv2", conv_bn(15, 40, kernel=5, padding=0)),
+        ("conv2", conv_bn(15, 40, kernel=5, padding=0, norm=norm)),
         ("lif2", make_neuron(False)),
         ("pool2", per_step(nn.AvgPool2d(2))),
         ("flatten", FlattenSteps()),
-        ("fc1", per_step(nn.Linear(flat, 300, bias=False), nn.BatchNorm1d(300))),
+        ("fc1", SeqNorm(nn.Linear(flat, 300, bias=False), nn.BatchNorm1d(300),
+                        per_step_norm=norm == "per_step")),
         ("lif3", make_neuron(True)),
     ])
     return SequentialTrunk(layers, "lif3", 300, (300, 1, 1))
@@ -232,63 +300,137 @@ def scnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> Sequent
 
 class PreActBlock(nn.Module):
     """Pre-activation basic block (He et al., ECCV 2016) with spiking activations:
-    BN-LIF-conv-BN-LIF-conv plus a shortcut (1x1 conv on the activated input when the shape
-    changes). The residual path carries real values; convolutions read spikes."""
+    BN-LIF-conv-BN-LIF-conv plus a shortcut when the shape changes. The residual path carries
+    real values; convolutions read spikes.
 
-    def __init__(self, c_in: int, c_out: int, stride: int, make_neuron: NeuronFactory):
+    The shortcut is a 1x1 conv on the block's activated input (``shortcut_bn_lif`` False,
+    tmkt's ``resnet18``), or BN-LIF-1x1 conv with its own BN and LIF on the block's input
+    (True: KT's ``Transfer_ResNet18``, resnet.py ``_make_layer``'s ``downsample``)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, make_neuron: NeuronFactory,
+                 norm: NormMode = "pooled", shortcut_bn_lif: bool = False):
         super().__init__()
-        self.bn1 = per_step(nn.BatchNorm2d(c_in))
+        self.bn1 = bn2d(c_in, norm)
         self.lif1 = make_neuron(False)
         self.conv1 = per_step(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False))
-        self.bn2 = per_step(nn.BatchNorm2d(c_out))
+        self.bn2 = bn2d(c_out, norm)
         self.lif2 = make_neuron(False)
         self.conv2 = per_step(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False))
-        self.shortcut = (per_step(nn.Conv2d(c_in, c_out, 1, stride, bias=False))
-                         if stride != 1 or c_in != c_out else None)
+        self.shortcut_bn_lif = shortcut_bn_lif
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            conv = per_step(nn.Conv2d(c_in, c_out, 1, stride, bias=False))
+            self.shortcut = (nn.Sequential(bn2d(c_in, norm), make_neuron(False), conv)
+                             if shortcut_bn_lif else conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.lif1(self.bn1(x))
-        residual = self.shortcut(out) if self.shortcut is not None else x
+        if self.shortcut is None:
+            residual = x
+        else:
+            residual = self.shortcut(x if self.shortcut_bn_lif else out)
         out = self.conv2(self.lif2(self.bn2(self.conv1(out))))
         return out + residual
 
 
 class PreActResNetTrunk(Trunk):
     """Pre-activation ResNet-18 SNN (CEP-DVS): 3x3 stem (CIFAR-style, no down-sampling), four
-    stages of two blocks (64, 128, 256, 512 channels; strides 1, 2, 2, 2), final BN-LIF (the
-    tap), global average pooling. At 48x48: features 512x6x6, heads on 512."""
+    stages of two blocks (64, 128, 256, 512 channels; strides 1, 2, 2, 2), a final BN, global
+    average pooling.
+
+    ``kt_layout`` False (``resnet18``): final BN-LIF, the LIF is the tap (features 512x6x6 at
+    48x48), heads on the pooled spikes. True (``resnet18_kt``, KT's ``Transfer_ResNet18``,
+    resnet.py ``Transfer_ResNet``): final BN without a LIF, heads and the aligned feature on the
+    pooled 512-d BN output, BN-LIF-conv shortcuts."""
 
     def __init__(self, make_neuron: NeuronFactory, size: int, in_channels: int = 2,
-                 blocks: tuple[int, ...] = (2, 2, 2, 2)):
+                 blocks: tuple[int, ...] = (2, 2, 2, 2), norm: NormMode = "pooled",
+                 kt_layout: bool = False):
         super().__init__()
         self.stem = per_step(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False))
         stages, c_in, side = [], 64, size
         for i, (c_out, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True)):
             stride = 1 if i == 0 else 2
             side = math.ceil(side / stride)
-            stage = [PreActBlock(c_in, c_out, stride, make_neuron)]
-            stage += [PreActBlock(c_out, c_out, 1, make_neuron) for _ in range(n - 1)]
+            stage = [PreActBlock(c_in, c_out, stride, make_neuron, norm, kt_layout)]
+            stage += [PreActBlock(c_out, c_out, 1, make_neuron, norm, kt_layout)
+                      for _ in range(n - 1)]
             stages.append(nn.Sequential(*stage))
             c_in = c_out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.final_bn = per_step(nn.BatchNorm2d(512))
-        self.final_lif = make_neuron(True)
+        self.final_bn = bn2d(512, norm)
         self.pool = per_step(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.tap_name = "final_lif"
         self.out_features = 512
-        self.feature_shape = (512, side, side)
+        if kt_layout:
+            self.final_lif = nn.Identity()
+            self.feature_tap = FeatureTap()
+            self.tap_name = "feature_tap"
+            self.feature_shape = (512, 1, 1)
+        else:
+            self.final_lif = make_neuron(True)
+            self.feature_tap = nn.Identity()
+            self.tap_name = "final_lif"
+            self.feature_shape = (512, side, side)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.pool(self.final_lif(self.final_bn(x)))
+        return self.feature_tap(self.pool(self.final_lif(self.final_bn(x))))
 
 
 @register_backbone("resnet18")
-def resnet18(make_neuron: NeuronFactory, size: int, in_channels: int = 2) -> PreActResNetTrunk:
+def resnet18(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
+             norm: NormMode = "pooled") -> PreActResNetTrunk:
     _require_size("resnet18", size, 8)
-    return PreActResNetTrunk(make_neuron, size, in_channels)
+    return PreActResNetTrunk(make_neuron, size, in_channels, norm=norm)
+
+
+@register_backbone("resnet18_kt")
+def resnet18_kt(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
+                norm: NormMode = "pooled") -> PreActResNetTrunk:
+    """KT's Transfer_ResNet18 layout (CEP-DVS): no final LIF, CKA on the pooled 512-d output,
+    BN-LIF-conv shortcuts."""
+    _require_size("resnet18_kt", size, 8)
+    return PreActResNetTrunk(make_neuron, size, in_channels, norm=norm, kt_layout=True)
+
+
+class KtScnnTrunk(SequentialTrunk):
+    """KT's Transfer_SCNN (scnn.py): no BN, fc1 with a bias, BrainCog's initialisation
+    (Kaiming-normal convolutions with fan-in, linear weights uniform in [-0.1, 0.1]), and the
+    same initialisation for the output layer put on it."""
+
+    def init_head(self, head: nn.Linear) -> None:
+        nn.init.uniform_(head.weight, -0.1, 0.1)
+
+
+@register_backbone("scnn_kt")
+def scnn_kt(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
+            norm: NormMode = "pooled") -> SequentialTrunk:
+    """SCNN as KT's N-Omniglot run builds it (scnn.py Transfer_SCNN): conv5x5 2-15 (no bias),
+    LIF, pool, conv5x5 15-40, LIF, pool, fc 640-300 (bias), LIF (the tap), no BatchNorm
+    anywhere (so ``norm`` has nothing to act on)."""
+    _require_size("scnn_kt", size, 16)
+    side = ((size - 4) // 2 - 4) // 2
+    flat = 40 * side * side
+    layers: OrderedDict[str, nn.Module] = OrderedDict([
+        ("conv1", per_step(nn.Conv2d(in_channels, 15, 5, bias=False))),
+        ("lif1", make_neuron(False)),
+        ("pool1", per_step(nn.AvgPool2d(2))),
+        ("conv2", per_step(nn.Conv2d(15, 40, 5, bias=False))),
+        ("lif2", make_neuron(False)),
+        ("pool2", per_step(nn.AvgPool2d(2))),
+        ("flatten", FlattenSteps()),
+        ("fc1", per_step(nn.Linear(flat, 300))),
+        ("lif3", make_neuron(True)),
+    ])
+    trunk = KtScnnTrunk(layers, "lif3", 300, (300, 1, 1))
+    for m in trunk.modules():  # replaces init_weights' fan-out initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, nn.Linear):
+            nn.init.uniform_(m.weight, -0.1, 0.1)
+    return trunk
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,11 +494,19 @@ class TwoStreamSNN(nn.Module):
 
     HEADS = ("static", "event")
 
-    def __init__(self, trunk: Trunk, num_classes: int, time_steps: int):
+    def __init__(self, trunk: Trunk, num_classes: int, time_steps: int,
+                 shared_head: bool = False):
         super().__init__()
         self.trunk = trunk
-        self.heads = nn.ModuleDict({h: nn.Linear(trunk.out_features, num_classes)
-                                    for h in self.HEADS})
+        if shared_head:  # one output layer for both streams (KT's Transfer_SCNN, scnn.py)
+            head = nn.Linear(trunk.out_features, num_classes)
+            trunk.init_head(head)
+            self.heads = nn.ModuleDict({h: head for h in self.HEADS})
+        else:
+            self.heads = nn.ModuleDict({h: nn.Linear(trunk.out_features, num_classes)
+                                        for h in self.HEADS})
+            for head in self.heads.values():
+                trunk.init_head(head)
         self.mag_head = ModalityHead(trunk.feature_shape)
         self.mrp_head = MixRatioHead(trunk.feature_shape)
         self.eta = nn.Parameter(torch.ones(time_steps))
@@ -394,7 +544,8 @@ class TwoStreamSNN(nn.Module):
         return [(name, m) for name, m in self.named_modules() if isinstance(m, neuron.BaseNode)]
 
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters of the trunk, the two classification heads, and the auxiliary parts."""
+        """Parameters of the trunk, the two classification heads (once when shared), and the
+        auxiliary parts."""
         def count(module_or_params) -> int:
             params = (module_or_params.parameters() if isinstance(module_or_params, nn.Module)
                       else module_or_params)
@@ -404,6 +555,7 @@ class TwoStreamSNN(nn.Module):
 
 
 def build_snn(cfg: ModelConfig, num_classes: int, size: int, time_steps: int) -> TwoStreamSNN:
-    """The recipe's backbone with two heads, for ``size`` x ``size`` inputs of 2 channels."""
-    trunk = build_trunk(cfg.backbone, lif_factory(cfg), size)
-    return TwoStreamSNN(trunk, num_classes, time_steps)
+    """The recipe's backbone with two heads (or one shared, ``model.shared_head``), for
+    ``size`` x ``size`` inputs of 2 channels."""
+    trunk = build_trunk(cfg.backbone, lif_factory(cfg), size, norm=cfg.norm)
+    return TwoStreamSNN(trunk, num_classes, time_steps, shared_head=cfg.shared_head)

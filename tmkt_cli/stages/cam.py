@@ -24,19 +24,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from tmkt_cli.artifacts import StageRun, Upstream, read_upstream, write_bytes
-from tmkt_cli.config import Recipe, read_yaml
-from tmkt_cli.errors import TmktError
-from tmkt_cli.stages.evaluate import (
+from tmkt_cli.checkpoints import (
     SNN_STAGES,
-    DatasetFacts,
+    PreparedFacts,
     TrainedModel,
-    checkpoint_input,
     expected_model_info,
     load_trained_model,
     read_dataset_facts,
-    source_input,
 )
-from tmkt_cli.stages.train_tmkt import dataset_input
+from tmkt_cli.config import Recipe, read_yaml
+from tmkt_cli.errors import TmktError
+from tmkt_cli.stages.shared import checkpoint_input, dataset_input, source_input
 
 if TYPE_CHECKING:
     import torch
@@ -87,12 +85,57 @@ def inputs(recipe: Recipe) -> dict[str, Upstream]:
     return ups
 
 
-def chosen_positions(recipe: Recipe, h5: Path) -> list[int]:
+def chosen_positions(recipe: Recipe, h5: Path) -> list[int] | None:
+    """The samples the recipe names, or None when it leaves the choice to
+    :func:`automatic_positions` (which needs the model's predictions)."""
     from tmkt_cli.data.store import open_dataset
 
+    if not recipe.cam.samples and not recipe.cam.classes:
+        return None
     with open_dataset(h5) as ds:
         return choose_samples(ds.labels("test"), ds.classes, list(recipe.cam.samples),
                               list(recipe.cam.classes), h5)
+
+
+SCANNED_PER_CLASS = 16
+"""Test samples of a class looked at to find a correct and a wrong prediction."""
+
+
+def spread_classes(num_classes: int, how_many: int) -> list[int]:
+    """``how_many`` class indices spread evenly from the first to the last."""
+    if how_many >= num_classes:
+        return list(range(num_classes))
+    return sorted({int(round(i)) for i in np.linspace(0, num_classes - 1, how_many)})
+
+
+def pick_correct_and_wrong(rows: np.ndarray, correct: np.ndarray) -> list[int]:
+    """The first correctly and the first wrongly classified of ``rows`` (in that order),
+    each where one exists."""
+    picked = [int(rows[np.flatnonzero(correct == want)[0]]) for want in (True, False)
+              if np.any(correct == want)]
+    return picked
+
+
+def automatic_positions(predict, labels: np.ndarray, test, max_classes: int,
+                        batch_size: int) -> list[int]:
+    """Up to ``max_classes`` classes spread over the dataset; for each, a correctly and a
+    wrongly classified test sample where both are among its first SCANNED_PER_CLASS."""
+    import torch
+
+    classes = spread_classes(int(labels.max()) + 1 if labels.size else 0, max_classes)
+    candidates = {c: np.flatnonzero(labels == c)[:SCANNED_PER_CLASS] for c in classes}
+    rows = np.concatenate([r for r in candidates.values()]) if candidates else np.array([])
+    predicted: dict[int, int] = {}
+    for start in range(0, rows.size, batch_size):
+        chunk = [int(r) for r in rows[start:start + batch_size]]
+        x = torch.stack([test[r]["events"] for r in chunk]).transpose(0, 1)
+        with torch.no_grad():
+            predicted.update(zip(chunk, predict(x).argmax(-1).tolist(), strict=True))
+    chosen = []
+    for c, class_rows in candidates.items():
+        correct = np.array([predicted[int(r)] == c for r in class_rows], dtype=bool)
+        chosen += pick_correct_and_wrong(class_rows, correct)
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,9 +161,6 @@ def choose_samples(labels: np.ndarray, classes: list[str], samples: list[int],
                                 f"in {where}")
             chosen.append(int(rows[0]))
         return chosen
-    if not samples:
-        raise TmktError("recipe keys 'cam.samples' and 'cam.classes' are both empty: "
-                        "nothing to draw")
     for index in samples:
         if not 0 <= index < len(labels):
             raise TmktError(f"recipe key 'cam.samples': index {index} is outside the test "
@@ -171,6 +211,19 @@ def run_label(checkpoint: Path) -> str:
 # --------------------------------------------------------------------------------------------
 # Inputs of the figure
 # --------------------------------------------------------------------------------------------
+
+def choose_automatically(recipe: Recipe, h5: Path, trained: TrainedModel, device) -> list[int]:
+    from tmkt_cli.data.loaders import EventDataset
+
+    test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
+                        with_static=False)
+    model = trained.model.to(device).eval()
+
+    def predict(x):
+        return model.predict(x.to(device))
+    return automatic_positions(predict, np.asarray(test.labels), test, recipe.cam.max_classes,
+                               recipe.eval.batch_size)
+
 
 @dataclass
 class Chosen:
@@ -257,6 +310,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
         baseline = load_trained_model(Path(run.inputs["baseline"]["path"]),
                                       _dataset_only(facts), "this dataset (cam.baseline)")
     positions = chosen_positions(recipe, h5)
+    if positions is None:
+        positions = choose_automatically(recipe, h5, trained, device)
     chosen = load_chosen(h5, recipe, positions)
     x = as_sequence(torch.from_numpy(chosen.events)).to(device)
     targets = torch.from_numpy(chosen.labels).to(device)
@@ -282,7 +337,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     rows = []
     for i, position in enumerate(positions):
         row = plotting.CamRow(
-            title=f"#{position}: {facts.classes[chosen.labels[i]]}",
+            title=f"{facts.classes[chosen.labels[i]]} (test #{position})",
             static=chosen.static[i] if chosen.has_static[i] else None,
             static_caption={"own": "", "class": "an image of its class",
                             "none": ""}[chosen.static_kind[i]],
@@ -290,15 +345,19 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
             background=event_intensity(chosen.events[i]))
         for title, (class_maps, _) in columns.items():
             row.maps[title] = class_maps.maps[i]
-            row.captions[title] = f"pred: {facts.classes[class_maps.predictions[i]]}"
+            predicted = int(class_maps.predictions[i])
+            right = predicted == int(chosen.labels[i])
+            row.captions[title] = (f"{'right' if right else 'wrong'}: "
+                                   f"{facts.classes[predicted]}")
         rows.append(row)
     what = {"gradcam": "Grad-CAM", "sam": "SAM"}[cfg.kind]
     outputs = {"maps": MAPS, "figure": FIGURE}
-    plotting.save_png(plotting.cam_figure(rows, f"{what}, {recipe.name} seed {recipe.seed}"),
-                      run.folder / FIGURE)
+    plotting.save_png(plotting.cam_figure(rows, f"{what}, {recipe.name} seed {recipe.seed}",
+                                          f"{what} relevance"), run.folder / FIGURE)
     for position, row in zip(positions, rows, strict=True):
         name = f"cam-{position}.png"
-        plotting.save_png(plotting.cam_figure([row]), run.folder / name)
+        plotting.save_png(plotting.cam_figure([row], map_label=f"{what} relevance"),
+                          run.folder / name)
         outputs[f"sample_{position}"] = name
 
     arrays = {
@@ -351,7 +410,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     ui.print(f"{STAGE}: done -> {run.folder / FIGURE}, {run.folder / MAPS}")
 
 
-def _dataset_only(facts: DatasetFacts) -> dict:
+def _dataset_only(facts: PreparedFacts) -> dict:
     """A baseline may be any SNN trained on this dataset (its own backbone and settings)."""
     return {"kind": "snn", "classes": facts.classes, "size": facts.size,
             "time_steps": facts.time_steps}

@@ -13,9 +13,9 @@ from pathlib import Path
 from rich.console import Console
 
 from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
+from tmkt_cli.checkpoints import LAST, check_teacher, load_teacher
 from tmkt_cli.config import MethodConfig, Recipe
-from tmkt_cli.errors import TmktError
-from tmkt_cli.stages.train_tmkt import build_training_data, dataset_input, fit_and_record
+from tmkt_cli.stages.shared import build_training_data, dataset_input, fit_and_record
 
 STAGE = "distill"
 
@@ -37,27 +37,8 @@ def inputs(recipe: Recipe) -> dict[str, Upstream]:
     from tmkt_cli.data.store import open_dataset
 
     info = open_dataset(dataset.output("dataset"))
-    check_teacher(teacher.folder / "last.pt", info.classes, info.size)
+    check_teacher(teacher.folder / LAST, info.classes, info.size)
     return {"dataset": dataset, "teacher": teacher}
-
-
-def check_teacher(path: Path, classes: list[str], size: int) -> dict:
-    """The teacher checkpoint's state, if it is an ANN of these classes at this size."""
-    from tmkt_cli.engine import load_checkpoint
-
-    state = load_checkpoint(path, "teacher checkpoint")
-    info = state.get("model_info", {})
-    if info.get("kind") != "ann":
-        raise TmktError(f"{path}: not an ANN teacher checkpoint (it holds a "
-                        f"{info.get('kind', 'unknown')} model)")
-    if list(info.get("classes", [])) != list(classes):
-        raise TmktError(f"{path}: the teacher was trained on other classes "
-                        f"({info.get('num_classes')} classes) than this dataset "
-                        f"({len(classes)} classes)")
-    if info.get("size") != size:
-        raise TmktError(f"{path}: the teacher was trained at {info.get('size')}px, the dataset "
-                        f"is {size}px")
-    return state
 
 
 def ckd_method(recipe: Recipe) -> MethodConfig:
@@ -69,24 +50,14 @@ def ckd_method(recipe: Recipe) -> MethodConfig:
                         da_weight=d.da_weight, tet=d.tet, tet_lambda=recipe.method.tet_lambda)
 
 
-def load_teacher(path: Path, classes: list[str], size: int):
-    from tmkt_cli.models.ann import build_ann
-
-    state = check_teacher(path, classes, size)
-    model = build_ann(state["model_info"]["backbone"], len(classes), size)
-    model.load_state_dict(state["model"])
-    return model
-
-
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
-    from tmkt_cli import engine
     from tmkt_cli.models import build_snn
     from tmkt_cli.runtime import seed_everything
     from tmkt_cli.tasks import SNNTransferTask, Teacher
 
     d = recipe.distill
     info, train, test, indices = build_training_data(recipe, run, with_static=True)
-    teacher_path = Path(run.inputs["teacher"]["path"]) / engine.LAST
+    teacher_path = Path(run.inputs["teacher"]["path"]) / LAST
     teacher = load_teacher(teacher_path, info.classes, info.size)
     seed_everything(recipe.seed)  # the initial weights are a function of the seed
     student = build_snn(recipe.model, len(info.classes), info.size, info.time_steps)

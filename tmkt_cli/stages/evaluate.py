@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,18 +22,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tmkt_cli.artifacts import StageRun, Upstream, read_upstream, write_json
-from tmkt_cli.config import ModelConfig, Recipe, to_dict
+from tmkt_cli.artifacts import StageRun, Upstream, write_json
+from tmkt_cli.checkpoints import (
+    CHECKPOINT_FILES,
+    PreparedFacts,
+    TrainedModel,
+    expected_model_info,
+    load_trained_model,
+    read_dataset_facts,
+)
+from tmkt_cli.config import Recipe
 from tmkt_cli.errors import TmktError
-from tmkt_cli.stages.train_tmkt import dataset_input
+from tmkt_cli.stages.shared import dataset_input, source_input
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 STAGE = "eval"
-SNN_STAGES = ("train-tmkt", "distill")
-CHECKPOINT_FILES = {"last": "last.pt", "best": "best.pt"}
 EVAL_JSON = "eval.json"
 FIGURES = {"confusion": "confusion.png", "accuracy_vs_time_steps": "accuracy_vs_time_steps.png",
            "firing_rates": "firing_rates.png"}
@@ -48,157 +53,34 @@ def folder(recipe: Recipe) -> Path:
     return recipe.eval_dir()
 
 
-def source_input(recipe: Recipe, source: str, key: str) -> Upstream:
-    return read_upstream(recipe.stage_dir(source), source, key,
-                         hint=f"tmkt {source} RECIPE")
-
-
 def inputs(recipe: Recipe) -> dict[str, Upstream]:
     return {"dataset": dataset_input(recipe),
             "run": source_input(recipe, recipe.eval.source, "recipe key eval.source")}
 
 
-# The manifest output names under which training stages list their checkpoints.
-CHECKPOINT_OUTPUTS = {"last": "checkpoint", "best": "best"}
-
-
-def checkpoint_input(run_input: Upstream, which: str, key: str) -> Upstream:
-    """One checkpoint of a finished training run, as an input of its own: its path, and as
-    its hash the checkpoint's sha256 from the run's manifest (the file is not reread). A
-    stage recording it notices when another checkpoint is chosen or the run is retrained."""
-    entry = run_input.manifest.get("outputs", {}).get(CHECKPOINT_OUTPUTS[which])
-    if not entry or not entry.get("sha256"):
-        raise TmktError(f"{run_input.folder}: its manifest lists no {which} checkpoint "
-                        f"(from {key})")
-    return Upstream(run_input.folder / entry["path"],
-                    {"output_hash": entry["sha256"][:16], "outputs": {}})
-
-
-# --------------------------------------------------------------------------------------------
-# Loading a trained model, checked against the recipe and the dataset
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    """What a checkpoint must agree with."""
-
-    path: Path
-    classes: list[str]
-    time_steps: int
-    size: int
-
-
-def read_dataset_facts(h5: Path) -> DatasetFacts:
-    from tmkt_cli.data.store import open_dataset
-
-    with open_dataset(h5) as ds:
-        return DatasetFacts(Path(ds.path), list(ds.classes), ds.time_steps, ds.size)
-
-
-def checkpoint_mismatches(info: dict, expected: dict) -> list[str]:
-    """What differs between a checkpoint's ``model_info`` and what the recipe and dataset
-    expect (same keys: kind, backbone, model, classes, size, time_steps; a key absent from
-    ``expected`` is not checked). Each entry reads "<checkpoint's value> (<expected>)"."""
-    diffs = []
-    if "kind" in expected and info.get("kind") != expected["kind"]:
-        diffs.append(f"an {str(info.get('kind')).upper()} model (expected an "
-                     f"{expected['kind'].upper()})")
-        return diffs  # nothing else is comparable
-    if "backbone" in expected and info.get("backbone") != expected["backbone"]:
-        diffs.append(f"backbone {info.get('backbone')!r} (recipe: {expected['backbone']!r})")
-    elif "model" in expected:
-        ours, theirs = info.get("model") or {}, expected["model"]
-        # Keys one side lacks come from another tmkt version's schema: not a difference.
-        for key in sorted(set(ours) & set(theirs)):
-            if key != "backbone" and ours[key] != theirs[key]:
-                diffs.append(f"model.{key} {ours[key]!r} (recipe: {theirs[key]!r})")
-    if "classes" in expected:
-        got, want = list(info.get("classes") or []), list(expected["classes"])
-        if len(got) != len(want):
-            diffs.append(f"{len(got)} classes (dataset: {len(want)})")
-        elif got != want:
-            first = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
-            diffs.append(f"other class names (class {first}: {got[first]!r}, dataset: "
-                         f"{want[first]!r})")
-    if "size" in expected and info.get("size") != expected["size"]:
-        diffs.append(f"{info.get('size')}px inputs (dataset: {expected['size']}px)")
-    if "time_steps" in expected and info.get("time_steps") != expected["time_steps"]:
-        diffs.append(f"T={info.get('time_steps')} (dataset: T={expected['time_steps']})")
-    return diffs
-
-
-@dataclass
-class TrainedModel:
-    model: nn.Module
-    kind: str
-    """``snn`` or ``ann``."""
-    info: dict
-    path: Path
-    epoch: int | None
-    step: int | None
-
-
-def load_trained_model(path: Path, expected: dict, what: str) -> TrainedModel:
-    """Load the checkpoint at ``path``, refuse it with one line when its ``model_info``
-    differs from ``expected`` (see :func:`checkpoint_mismatches`), and build its network.
-
-    The network is built from the checkpoint's own ``model_info`` (equal to the recipe's
-    where ``expected`` says so).
-    """
-    from tmkt_cli.engine import load_checkpoint
-
-    state = load_checkpoint(path, f"{what} checkpoint")
-    info = state.get("model_info") or {}
-    if info.get("kind") not in ("snn", "ann"):
-        raise TmktError(f"{path}: not the checkpoint of a tmkt network (model_info kind "
-                        f"{info.get('kind')!r})")
-    diffs = checkpoint_mismatches(info, expected)
-    if diffs:
-        raise TmktError(f"{path}: the checkpoint does not match {what}: it holds "
-                        + "; ".join(diffs))
-    model = build_from_info(info, path)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TmktError(f"{path}: weights do not fit the {info.get('backbone')} network its "
-                        f"model_info describes ({first[:160]})") from None
-    loop = state.get("loop") or {}
-    return TrainedModel(model=model, kind=info["kind"], info=info, path=Path(path),
-                        epoch=loop.get("epoch"), step=loop.get("step"))
-
-
-def build_from_info(info: dict, path: Path) -> nn.Module:
-    from tmkt_cli.models import build_ann, build_snn
-
-    if info["kind"] == "ann":
-        return build_ann(info["backbone"], int(info["num_classes"]), int(info["size"]))
-    try:
-        cfg = ModelConfig(**(info.get("model") or {"backbone": info["backbone"]}))
-    except TypeError as e:
-        raise TmktError(f"{path}: model_info.model has keys this tmkt does not know "
-                        f"({e})") from None
-    return build_snn(cfg, int(info["num_classes"]), int(info["size"]), int(info["time_steps"]))
-
-
-def expected_model_info(recipe: Recipe, source: str, facts: DatasetFacts) -> dict:
-    """What a checkpoint of ``source`` must hold to be evaluated with this recipe's data."""
-    if source == "pretrain-ann":
-        return {"kind": "ann", "backbone": recipe.pretrain_ann.backbone,
-                "classes": facts.classes, "size": facts.size}
-    return {"kind": "snn", "backbone": recipe.model.backbone, "model": to_dict(recipe.model),
-            "classes": facts.classes, "size": facts.size, "time_steps": facts.time_steps}
-
-
 def load_source_model(recipe: Recipe, run: StageRun, source: str, which: str, key: str
-                      ) -> tuple[TrainedModel, DatasetFacts, Path]:
+                      ) -> tuple[TrainedModel, PreparedFacts, Path]:
     """The dataset facts and the trained model of this recipe's ``source`` run."""
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     facts = read_dataset_facts(h5)
     path = Path(run.inputs["run"]["path"]) / CHECKPOINT_FILES[which]
+    if which == "best_test" and not path.is_file():  # no validation split: best.pt is it
+        path = path.with_name(CHECKPOINT_FILES["best"])
     trained = load_trained_model(path, expected_model_info(recipe, source, facts),
                                  f"this recipe and dataset ({key}={source})")
     return trained, facts, h5
+
+
+def checkpoint_choice(which: str, path: Path) -> str:
+    """How the evaluated checkpoint was chosen, as tables print it: the last one, the best on
+    the validation split, or the best on the test split (optimistic: the published numbers'
+    way). A run has a validation split exactly when it wrote ``best_test.pt``."""
+    if which == "last":
+        return "last"
+    has_val = (path.parent / CHECKPOINT_FILES["best_test"]).is_file()
+    if which == "best" and has_val:
+        return "best on validation"
+    return "best on test (optimistic)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +126,7 @@ def _to(batch: dict, device) -> dict:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def evaluate_snn(model: nn.Module, loader, facts: DatasetFacts, device: torch.device) -> dict:
+def evaluate_snn(model: nn.Module, loader, facts: PreparedFacts, device: torch.device) -> dict:
     """One pass over the test split with counting hooks: every SNN figure but throughput."""
     import torch
     from spikingjelly.activation_based import functional
@@ -258,6 +140,7 @@ def evaluate_snn(model: nn.Module, loader, facts: DatasetFacts, device: torch.de
     with torch.no_grad(), ActivityMonitor(model, model.spiking_layers()) as monitor:
         for batch in loader:
             x = as_sequence(batch["events"]).to(device)
+            # Not model.predict: accuracy against T needs the logits of every time step.
             logits = model(x, head="event").logits
             functional.reset_net(model)
             tally.update(logits.float().cpu().numpy(), batch["label"].numpy())
@@ -271,7 +154,7 @@ def evaluate_snn(model: nn.Module, loader, facts: DatasetFacts, device: torch.de
     return results
 
 
-def evaluate_ann(model: nn.Module, loader, facts: DatasetFacts, device: torch.device) -> dict:
+def evaluate_ann(model: nn.Module, loader, facts: PreparedFacts, device: torch.device) -> dict:
     import torch
 
     from tmkt_cli.analysis.energy import ActivityMonitor
@@ -349,6 +232,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     report = {
         "source": {"stage": cfg.source, "run": run.inputs["run"]["path"],
                    "checkpoint": str(trained.path), "which": cfg.checkpoint,
+                   "chosen": checkpoint_choice(cfg.checkpoint, trained.path),
                    "epoch": trained.epoch, "step": trained.step, "kind": trained.kind,
                    "backbone": trained.info.get("backbone")},
         "dataset": {"path": str(h5), "split": "test", "samples": results["samples"],
@@ -424,13 +308,17 @@ def print_results(report: dict, ui: Console, title: str) -> None:
     table.add_row("top-1", f"{100 * report['top1']:.2f} %")
     table.add_row("top-5", f"{100 * report['top5']:.2f} %")
     table.add_row("loss", f"{report['loss']:.4f}")
+    # An SNN's counts are per sample over its T time steps; the ANN it is compared with
+    # reads one frame: every row says which.
+    steps = f"{len(report['accuracy_vs_time_steps'])} steps" if snn else ""
     if snn:
         table.add_row("mean firing rate", f"{report['mean_firing_rate']:.4f}")
-        table.add_row("synaptic ops (AC) / sample", human(ops["ac_ops"]))
-        table.add_row("first-layer MACs / sample", human(ops["mac_ops"]))
-        table.add_row("SNN energy / sample", energy_text(energy["snn_pj"]))
-    table.add_row("ANN MACs / sample" if snn else "MACs / sample", human(ops["ann_macs"]))
-    table.add_row("ANN energy / sample" if snn else "energy / sample",
+        table.add_row(f"synaptic ops (AC) / sample, {steps}", human(ops["ac_ops"]))
+        table.add_row(f"first-layer MACs / sample, {steps}", human(ops["mac_ops"]))
+        table.add_row(f"SNN energy / sample, {steps}", energy_text(energy["snn_pj"]))
+    table.add_row("ANN MACs / sample, one frame" if snn else "MACs / sample",
+                  human(ops["ann_macs"]))
+    table.add_row("ANN energy / sample, one frame" if snn else "energy / sample",
                   energy_text(energy["ann_pj"]))
     if snn:
         table.add_row("ANN / SNN energy", f"{energy['ann_over_snn']:.2f} x")
@@ -449,7 +337,8 @@ def print_results(report: dict, ui: Console, title: str) -> None:
         for r in report["firing_rates"]:
             layers.add_row(escape(r["layer"]), str(r["neurons"]), f"{r['firing_rate']:.4f}")
         ui.print(layers)
-    synapses = Table(title="synaptic layers (per sample)", title_justify="left")
+    per = f"per sample, summed over {steps}" if snn else "per sample"
+    synapses = Table(title=f"synaptic layers ({per})", title_justify="left")
     for col in ("layer", "counted as", "ops", "dense MACs", "non-zero inputs"):
         synapses.add_column(col, justify="left" if col == "layer" else "right")
     for r in ops["layers"]:

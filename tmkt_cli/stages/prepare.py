@@ -77,7 +77,8 @@ def inputs(recipe: Recipe) -> dict:
 # Work done in the pool (module-level so it pickles)
 # --------------------------------------------------------------------------------------------
 
-def integrate_recording(recording: Recording, time_steps: int, size: int, split_by: str
+def integrate_recording(recording: Recording, time_steps: int, size: int, split_by: str,
+                        align_corners: bool = False, sensor_extent: str = "declared"
                         ) -> PackedRecording:
     """Load one recording, count it into frames, resize them and compress them into the
     HDF5 chunk the writer stores as is."""
@@ -86,10 +87,29 @@ def integrate_recording(recording: Recording, time_steps: int, size: int, split_
         raise TypeError(f"{recording.source}: the source returned events of dtype "
                         f"{events.dtype}, expected {EVENT_DTYPE}")  # a bug in the source
     sensor = (int(sensor_size[0]), int(sensor_size[1]))
+    events, sensor = apply_sensor_extent(events, sensor, sensor_extent)
     counts, dropped = events_to_frames(events, sensor, time_steps, split_by,
                                        return_dropped=True)
-    return pack_recording(resize_frames(counts, size), int(events.size - dropped), dropped,
-                          sensor)
+    return pack_recording(resize_frames(counts, size, align_corners),
+                          int(events.size - dropped), dropped, sensor)
+
+
+def apply_sensor_extent(events: np.ndarray, sensor: tuple[int, int], mode: str
+                        ) -> tuple[np.ndarray, tuple[int, int]]:
+    """The frame extent of a recording (``prepare.sensor_extent``): the declared sensor
+    (``declared``), the events' own extent ``(max y + 1, max x + 1)`` (``observed``: tonic's
+    ToFrame without a sensor size, FloyedShen/tonic functional/to_frame.py 51-58), or that
+    extent after shifting x and y to start at 0 (``observed_shifted``: the fork's N-Caltech101
+    reader, datasets/ncaltech101.py 186-187, then ToFrame without a sensor size)."""
+    if mode == "declared" or events.size == 0:
+        return events, sensor
+    if mode not in ("observed", "observed_shifted"):
+        raise ValueError(f"unknown sensor extent {mode!r}")
+    if mode == "observed_shifted":
+        events = events.copy()
+        events["x"] -= events["x"].min()
+        events["y"] -= events["y"].min()
+    return events, (int(events["y"].max()) + 1, int(events["x"].max()) + 1)
 
 
 def load_image(item: ImageItem, size: int) -> np.ndarray:
@@ -292,7 +312,8 @@ def _write_all(writer: DatasetWriter, pool: OrderedPool, cfg: PrepareConfig,
         for split in SPLITS:
             start = writer.committed(split, "recordings")
             for result in pool.map(integrate_recording, recordings[split][start:],
-                                   cfg.time_steps, cfg.size, cfg.split_by):
+                                   cfg.time_steps, cfg.size, cfg.split_by, cfg.align_corners,
+                                   cfg.sensor_extent):
                 writer.add_packed(split, result)
                 fresh["recordings"] += 1
                 fresh["events"] += result.event_count

@@ -11,9 +11,10 @@ from pathlib import Path
 from rich.console import Console
 
 from tmkt_cli.artifacts import StageRun, Upstream
+from tmkt_cli.checkpoints import ann_model_info
 from tmkt_cli.config import Recipe
 from tmkt_cli.errors import TmktError
-from tmkt_cli.stages.train_tmkt import dataset_input
+from tmkt_cli.stages.shared import dataset_input, training_outputs
 
 STAGE = "pretrain-ann"
 
@@ -28,11 +29,6 @@ def inputs(recipe: Recipe) -> dict[str, Upstream]:
         ups["init_weights"] = Upstream.for_file(recipe.pretrain_ann.init_weights,
                                                 "recipe key pretrain_ann.init_weights")
     return ups
-
-
-def ann_model_info(backbone: str, classes: list[str], size: int) -> dict:
-    return {"kind": "ann", "backbone": backbone, "num_classes": len(classes),
-            "classes": list(classes), "size": size}
 
 
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
@@ -64,8 +60,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
                         cfg.train, seed=recipe.seed, run=run, ui=ui,
                         num_workers=recipe.data.num_workers,
                         model_info=ann_model_info(cfg.backbone, info.classes, info.size))
-    run.complete(outputs={"checkpoint": engine.LAST, "best": engine.BEST,
-                          "metrics": engine.METRICS},
+    run.complete(outputs=training_outputs(run),
                  metrics={"test_acc": result.metrics.get("acc"),
                           "best_acc": result.best.get("acc"), "steps": result.steps})
     ui.print(f"{STAGE}: done, image test accuracy {result.metrics.get('acc', float('nan')):.4f}"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
-from tmkt_cli.config import Recipe, TrainConfig, to_dict
+from tmkt_cli.artifacts import StageRun, Upstream
+from tmkt_cli.config import Recipe, TrainConfig
+from tmkt_cli.stages.shared import build_training_data, dataset_input, fit_and_record
 
 STAGE = "train-tmkt"
 
@@ -20,38 +21,8 @@ def folder(recipe: Recipe) -> Path:
     return recipe.stage_dir(STAGE)
 
 
-def dataset_input(recipe: Recipe) -> Upstream:
-    return read_upstream(recipe.dataset_dir(), "prepare", "recipe key paths.dataset",
-                         hint="tmkt prepare RECIPE")
-
-
 def inputs(recipe: Recipe) -> dict[str, Upstream]:
     return {"dataset": dataset_input(recipe)}
-
-
-def snn_model_info(recipe: Recipe, classes: list[str], size: int, time_steps: int) -> dict:
-    """What a checkpoint must match to be loaded by eval, cam or as a student."""
-    return {"kind": "snn", "backbone": recipe.model.backbone, "num_classes": len(classes),
-            "classes": list(classes), "size": size, "time_steps": time_steps,
-            "model": to_dict(recipe.model)}
-
-
-def build_training_data(recipe: Recipe, run: StageRun, with_static: bool):
-    """The event training subset, the event test split, and the store's facts."""
-    import numpy as np
-
-    from tmkt_cli.data.loaders import EventDataset, event_subset
-    from tmkt_cli.data.store import open_dataset
-
-    h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
-    info = open_dataset(h5)
-    train = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=True,
-                         with_static=with_static)
-    test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
-                        with_static=False)
-    subset_seed = recipe.seed if recipe.data.subset_seed < 0 else recipe.data.subset_seed
-    indices = event_subset(np.asarray(train.labels), recipe.data.event_fraction, subset_seed)
-    return info, train, test, indices
 
 
 def equal_compute_train_config(recipe: Recipe) -> TrainConfig:
@@ -83,25 +54,3 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     task = SNNTransferTask(model, m, threshold=recipe.model.threshold)
     fit_and_record(task, recipe, run, ui, info, train, test, indices,
                    equal_compute_train_config(recipe))
-
-
-def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train, test,
-                   indices, train_cfg: TrainConfig) -> None:
-    """Train an SNN task with the engine and complete the run's manifest (train-tmkt and
-    distill end the same way)."""
-    from tmkt_cli import engine
-
-    result = engine.fit(task, train, test, indices, train_cfg, seed=recipe.seed, run=run,
-                        ui=ui, num_workers=recipe.data.num_workers,
-                        model_info=snn_model_info(recipe, info.classes, info.size,
-                                                  info.time_steps))
-    run.complete(outputs={"checkpoint": engine.LAST, "best": engine.BEST,
-                          "metrics": engine.METRICS},
-                 metrics={"test_acc": result.metrics.get("acc"),
-                          "test_top5": result.metrics.get("top5"),
-                          "best_acc": result.best.get("acc"),
-                          "best_epoch": result.best.get("epoch"),
-                          "steps": result.steps,
-                          "event_train_samples": int(len(indices))})
-    ui.print(f"{run.stage}: done, test accuracy {result.metrics.get('acc', float('nan')):.4f}"
-             f" (best {result.best.get('acc', float('nan')):.4f}) -> {run.folder}")

@@ -49,16 +49,16 @@ from tmkt_cli.data.archives import MEMBER_SEPARATOR, FileRef
 from tmkt_cli.data.datasets.recorded import (
     DatasetFacts,
     FoundFile,
-    _read_args,
     find_files,
     first_existing,
     layout_error,
     load_image_file,
     natural_key,
+    read_args,
     releases_archives,
     require_root,
 )
-from tmkt_cli.data.events import read_aedat4
+from tmkt_cli.data.formats import read_aedat4
 from tmkt_cli.data.sources import ImageItem, Recording, SourceData, register
 from tmkt_cli.errors import TmktError
 
@@ -354,7 +354,7 @@ def _decoded(ref: FileRef) -> tuple[np.ndarray, tuple[int, int], bool]:
     if key is not None and key in _DECODED:
         _DECODED.move_to_end(key)
         return _DECODED[key]
-    source, name = _read_args(ref)
+    source, name = read_args(ref)
     events, size = read_aedat4(source, name=name)
     ordered = bool(np.all(events["t"][1:] >= events["t"][:-1]))
     if key is not None:

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The digits measurements of docs/methods.md ("Reference fidelity: what each switch does on
+# digits"): the kt recipe with tmkt's defaults and with one reference switch at a time, one
+# training process at a time at one thread. Usage:
+#   scripts/fidelity_digits.sh VARIANT SEED [SEED...]
+# VARIANT is a name below; each run lands in runs/fidelity/kt-VARIANT/seedS/train-tmkt.
+set -euo pipefail
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+variant=$1; shift
+case $variant in
+  default)    sets=() ;;
+  norm)       sets=(--set model.norm=per_step) ;;
+  neuron)     sets=(--set model.surrogate=piecewise_quadratic --set model.detach_reset=true
+                    --set model.fire=gt) ;;
+  feature)    sets=(--set model.feature=membrane) ;;
+  sampler)    sets=(--set data.sampler=class_balanced) ;;
+  decay)      sets=(--set train.weight_decay_exclude_1d=true) ;;
+  schedule)   sets=(--set train.schedule=timm_cosine) ;;
+  resize)     sets=(--set prepare.align_corners=true) ;;
+  *) echo "unknown variant $variant" >&2; exit 2 ;;
+esac
+tmkt=${TMKT:-.venv/bin/tmkt}
+root=runs/fidelity
+$tmkt prepare recipes/digits/base.yaml --set paths.runs=$root "${sets[@]}"
+for seed in "$@"; do
+  $tmkt train-tmkt recipes/digits/kt.yaml --set paths.runs=$root --set name=kt-$variant \
+    --set seed=$seed "${sets[@]}"
+done

@@ -1,0 +1,287 @@
+"""The trained checkpoint: its format, what it records about its network, and loading it.
+
+A training run folder (``train-tmkt``, ``distill``, ``pretrain-ann``) holds three files:
+
+- ``last.pt``: the resumable state (weights, optimizer, scheduler, scaler, RNG state, loop
+  position), rewritten at every checkpoint;
+- ``best.pt``: weights only, those of the evaluation with the highest accuracy;
+- ``model.pt``: weights only, those the run finished with (written when it completes).
+
+Every file is a dict ``{"format": "tmkt-checkpoint", "version": 1, "stage", "model_info",
+"model" (the state dict), "loop" ({epoch, step, ...}), "config_hash"}``, plus the training
+state in ``last.pt``. ``model_info`` says how to rebuild the network (kind, backbone, classes,
+input size, T, the recipe's ``model`` section), so a file loads without its recipe::
+
+    from tmkt_cli.checkpoints import load_model
+    model = load_model("runs/digits-tmkt/seed42/train-tmkt")    # or a path to a .pt file
+    logits = model.predict(events)   # SNN: events [T, B, 2, H, W] -> [B, K]
+
+Files are read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
+torch is imported inside the functions, so modules that only need the names stay light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tmkt_cli import artifacts
+from tmkt_cli.config import ModelConfig, Recipe, to_dict
+from tmkt_cli.errors import TmktError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+CHECKPOINT_FORMAT = "tmkt-checkpoint"
+CHECKPOINT_VERSION = 1
+LAST, BEST, MODEL = "last.pt", "best.pt", "model.pt"
+BEST_TEST = "best_test.pt"
+"""Best on the test split, written beside ``best.pt`` (best on validation) when a run has a
+validation split; without one ``best.pt`` is itself the best on test."""
+CHECKPOINT_FILES = {"last": LAST, "best": BEST, "best_test": BEST_TEST}
+"""``eval.checkpoint`` / ``cam.checkpoint`` -> file in the run folder."""
+CHECKPOINT_OUTPUTS = {"last": "checkpoint", "best": "best", "best_test": "best_test"}
+"""The manifest output names under which training stages list their checkpoints."""
+SNN_STAGES = ("train-tmkt", "distill")
+MODEL_STAGES = (*SNN_STAGES, "pretrain-ann")
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
+"""What ``last.pt`` holds beyond the weights, to resume."""
+
+
+# --------------------------------------------------------------------------------------------
+# The format
+# --------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    # Through a Python file: a full disk then surfaces as OSError(ENOSPC) under torch's
+    # RuntimeError (torch.save to a path reports only "unexpected pos"), which atomic_path
+    # turns into one line.
+    with artifacts.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
+    """Load a tmkt checkpoint safely (``weights_only``: a pickle that would run code is
+    refused) and check it is one."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise TmktError(f"{path}: {what} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for unreadable / unsafe files
+        text = str(e)
+        if "GLOBAL" in text or "Unsupported global" in text:  # a class/function reference
+            raise TmktError(f"{path}: refused to load: the file holds Python objects that "
+                            f"would run code (not a plain tmkt checkpoint)") from None
+        detail = next((ln.strip() for ln in text.splitlines()
+                       if "Unsupported operand" in ln or "error" in ln.lower()), type(e).__name__)
+        raise TmktError(f"{path}: not a readable checkpoint ({detail[:120]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TmktError(f"{path}: not a tmkt checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise TmktError(f"{path}: checkpoint version {state.get('version')} is not supported "
+                        f"(this tmkt reads version {CHECKPOINT_VERSION})")
+    return state
+
+
+def weights_only(state: dict) -> dict:
+    """A checkpoint without its training state: what ``best.pt`` and ``model.pt`` hold."""
+    return {k: v for k, v in state.items() if k not in TRAINING_STATE}
+
+
+def export_weights(source: Path, target: Path) -> None:
+    """Write the weights-only copy of the checkpoint ``source`` to ``target``."""
+    save_checkpoint(target, weights_only(load_checkpoint(source)))
+
+
+# --------------------------------------------------------------------------------------------
+# What a checkpoint records about its network, and checking it
+# --------------------------------------------------------------------------------------------
+
+def snn_model_info(recipe: Recipe, classes: list[str], size: int, time_steps: int) -> dict:
+    """What a checkpoint must match to be loaded by eval, cam or as a student."""
+    return {"kind": "snn", "backbone": recipe.model.backbone, "num_classes": len(classes),
+            "classes": list(classes), "size": size, "time_steps": time_steps,
+            "model": to_dict(recipe.model)}
+
+
+def ann_model_info(backbone: str, classes: list[str], size: int) -> dict:
+    return {"kind": "ann", "backbone": backbone, "num_classes": len(classes),
+            "classes": list(classes), "size": size}
+
+
+@dataclass(frozen=True)
+class PreparedFacts:
+    """What a checkpoint must agree with: the prepared dataset's classes, T and size."""
+
+    path: Path
+    classes: list[str]
+    time_steps: int
+    size: int
+
+
+def read_dataset_facts(h5: Path) -> PreparedFacts:
+    from tmkt_cli.data.store import open_dataset
+
+    with open_dataset(h5) as ds:
+        return PreparedFacts(Path(ds.path), list(ds.classes), ds.time_steps, ds.size)
+
+
+def expected_model_info(recipe: Recipe, source: str, facts: PreparedFacts) -> dict:
+    """What a checkpoint of ``source`` must hold to be evaluated with this recipe's data."""
+    if source == "pretrain-ann":
+        return {"kind": "ann", "backbone": recipe.pretrain_ann.backbone,
+                "classes": facts.classes, "size": facts.size}
+    return {"kind": "snn", "backbone": recipe.model.backbone, "model": to_dict(recipe.model),
+            "classes": facts.classes, "size": facts.size, "time_steps": facts.time_steps}
+
+
+def checkpoint_mismatches(info: dict, expected: dict) -> list[str]:
+    """What differs between a checkpoint's ``model_info`` and what the recipe and dataset
+    expect (same keys: kind, backbone, model, classes, size, time_steps; a key absent from
+    ``expected`` is not checked). Each entry reads "<checkpoint's value> (<expected>)"."""
+    diffs = []
+    if "kind" in expected and info.get("kind") != expected["kind"]:
+        diffs.append(f"an {str(info.get('kind')).upper()} model (expected an "
+                     f"{expected['kind'].upper()})")
+        return diffs  # nothing else is comparable
+    if "backbone" in expected and info.get("backbone") != expected["backbone"]:
+        diffs.append(f"backbone {info.get('backbone')!r} (recipe: {expected['backbone']!r})")
+    elif "model" in expected:
+        ours, theirs = info.get("model") or {}, expected["model"]
+        # Keys one side lacks come from another tmkt version's schema: not a difference.
+        for key in sorted(set(ours) & set(theirs)):
+            if key != "backbone" and ours[key] != theirs[key]:
+                diffs.append(f"model.{key} {ours[key]!r} (recipe: {theirs[key]!r})")
+    if "classes" in expected:
+        got, want = list(info.get("classes") or []), list(expected["classes"])
+        if len(got) != len(want):
+            diffs.append(f"{len(got)} classes (dataset: {len(want)})")
+        elif got != want:
+            first = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+            diffs.append(f"other class names (class {first}: {got[first]!r}, dataset: "
+                         f"{want[first]!r})")
+    if "size" in expected and info.get("size") != expected["size"]:
+        diffs.append(f"{info.get('size')}px inputs (dataset: {expected['size']}px)")
+    if "time_steps" in expected and info.get("time_steps") != expected["time_steps"]:
+        diffs.append(f"T={info.get('time_steps')} (dataset: T={expected['time_steps']})")
+    return diffs
+
+
+def check_teacher(path: Path, classes: list[str], size: int) -> dict:
+    """The teacher checkpoint's state, if it is an ANN of these classes at this size."""
+    state = load_checkpoint(path, "teacher checkpoint")
+    info = state.get("model_info", {})
+    if info.get("kind") != "ann":
+        raise TmktError(f"{path}: not an ANN teacher checkpoint (it holds a "
+                        f"{info.get('kind', 'unknown')} model)")
+    if list(info.get("classes", [])) != list(classes):
+        raise TmktError(f"{path}: the teacher was trained on other classes "
+                        f"({info.get('num_classes')} classes) than this dataset "
+                        f"({len(classes)} classes)")
+    if info.get("size") != size:
+        raise TmktError(f"{path}: the teacher was trained at {info.get('size')}px, the dataset "
+                        f"is {size}px")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a trained network
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    kind: str
+    """``snn`` or ``ann``."""
+    info: dict
+    path: Path
+    epoch: int | None
+    step: int | None
+
+
+def load_trained_model(path: Path, expected: dict, what: str) -> TrainedModel:
+    """Load the checkpoint at ``path``, refuse it with one line when its ``model_info``
+    differs from ``expected`` (see :func:`checkpoint_mismatches`), and build its network.
+
+    The network is built from the checkpoint's own ``model_info`` (equal to the recipe's
+    where ``expected`` says so).
+    """
+    state = load_checkpoint(path, f"{what} checkpoint")
+    info = state.get("model_info") or {}
+    if info.get("kind") not in ("snn", "ann"):
+        raise TmktError(f"{path}: not the checkpoint of a tmkt network (model_info kind "
+                        f"{info.get('kind')!r})")
+    diffs = checkpoint_mismatches(info, expected)
+    if diffs:
+        raise TmktError(f"{path}: the checkpoint does not match {what}: it holds "
+                        + "; ".join(diffs))
+    model = build_from_info(info, path)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TmktError(f"{path}: weights do not fit the {info.get('backbone')} network its "
+                        f"model_info describes ({first[:160]})") from None
+    loop = state.get("loop") or {}
+    return TrainedModel(model=model, kind=info["kind"], info=info, path=Path(path),
+                        epoch=loop.get("epoch"), step=loop.get("step"))
+
+
+def build_from_info(info: dict, path: Path) -> nn.Module:
+    from tmkt_cli.models import build_ann, build_snn
+
+    if info["kind"] == "ann":
+        return build_ann(info["backbone"], int(info["num_classes"]), int(info["size"]))
+    try:
+        cfg = ModelConfig(**(info.get("model") or {"backbone": info["backbone"]}))
+    except TypeError as e:
+        raise TmktError(f"{path}: model_info.model has keys this tmkt does not know "
+                        f"({e})") from None
+    return build_snn(cfg, int(info["num_classes"]), int(info["size"]), int(info["time_steps"]))
+
+
+def load_teacher(path: Path, classes: list[str], size: int):
+    from tmkt_cli.models.ann import build_ann
+
+    state = check_teacher(path, classes, size)
+    model = build_ann(state["model_info"]["backbone"], len(classes), size)
+    model.load_state_dict(state["model"])
+    return model
+
+
+def checkpoint_path(path_or_run_folder: str | Path, which: str = "model") -> Path:
+    """The file :func:`load_model` reads: ``path`` itself, or in a run folder ``model.pt``
+    (``which="model"``, falling back to ``last.pt`` for a run that has not finished),
+    ``best.pt`` or ``last.pt``."""
+    path = Path(path_or_run_folder)
+    if not path.is_dir():
+        return path
+    files = {"model": MODEL, "best": BEST, "last": LAST}
+    if which not in files:
+        raise TmktError(f"which={which!r}: expected one of {', '.join(files)}")
+    if which == "model" and not (path / MODEL).is_file():
+        return path / LAST
+    return path / files[which]
+
+
+def load_model(path_or_run_folder: str | Path, which: str = "model") -> nn.Module:
+    """The trained network of a tmkt checkpoint file or run folder, in eval mode on the CPU.
+
+    No recipe is needed: the file's ``model_info`` rebuilds the network. An SNN is a
+    ``TwoStreamSNN``: ``model.predict(x)`` maps events ``[T, B, 2, H, W]`` (counts, as in
+    the prepared dataset) to time-averaged event-head logits ``[B, K]`` and resets the
+    neurons; an ANN teacher maps images ``[B, 2, H, W]`` to logits. The class names are in
+    ``model.tmkt_info["classes"]``. ``which`` picks the file of a run folder: ``model``
+    (the finished weights), ``best`` or ``last``.
+    """
+    path = checkpoint_path(path_or_run_folder, which)
+    trained = load_trained_model(path, {}, "a tmkt model")
+    model = trained.model.eval()
+    model.tmkt_info = trained.info
+    return model

@@ -1,0 +1,124 @@
+"""What several stages share: their upstream inputs, and the SNN training data and ending.
+
+Stage modules import from here (and from :mod:`tmkt_cli.checkpoints`), never from each other,
+so each stage can be read and changed on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
+from tmkt_cli.checkpoints import (
+    BEST,
+    BEST_TEST,
+    CHECKPOINT_OUTPUTS,
+    LAST,
+    MODEL,
+    export_weights,
+)
+from tmkt_cli.config import Recipe, TrainConfig
+from tmkt_cli.errors import TmktError
+from tmkt_cli.runlog import METRICS
+
+# --------------------------------------------------------------------------------------------
+# Upstream inputs
+# --------------------------------------------------------------------------------------------
+
+def dataset_input(recipe: Recipe) -> Upstream:
+    return read_upstream(recipe.dataset_dir(), "prepare", "recipe key paths.dataset",
+                         hint="tmkt prepare RECIPE")
+
+
+def source_input(recipe: Recipe, source: str, key: str) -> Upstream:
+    return read_upstream(recipe.stage_dir(source), source, key,
+                         hint=f"tmkt {source} RECIPE")
+
+
+def checkpoint_input(run_input: Upstream, which: str, key: str) -> Upstream:
+    """One checkpoint of a finished training run, as an input of its own: its path, and as
+    its hash the checkpoint's sha256 from the run's manifest (the file is not reread). A
+    stage recording it notices when another checkpoint is chosen or the run is retrained."""
+    entry = run_input.manifest.get("outputs", {}).get(CHECKPOINT_OUTPUTS[which])
+    if not entry or not entry.get("sha256"):
+        raise TmktError(f"{run_input.folder}: its manifest lists no {which} checkpoint "
+                        f"(from {key})")
+    return Upstream(run_input.folder / entry["path"],
+                    {"output_hash": entry["sha256"][:16], "outputs": {}})
+
+
+# --------------------------------------------------------------------------------------------
+# Training stages
+# --------------------------------------------------------------------------------------------
+
+def build_training_data(recipe: Recipe, run: StageRun, with_static: bool):
+    """The event training subset, the event test split, and the store's facts."""
+    import numpy as np
+
+    from tmkt_cli.data.loaders import EventDataset, event_subset, validation_split
+    from tmkt_cli.data.store import open_dataset
+
+    h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
+    info = open_dataset(h5)
+    train = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=True,
+                         with_static=with_static)
+    test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
+                        with_static=False)
+    subset_seed = recipe.seed if recipe.data.subset_seed < 0 else recipe.data.subset_seed
+    labels = np.asarray(train.labels)
+    val = None
+    if recipe.data.val_fraction > 0:  # carved out first; the event subset comes from the rest
+        rest, held_out = validation_split(labels, train.partner_image_index,
+                                          recipe.data.val_fraction, recipe.seed)
+        val = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=False,
+                           with_static=False, indices=held_out)
+        indices = rest[event_subset(labels[rest], recipe.data.event_fraction, subset_seed)]
+    else:
+        indices = event_subset(labels, recipe.data.event_fraction, subset_seed)
+    train.validation = val
+    return info, train, test, indices
+
+
+def training_outputs(run: StageRun) -> dict[str, str]:
+    """Write ``model.pt`` (the finished weights without the training state) and name the
+    files a training run lists in its manifest."""
+    if run.writer:
+        export_weights(run.folder / LAST, run.folder / MODEL)
+    best_test = BEST_TEST if (run.folder / BEST_TEST).is_file() else BEST
+    return {"checkpoint": LAST, "best": BEST, "best_test": best_test, "model": MODEL,
+            "metrics": METRICS}
+
+
+def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train, test,
+                   indices, train_cfg: TrainConfig) -> None:
+    """Train an SNN task with the engine and complete the run's manifest (train-tmkt and
+    distill end the same way)."""
+    from tmkt_cli import engine
+    from tmkt_cli.checkpoints import snn_model_info
+    from tmkt_cli.data.sampling import class_balanced_weights
+
+    weights = (class_balanced_weights(train.labels[indices])
+               if recipe.data.sampler == "class_balanced" else None)
+    val = getattr(train, "validation", None)
+    result = engine.fit(task, train, test, indices, train_cfg, seed=recipe.seed, run=run,
+                        ui=ui, num_workers=recipe.data.num_workers, sample_weights=weights,
+                        val_set=val,
+                        model_info=snn_model_info(recipe, info.classes, info.size,
+                                                  info.time_steps))
+    run.complete(outputs=training_outputs(run),
+                 metrics={"test_acc": result.metrics.get("acc"),
+                          "test_top5": result.metrics.get("top5"),
+                          # best.pt: chosen on validation when there is a split, else on test
+                          "best_acc": result.best.get("acc"),
+                          "best_epoch": result.best.get("epoch"),
+                          "best_chosen_on": "validation" if val is not None else "test",
+                          "best_val_acc": result.best.get("val_acc"),
+                          # chosen on test: optimistic, the published numbers' way
+                          "best_test_acc": result.best_test.get("acc"),
+                          "val_samples": int(len(val)) if val is not None else 0,
+                          "steps": result.steps,
+                          "event_train_samples": int(len(indices))})
+    ui.print(f"{run.stage}: done, test accuracy {result.metrics.get('acc', float('nan')):.4f}"
+             f" (best {result.best.get('acc', float('nan')):.4f}) -> {run.folder}")
