@@ -539,6 +539,22 @@ def iter_fields(cls: type = Recipe, prefix: str = ""):
             yield key, tp, getattr(instance, f.name), docs.get(f.name, ""), f.metadata
 
 
+_NO_DEFAULT = object()
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of a dotted recipe key (a sentinel no value equals if the key is
+    unknown)."""
+    defaults = _schema_defaults()
+    return defaults.get(key, _NO_DEFAULT)
+
+
+@cache
+def _schema_defaults() -> dict[str, Any]:
+    return {key: to_dict(default) if dataclasses.is_dataclass(default) else default
+            for key, _, default, *_ in iter_fields()}
+
+
 def all_keys() -> list[str]:
     keys = []
     for key, *_ in iter_fields():
