@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tmkt-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-faults demo bench gpu-check lint format docs clean pipeline
+.PHONY: install test test-faults test-slurm demo bench gpu-check lint format docs clean pipeline
 
 install: $(STAMP)  ## create .venv and install tmkt with its dependencies (CPU route)
 
@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml requirements/cpu.txt requirements/nodeps.txt
 	touch $@
 
 test: install  ## the test suite (offline, a few minutes)
-	$(BIN)/python -m pytest -q -m "not faults" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not faults and not slurm" $(PYTEST_ARGS)
 
 test-faults: install  ## the full fault-injection suite
 	$(BIN)/python -m pytest -q -m faults $(PYTEST_ARGS)
+
+test-slurm: install  ## the SLURM scripts on a real single-node SLURM (needs root, slurm-wlm, munge)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slurm $(PYTEST_ARGS)
 
 demo: install  ## the whole pipeline on the embedded digits dataset
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh

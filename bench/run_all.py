@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """`make bench`: every benchmark, each printing ratios measured in one run.
 
-    python bench/run_all.py            # frames, training step, prepare at 5% scale
+    python bench/run_all.py            # frames, readers, training step, prepare at 5% scale
     python bench/run_all.py --full     # prepare on the full N-Caltech101-sized tree (~5 min)
 
 The figures and what they mean are in docs/performance.md.
@@ -21,7 +21,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="prepare at full N-Caltech101 size")
     args = ap.parse_args()
-    runs = [["bench_frames.py"], ["bench_step.py"],
+    runs = [["bench_frames.py"], ["bench_readers.py"], ["bench_step.py"],
             ["bench_prepare.py", "--scale", "1.0" if args.full else "0.05"]]
     failed = 0
     for cmd in runs:

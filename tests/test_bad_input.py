@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import pickle
 import re
@@ -28,7 +29,7 @@ from PIL import Image
 from support import event_writers as writers
 from typer.testing import CliRunner
 
-from tmkt_cli.artifacts import read_manifest, write_json
+from tmkt_cli.artifacts import file_hash, read_manifest, write_json
 from tmkt_cli.cli import app
 from tmkt_cli.data import formats as ev
 
@@ -72,9 +73,9 @@ def jpeg_bytes(value: int) -> bytes:
     return buffer.getvalue()
 
 
-def zip_bytes(members: dict[str, bytes]) -> bytes:
+def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
     return buffer.getvalue()
@@ -226,6 +227,7 @@ def tamper_checkpoint(world: Path, name: str, write: Callable[[Path], None]) -> 
     write(folder / "last.pt")
     manifest = read_manifest(folder)
     manifest["outputs"]["checkpoint"]["size"] = (folder / "last.pt").stat().st_size
+    manifest["outputs"]["checkpoint"]["sha256"] = file_hash(folder / "last.pt")
     write_json(folder / "manifest.json", manifest)
 
 
@@ -549,8 +551,403 @@ CASES = [
 ]
 
 
-def test_there_are_at_least_30_cases():
-    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+# --------------------------------------------------------------------------------------------
+# Round two (issue 15): resource bombs, paths, overflow, strict YAML, hand-edited manifests,
+# damaged datasets and checkpoints, planted links, event files that lie
+# --------------------------------------------------------------------------------------------
+
+ALIAS_BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n"
+    for i in range(8))
+"""A 9x9 "billion laughs": 9**9 strings once the aliases are expanded."""
+
+
+def toy_run_edited(edit_manifest: Callable[[dict], None] | None = None,
+                   edit_folder: Callable[[Path], None] | None = None,
+                   command: str = "eval") -> Callable:
+    """A finished fake train-tmkt run whose manifest (or folder) is then edited by hand; the
+    command reads it (eval: as its upstream; train-tmkt: as its own run)."""
+    def build(tmp: Path, world: Path) -> list[str]:
+        name = f"hand-{tmp.parent.name[-30:]}"
+        folder = fake_training_run(toy_recipe(world, name))
+        if edit_manifest is not None:
+            manifest = json.loads((folder / "manifest.json").read_text())
+            edit_manifest(manifest)
+            (folder / "manifest.json").write_text(json.dumps(manifest))
+        if edit_folder is not None:
+            edit_folder(folder)
+        return [command, str(recipe_in(world, name))]
+    return build
+
+
+def setter(path: str, value) -> Callable[[dict], None]:
+    def edit(manifest: dict) -> None:
+        node = manifest
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        if value is DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return edit
+
+
+DELETE = object()
+
+
+def running_with_last(write: Callable[[Path], None]) -> Callable[[Path], None]:
+    """The run is unfinished (so train-tmkt resumes it) and its last.pt is replaced."""
+    def edit(folder: Path) -> None:
+        manifest = read_manifest(folder)
+        manifest["status"] = "running"
+        write_json(folder / "manifest.json", manifest)
+        write(folder / "last.pt")
+    return edit
+
+
+def checkpoint_edited(**changes) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        import torch
+        state = torch.load(path, weights_only=True)
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                state[key] = {**state[key], **value}
+            else:
+                state[key] = value
+        torch.save(state, path)
+    return write
+
+
+def planted_link(name: str) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        outside = folder.parent / f"outside-{name}"
+        outside.mkdir(exist_ok=True)
+        manifest = read_manifest(folder)
+        manifest["status"] = "interrupted"
+        write_json(folder / "manifest.json", manifest)
+        (folder / name).symlink_to(outside, target_is_directory=True)
+    return edit
+
+
+def h5_edit(split: str, name: str, change: Callable[[np.ndarray], np.ndarray]
+            ) -> Callable[[Path], None]:
+    """Rewrite /split/name through ``change`` (dtype and all)."""
+    def edit(h5: Path) -> None:
+        import h5py
+        with h5py.File(h5, "r+") as f:
+            data = change(f[split][name][()])
+            del f[split][name]
+            f[split].create_dataset(name, data=data)
+    return edit
+
+
+def frames_set(value: float) -> Callable[[Path], None]:
+    def edit(h5: Path) -> None:
+        import h5py
+        with h5py.File(h5, "r+") as f:
+            frames = f["train"]["frames"]
+            sample = frames[1]
+            sample[0, 0, 0, 0] = value
+            frames[1] = sample
+    return edit
+
+
+def flip_chunk_bytes(row: int) -> Callable[[Path], None]:
+    """Flip bytes in the middle of the gzip chunk holding train frames row ``row``."""
+    def edit(h5: Path) -> None:
+        import h5py
+        with h5py.File(h5, "r") as f:
+            info = f["train"]["frames"].id.get_chunk_info(row)
+        data = bytearray(h5.read_bytes())
+        for i in range(8):
+            data[info.byte_offset + info.size // 2 + i] ^= 0xFF
+        h5.write_bytes(bytes(data))
+    return edit
+
+
+def dataset_edited_with(edit: Callable[[Path], None], *extra: str) -> Callable:
+    def build(tmp: Path, world: Path) -> list[str]:
+        args = dataset_edited(edit)(tmp, world)
+        return [*args, *[x for o in extra for x in ("--set", o)]]
+    return build
+
+
+def aedat2_words(words: list[tuple[int, int]]) -> bytes:
+    return b"#!AER-DAT2.0\r\n" + np.array(words, ">u4").tobytes()
+
+
+def cifar10dvs_with(first: bytes) -> dict[str, bytes]:
+    return {"cat/cifar10_cat_0.aedat": first,
+            "cat/cifar10_cat_1.aedat": writers.encode_aedat2(tagged_events(2)), **cifar_batches()}
+
+
+def gesture_npy(rows: list[list[float]]) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(rows, np.float64).reshape(-1, 4))
+    return buffer.getvalue()
+
+
+def tar_with_link(kind: bytes) -> bytes:
+    """A tar.gz of N-Caltech101 images plus one member that is a (sym or hard) link."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in ncaltech_files().items():
+            if name.startswith("101_"):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("101_ObjectCategories/ant/image_0009.jpg")
+        link.type = kind
+        link.linkname = "/etc/passwd"
+        archive.addfile(link)
+    return buffer.getvalue()
+
+
+def file_at(relative: str, *args: str) -> Callable:
+    """Make ``relative`` a plain file, then run ``args`` ({tmp} replaced)."""
+    def build(tmp: Path, _world: Path) -> list[str]:
+        (tmp / relative).write_text("a file, not a folder")
+        return [a.replace("{tmp}", str(tmp)) for a in args]
+    return build
+
+
+def recipe_pair(base_text: str, text: str) -> Callable:
+    def build(tmp: Path, _world: Path) -> list[str]:
+        (tmp / "base.yaml").write_text(base_text)
+        (tmp / "recipe.yaml").write_text(text)
+        return ["train-tmkt", str(tmp / "recipe.yaml")]
+    return build
+
+
+LONG = "n" * 300
+TOY = "toy-tmkt.yaml"
+
+
+def toy(*args: str) -> Callable:
+    """A command on the toy world's recipe (its own name: runs go to their own folders)."""
+    def build(tmp: Path, world: Path) -> list[str]:
+        recipe = recipe_in(world, f"toy-{tmp.parent.name[-30:]}")
+        return [a.replace("{recipe}", str(recipe)).replace("{tmp}", str(tmp)) for a in args]
+    return build
+
+
+CASES += [
+    # -- resource bombs, refused before anything is allocated or made --------------------------
+    Case("recipe-alias-bomb", recipe_text(ALIAS_BOMB),
+         r"recipe \S+recipe\.yaml: not valid YAML: its aliases expand to more than 100,000 "
+         r"values"),
+    Case("set-alias-bomb", cli("train-tmkt", DIGITS_RECIPE, "--set",
+                               "method.name=" + ALIAS_BOMB.replace("\n", ", ").join("{}")),
+         r"--set method\.name: the value its aliases expand to more than 100,000 values"),
+    Case("prepare-size-200000", cli("prepare", "digits", "--size", "200000",
+                                    "--out", "{tmp}/out"),
+         r"prepare\.time_steps=\d+ and prepare\.size=200000: one recording's frames take "
+         r"[\d.,]+ TiB .* needed, .* of memory available", untouched="out"),
+    Case("prepare-time-steps-500000000", cli("prepare", "digits", "-T", "500000000",
+                                             "--out", "{tmp}/out"),
+         r"prepare\.time_steps=500000000 .* needed, .* of memory available", untouched="out"),
+    Case("prepare-flush-every-huge", cli("prepare", "digits", "--size", "256", "--out",
+                                         "{tmp}/out", "-s", "prepare.flush_every=100000000"),
+         r"prepare\.flush_every \+ 2 x prepare\.workers\): .* needed", untouched="out"),
+    Case("train-batch-size-huge", toy("train-tmkt", "{recipe}", "--set",
+                                      "train.batch_size=1000000000"),
+         r"train\.batch_size=1000000000 at T=\d+, \d+x\d+ px: a batch's input frames alone "
+         r"take .* needed"),
+    # -- values that overflow, or are not numbers ----------------------------------------------
+    Case("set-seed-overflows", cli("train-tmkt", DIGITS_RECIPE, "--set",
+                                   "seed=99999999999999999999999", "--set",
+                                   "paths.runs={tmp}/runs"),
+         r"recipe key 'seed': 99999999999999999999999 does not fit in a 64-bit integer",
+         untouched="runs"),
+    Case("recipe-seed-overflows", recipe_text("seed: 123456789012345678901234567890\n"),
+         r"recipe key 'seed': \d+ does not fit in a 64-bit integer"),
+    Case("set-negative-epochs-overflow", cli("train-tmkt", DIGITS_RECIPE, "--set",
+                                             "train.epochs=-99999999999999999999"),
+         r"recipe key 'train\.epochs': -99999999999999999999 does not fit in a 64-bit"),
+    Case("time-steps-option-overflows", cli("prepare", "digits", "-T",
+                                            "99999999999999999999999", "--out", "{tmp}/out"),
+         r"recipe key 'prepare\.time_steps': \d+ does not fit in a 64-bit integer",
+         untouched="out"),
+    Case("learning-rate-nan", recipe_text("train:\n  lr: .nan\n"),
+         r"recipe key 'train\.lr': expected a finite number, got nan"),
+    Case("learning-rate-inf", recipe_text("train:\n  lr: .inf\n"),
+         r"recipe key 'train\.lr': expected a finite number, got inf"),
+    # -- recipes: duplicate keys -----------------------------------------------------------------
+    Case("recipe-two-train-sections",
+         recipe_text("train:\n  epochs: 3\nseed: 1\ntrain:\n  lr: 0.1\n"),
+         r"recipe \S+recipe\.yaml \(line 4, column 1\): not valid YAML: duplicate key 'train' "
+         r"\(lines 1 and 4\)"),
+    Case("recipe-two-seed-lines", recipe_text("seed: 1\nname: x\nseed: 2\n"),
+         r"duplicate key 'seed' \(lines 1 and 3\)"),
+    Case("recipe-duplicate-nested-key",
+         recipe_text("train:\n  epochs: 3\n  lr: 0.1\n  epochs: 5\n"),
+         r"duplicate key 'epochs' \(lines 2 and 4\)"),
+    Case("recipe-base-has-duplicate-keys",
+         recipe_pair("model:\n  backbone: scnn\n  backbone: digitsnet\n", "base: base.yaml\n"),
+         r"recipe \S+base\.yaml \(line 3, column 3\): not valid YAML: duplicate key 'backbone' "
+         r"\(lines 2 and 3\)"),
+    # -- paths and names -------------------------------------------------------------------------
+    Case("name-with-nul-byte", cli("train-tmkt", DIGITS_RECIPE, "--set", "name=a\0b"),
+         r"recipe key 'name': contains a NUL byte"),
+    Case("runs-with-nul-byte", cli("train-tmkt", DIGITS_RECIPE, "--set",
+                                   "paths.runs={tmp}/ru\0ns"),
+         r"recipe key 'paths\.runs': contains a NUL byte"),
+    Case("out-with-nul-byte", cli("prepare", "digits", "--out", "{tmp}/o\0ut"),
+         r"recipe key 'paths\.dataset': contains a NUL byte"),
+    Case("name-300-characters", cli("train-tmkt", DIGITS_RECIPE, "--set", f"name={LONG}"),
+         r"recipe key 'name': a folder name of 300 bytes \(the file system allows 255\)"),
+    Case("runs-300-character-folder", cli("train-tmkt", DIGITS_RECIPE, "--set",
+                                          f"paths.runs={{tmp}}/{LONG}"),
+         r"recipe key 'paths\.runs': a folder name of 300 bytes"),
+    Case("out-300-character-folder", cli("prepare", "digits", "--out", f"{{tmp}}/{LONG}"),
+         r"recipe key 'paths\.dataset': a folder name of 300 bytes"),
+    Case("runs-path-too-long", cli("train-tmkt", DIGITS_RECIPE, "--set",
+                                   "paths.runs={tmp}/" + "/".join(["d" * 200] * 20)),
+         r"recipe key 'paths\.runs': a path of \d+ bytes \(at most 3584\)"),
+    Case("runs-is-a-file", file_at("runs", "train-tmkt", DIGITS_RECIPE, "--set",
+                                   "paths.runs={tmp}/runs"),
+         r"\S+/runs: is a file, so \S+ cannot be made \(from recipe key paths\.runs\)"),
+    Case("out-is-a-file", file_at("out", "prepare", "digits", "--out", "{tmp}/out"),
+         r"\S+/out: is a file, so \S+/out cannot be made \(from recipe key paths\.dataset\)"),
+    Case("out-under-a-file", file_at("out", "prepare", "digits", "--out", "{tmp}/out/ds"),
+         r"\S+/out: is a file, so \S+/out/ds cannot be made \(from recipe key paths\.dataset\)"),
+    # -- hand-edited manifests -------------------------------------------------------------------
+    Case("manifest-inputs-null", toy_run_edited(setter("inputs", None)),
+         r"manifest\.json: field 'inputs' is NoneType, expected a mapping"),
+    Case("manifest-outputs-list", toy_run_edited(setter("outputs", [])),
+         r"manifest\.json: field 'outputs' is list, expected a mapping"),
+    Case("manifest-timings-string", toy_run_edited(setter("timings", "x")),
+         r"manifest\.json: field 'timings' is str, expected a mapping"),
+    Case("manifest-output-without-path", toy_run_edited(setter("outputs.checkpoint.path",
+                                                               DELETE)),
+         r"manifest\.json: output 'checkpoint' has no valid relative 'path'"),
+    Case("manifest-output-path-escapes", toy_run_edited(setter("outputs.best.path",
+                                                               "../../../etc/passwd")),
+         r"manifest\.json: output 'best' has no valid relative 'path'"),
+    Case("manifest-complete-without-outputs", toy_run_edited(setter("outputs", {})),
+         r"manifest\.json: says complete but lists no outputs"),
+    Case("manifest-input-not-a-mapping", toy_run_edited(setter("inputs", {"dataset": 7})),
+         r"manifest\.json: input 'dataset' is not a mapping"),
+    Case("manifest-edited-own-run", toy_run_edited(setter("inputs", None),
+                                                   command="train-tmkt"),
+         r"manifest\.json: field 'inputs' is NoneType, expected a mapping"),
+    Case("manifest-newer-schema", toy_run_edited(setter("schema", 2)),
+         r"manifest\.json: manifest schema 2, this tmkt reads 1"),
+    Case("manifest-not-json", toy_run_edited(edit_folder=lambda f: (
+        f / "manifest.json").write_text("{ not json")),
+        r"manifest\.json: manifest is not valid JSON"),
+    Case("upstream-best-deleted", toy_run_edited(edit_folder=lambda f: (
+        f / "best.pt").unlink()),
+        r"output 'best' is not what its run recorded \(best\.pt is missing"),
+    # -- checkpoints: another model or config on resume, an old version -----------------------
+    Case("resume-last-of-another-model", toy_run_edited(
+        edit_folder=running_with_last(checkpoint_edited(model_info={"backbone": "scnn"})),
+        command="train-tmkt"),
+        r"last\.pt: the checkpoint to resume from holds another model \(kind snn, backbone "
+        r"scnn.*; run with --resume never to start this run again"),
+    Case("resume-last-of-another-config", toy_run_edited(
+        edit_folder=running_with_last(checkpoint_edited(config_hash="0123456789abcdef")),
+        command="train-tmkt"),
+        r"last\.pt: the checkpoint to resume from was made with another config \(hash "
+        r"0123456789abcdef.*run with --resume never"),
+    Case("checkpoint-older-version",
+         checkpoint_replaced(checkpoint_edited(version=0), "old-ckpt"),
+         r"last\.pt: checkpoint version 0 is not supported \(this tmkt reads version 1\)"),
+    # -- symbolic links planted in a run folder --------------------------------------------------
+    Case("tensorboard-link-planted", toy_run_edited(edit_folder=planted_link("tensorboard"),
+                                                    command="train-tmkt"),
+         r"tensorboard: a symbolic link \(to \S+outside-tensorboard\) inside a run folder"),
+    Case("checkpoint-link-planted", toy_run_edited(edit_folder=lambda f: (
+        (f / "last.pt").unlink(), (f / "last.pt").symlink_to(f.parent / "elsewhere.pt")),
+        command="train-tmkt"),
+        r"last\.pt: a symbolic link \(to \S+elsewhere\.pt\) inside a run folder"),
+    # -- damaged prepared datasets -----------------------------------------------------------------
+    Case("dataset-label-out-of-range", dataset_edited(h5_edit("train", "labels",
+                                                              lambda a: a + 7)),
+         r"dataset\.h5: damaged prepared dataset \(/train/labels\[0\] is 7, outside 0\.\.2 "
+         r"classes"),
+    Case("dataset-negative-label", dataset_edited(h5_edit("test", "labels", lambda a: -a - 1)),
+         r"dataset\.h5: damaged prepared dataset \(/test/labels\[0\] is -1, outside 0\.\.2"),
+    Case("dataset-labels-wrong-dtype", dataset_edited(h5_edit("train", "labels",
+                                                              lambda a: a.astype(np.float32))),
+         r"dataset\.h5: damaged prepared dataset \(/train/labels has dtype float32, expected "
+         r"integers\)"),
+    Case("dataset-image-index-out-of-range", dataset_edited(h5_edit(
+        "train", "image_index", lambda a: a + 100)),
+        r"dataset\.h5: damaged prepared dataset \(/train/image_index\[0\] is 100, outside "
+        r"0\.\.5 images"),
+    Case("dataset-newer-schema", dataset_edited(set_attr("schema_version", 9)),
+         r"dataset\.h5: written with a newer dataset schema \(v9; this tmkt reads v1\)"),
+    Case("dataset-nan-frames", dataset_edited_with(frames_set(np.nan),
+                                                   "train.device=cpu"),
+         r"non-finite input \('events' holds NaN or inf, sample\(s\) \[1\]\) at step \d+ "
+         r"\(epoch \d+\); stopped before the update"),
+    Case("dataset-inf-frames", dataset_edited_with(frames_set(np.inf), "train.device=cpu",
+                                                   "data.in_memory=true"),
+         r"non-finite input \('events' holds NaN or inf, sample\(s\) \[1\]\) at step \d+ "
+         r"\(epoch \d+\); stopped before the update"),
+    Case("dataset-flipped-chunk-in-memory", dataset_edited_with(
+        flip_chunk_bytes(2), "data.in_memory=true"),
+        r"dataset\.h5: cannot read /train/frames\[2\] .*the file is damaged"),
+    Case("dataset-flipped-chunk-lazy", dataset_edited_with(
+        flip_chunk_bytes(2), "train.device=cpu"),
+        r"dataset\.h5: cannot read /?train/frames\[2\]"),
+    # -- event files that lie ----------------------------------------------------------------------
+    Case("nmnist-only-overflow-markers", prepare("nmnist", nmnist_with(
+        Train__1__00002_bin=b"\x00\xf0\x00\x00\x00" * 4)),
+        r"Train/1/00002\.bin: 4 time-overflow/special record\(s\) and no event"),
+    Case("cifar10dvs-only-special-events", prepare("cifar10dvs", cifar10dvs_with(
+        aedat2_words([(1 << 15, 10), (1 << 15, 20)]))),
+        r"cifar10_cat_0\.aedat: 2 time-overflow/special record\(s\) and no event"),
+    Case("cifar10dvs-header-without-events", prepare("cifar10dvs", cifar10dvs_with(
+        aedat2_words([])[:14])),
+        r"cifar10_cat_0\.aedat: a header and no event; not a recording"),
+    Case("dvsgesture-no-events", prepare("dvsgesture", {
+        **dvsgesture_files(), "ibmGestureTrain/user01_led/1.npy": gesture_npy(
+            np.zeros((0, 4)).tolist())}),
+        r"user01_led/1\.npy: a header and no event; not a recording"),
+    Case("cifar10dvs-timestamps-in-nanoseconds", prepare("cifar10dvs", cifar10dvs_with(
+        aedat2_words([(2, 0), (4, 4_000_000_000)]))),
+        r"cifar10_cat_0\.aedat: the timestamps span 4,000 s, more than the 3,600 s"),
+    Case("cifar10dvs-aedat4-under-aedat", prepare("cifar10dvs", cifar10dvs_with(
+        writers.encode_aedat4(tagged_events(1)))),
+        r"cifar10_cat_0\.aedat: AEDAT version 4\.0, expected 2\.0"),
+    Case("dvsgesture-nan-timestamp", prepare("dvsgesture", {
+        **dvsgesture_files(),
+        "ibmGestureTrain/user01_led/1.npy": gesture_npy([[1, 1, 1, 0.0], [2, 2, 0, np.nan]])}),
+        r"user01_led/1\.npy: 1 timestamp\(s\) are NaN or infinite \(first at event 1\)"),
+    Case("dvsgesture-microseconds-as-milliseconds", prepare("dvsgesture", {
+        **dvsgesture_files(),
+        "ibmGestureTrain/user01_led/1.npy": gesture_npy([[1, 1, 1, 0.0],
+                                                         [2, 2, 0, 6_000_000.0]])}),
+        r"user01_led/1\.npy: the timestamps span 6,000 s, more than the 3,600 s"),
+    Case("dvsgesture-negative-timestamp", prepare("dvsgesture", {
+        **dvsgesture_files(),
+        "ibmGestureTrain/user01_led/1.npy": gesture_npy([[1, 1, 1, -5.0], [2, 2, 0, 1.0]])}),
+        r"user01_led/1\.npy: negative timestamp -5000 µs"),
+    Case("zip-member-bomb", prepare("ncaltech101", {
+        **ncaltech_zipped({}),
+        "Caltech101.zip": zip_bytes({**{k: v for k, v in ncaltech_files().items()
+                                        if k.startswith("Caltech101/")},
+                                     "Caltech101/ant/image_0009.bin": b"\0" * (4 << 20)},
+                                    zipfile.ZIP_DEFLATED)}),
+        r"Caltech101\.zip: refusing member 'Caltech101/ant/image_0009\.bin': it expands from "
+        r"[\d,]+ to 4,194,304 bytes \(a zip bomb\?\)"),
+    Case("tar-member-is-a-symlink", prepare("ncaltech101", {
+        **{k: v for k, v in ncaltech_files().items() if not k.startswith("101_")},
+        "101_ObjectCategories.tar.gz": tar_with_link(tarfile.SYMTYPE)}),
+        r"101_ObjectCategories\.tar\.gz: refusing member '101_ObjectCategories/ant/"
+        r"image_0009\.jpg': a link \(to '/etc/passwd'\)"),
+    Case("tar-member-is-a-hard-link", prepare("ncaltech101", {
+        **{k: v for k, v in ncaltech_files().items() if not k.startswith("101_")},
+        "101_ObjectCategories.tar.gz": tar_with_link(tarfile.LNKTYPE)}),
+        r"refusing member '101_ObjectCategories/ant/image_0009\.jpg': a link"),
+]
+
+
+def test_there_are_at_least_100_cases():
+    assert len(CASES) >= 100 and len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

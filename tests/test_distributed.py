@@ -51,3 +51,21 @@ def test_two_ranks_match_one_process(tmp_path):
     # evaluation was sharded and reduced over all 30 test samples
     evals = [r for r in engine.read_metrics(multi) if r["kind"] == "eval"]
     assert evals[-1]["samples"] == 30
+
+
+def test_srun_tasks_become_ranks_but_a_batch_script_does_not():
+    from tmkt_cli.runtime import _adopt_slurm_tasks
+
+    task = {"SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "SLURM_PROCID": "3",
+            "SLURM_LOCALID": "1", "SLURM_JOB_ID": "20007", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.5"}
+    _adopt_slurm_tasks(task)
+    assert (task["WORLD_SIZE"], task["RANK"], task["LOCAL_RANK"]) == ("4", "3", "1")
+    assert (task["MASTER_ADDR"], task["MASTER_PORT"]) == ("10.0.0.5", "20007")
+    # the batch shell of a 4-task job (no step id), one-task steps and torchrun are left alone
+    for env in ({"SLURM_NTASKS": "4", "SLURM_PROCID": "0"},
+                {"SLURM_STEP_ID": "0", "SLURM_NTASKS": "1", "SLURM_PROCID": "0"},
+                {"SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "SLURM_PROCID": "2",
+                 "WORLD_SIZE": "8", "RANK": "5"}):
+        before = dict(env)
+        _adopt_slurm_tasks(env)
+        assert env == before

@@ -79,10 +79,10 @@ def test_atis_matches_tonic(tmp_path):
         np.testing.assert_array_equal(ours[field], theirs[field])
 
 
-def test_atis_only_markers_is_an_empty_recording():
-    events, size = ev.read_atis_bin(atis_record(0, 240, 0, 0) * 3)
-    assert events.size == 0 and events.dtype == EVENT_DTYPE
-    assert size == (1, 1)
+def test_atis_only_markers_is_refused():
+    """Made only of time-overflow markers: no event, so not a recording (issue 15)."""
+    with pytest.raises(TmktError, match="3 time-overflow/special record"):
+        ev.read_atis_bin(atis_record(0, 240, 0, 0) * 3, name="markers.bin")
 
 
 @pytest.mark.parametrize("data, words", [

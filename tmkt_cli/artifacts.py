@@ -187,7 +187,76 @@ def read_manifest(folder: Path) -> dict | None:
         raise TmktError(f"{path}: manifest is not valid JSON (not written by tmkt?)") from None
     if not isinstance(data, dict) or data.get("tool") != "tmkt":
         raise TmktError(f"{path}: not a tmkt manifest")
+    check_manifest_shape(path, data)
     return data
+
+
+SMALL_FILE_BYTES = 16 << 20
+"""Outputs up to this size are re-hashed by every "up to date" check; larger ones only with
+``--verify`` (their size is always checked)."""
+
+
+def check_manifest_shape(path: Path, data: dict) -> None:
+    """A hand-edited manifest is refused with one line naming the field, never misread."""
+    if data.get("schema") != MANIFEST_SCHEMA:
+        raise TmktError(f"{path}: manifest schema {data.get('schema')!r}, this tmkt reads "
+                        f"{MANIFEST_SCHEMA} (written by another tmkt version?); rerun the "
+                        f"stage with --force")
+    expected = {"inputs": dict, "outputs": dict, "timings": dict, "metrics": dict,
+                "stage_config": dict}
+    for key, kind in expected.items():
+        if key in data and not isinstance(data[key], kind):
+            raise TmktError(f"{path}: field '{key}' is {type(data[key]).__name__}, expected "
+                            f"a mapping (the manifest was edited or damaged; rerun the stage "
+                            f"with --force)")
+    for name, out in data.get("outputs", {}).items():
+        if not isinstance(out, dict) or not isinstance(out.get("path"), str) or \
+                not out["path"] or Path(out["path"]).is_absolute() or ".." in Path(
+                    out["path"]).parts:
+            raise TmktError(f"{path}: output '{name}' has no valid relative 'path' (the "
+                            f"manifest was edited or damaged; rerun the stage with --force)")
+    for name, inp in data.get("inputs", {}).items():
+        if not isinstance(inp, dict):
+            raise TmktError(f"{path}: input '{name}' is not a mapping (the manifest was "
+                            f"edited or damaged; rerun the stage with --force)")
+    if data.get("status") == "complete" and not data.get("outputs"):
+        raise TmktError(f"{path}: says complete but lists no outputs (the manifest was "
+                        f"edited or damaged; rerun the stage with --force)")
+
+
+def verify_outputs(folder: Path, manifest: dict, full: bool = False,
+                   hash_up_to: int | None = None) -> dict[str, str]:
+    """Why the outputs a manifest lists are not what it recorded: output name -> one phrase
+    (missing, another size, another hash); empty when all are intact.
+
+    Every output's size is checked; the sha256 of files up to :data:`SMALL_FILE_BYTES`, and of
+    all files when ``full`` (a content hash, like the prepared dataset's, is recomputed from
+    the file's arrays). ``hash_up_to`` overrides :data:`SMALL_FILE_BYTES`.
+    """
+    small = SMALL_FILE_BYTES if hash_up_to is None else hash_up_to
+    problems = {}
+    for name, out in manifest.get("outputs", {}).items():
+        p = folder / out["path"]
+        if not p.is_file():
+            problems[name] = f"{out['path']} is missing"
+            continue
+        size = p.stat().st_size
+        if size != out.get("size"):
+            problems[name] = f"{out['path']} has {size} bytes, the manifest says {out.get('size')}"
+            continue
+        if not (full or size <= small) or not out.get("sha256"):
+            continue
+        if out.get("hash_of") == "content":
+            if not full:
+                continue
+            from tmkt_cli.data.store import recompute_content_hash  # the only content hash
+            actual = recompute_content_hash(p)
+        else:
+            actual = file_hash(p)
+        if actual != out["sha256"]:
+            problems[name] = (f"{out['path']} has another content than recorded (sha256 "
+                              f"{actual[:12]}, the manifest says {str(out['sha256'])[:12]})")
+    return problems
 
 
 @dataclass
@@ -234,14 +303,11 @@ def read_upstream(folder: str | Path, stage: str | tuple[str, ...], key: str,
     if m.get("status") != "complete":
         raise TmktError(f"{folder}: the {m.get('stage')} run is {m.get('status')}, not complete "
                         f"(from {key}); finish it first")
-    for name, out in m.get("outputs", {}).items():
-        p = folder / out["path"]
-        if not p.exists():
-            raise TmktError(f"{p}: output '{name}' listed in the manifest is missing (from {key})")
-        if p.is_file() and p.stat().st_size != out.get("size"):
-            raise TmktError(f"{p}: output '{name}' changed since its run finished "
-                            f"(size {p.stat().st_size}, manifest says {out.get('size')}); "
-                            f"rerun that stage with --force")
+    # Presence and size only: the reader of each file checks its content, with a more
+    # precise message than a hash mismatch would give.
+    for name, problem in verify_outputs(folder, m, hash_up_to=0).items():
+        raise TmktError(f"{folder}: output '{name}' is not what its run recorded ({problem}; "
+                        f"from {key}); run that stage again to repair it")
     return Upstream(folder, m)
 
 
@@ -273,6 +339,8 @@ class StageRun:
     inputs: dict[str, dict]
     decision: Decision
     previous: dict | None = None
+    reason: str = ""
+    """Why a run that said complete is resumed (its outputs failed verification)."""
     manifest: dict = field(default_factory=dict)
     writer: bool = True
     """False on the non-zero ranks of a distributed job: they follow rank 0, write nothing."""
@@ -309,8 +377,10 @@ class StageRun:
             "metrics": {},
             "error": None,
         }
-        write_text(self.folder / CONFIG, self.config_text)
+        # The manifest first: a folder holding only config.yaml would be refused as foreign
+        # after a kill between the two writes (a running manifest is resumed instead).
         write_json(self.folder / MANIFEST, self.manifest)
+        write_text(self.folder / CONFIG, self.config_text)
 
     def _elapsed(self) -> float:
         return self._earlier_seconds + (time.time() - self._t0)
@@ -337,9 +407,13 @@ class StageRun:
         entries = {}
         for name, rel in outputs.items():
             p = self.folder / rel
-            h = hashes.get(name) or (file_hash(p) if p.is_file() else None)
-            entries[name] = {"path": str(rel), "sha256": h,
-                             "size": p.stat().st_size if p.is_file() else None}
+            if not p.is_file():  # a stage bug: never record a run as complete without it
+                raise RuntimeError(f"{self.stage}: output '{name}' ({p}) is not in place; "
+                                   f"the run is not complete")
+            entries[name] = {"path": str(rel), "sha256": hashes.get(name) or file_hash(p),
+                             "size": p.stat().st_size}
+            if name in hashes:
+                entries[name]["hash_of"] = "content"
         self.manifest["outputs"] = entries
         self.manifest["output_hash"] = combined_hash(
             {k: v["sha256"] or "" for k, v in entries.items()} | {"config": self.config_hash})
@@ -381,6 +455,17 @@ class StageRun:
             self.release()
 
 
+def refuse_links(folder: Path) -> None:
+    """A run folder holds no symbolic links (tmkt never makes one): a planted link (e.g.
+    ``tensorboard/`` pointing elsewhere) would make a resumed run write outside the folder."""
+    if not folder.is_dir():
+        return
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink():
+            raise TmktError(f"{p}: a symbolic link (to {os.readlink(p)}) inside a run folder; "
+                            f"tmkt never makes one and will not write through it: remove it")
+
+
 def _lock(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -406,14 +491,18 @@ def _clear(folder: Path) -> None:
 
 def open_stage(folder: str | Path, stage: str, config_text: str, stage_config: dict,
                config_hash: str, inputs: dict[str, dict] | None = None, *, force: bool = False,
-               resume: Literal["auto", "never"] = "auto", dry_run: bool = False) -> StageRun:
+               resume: Literal["auto", "never"] = "auto", dry_run: bool = False,
+               verify: bool = False) -> StageRun:
     """Decide what running ``stage`` in ``folder`` means, and take the folder's lock.
 
     - nothing there: fresh;
     - a complete run with the same config hash and inputs: up to date (nothing to do);
     - a run with another config or other inputs: refused unless ``force`` (then cleared);
     - an unfinished run with the same config and inputs: resumed (``resume='auto'``) or
-      cleared and started again (``resume='never'``).
+      cleared and started again (``resume='never'``);
+    - a complete run whose outputs are not what its manifest recorded (missing, another size,
+      another hash; every hash with ``verify``): the damaged outputs are removed and the run
+      resumed, with ``reason`` saying why.
     """
     folder = Path(folder)
     inputs = inputs or {}
@@ -421,11 +510,12 @@ def open_stage(folder: str | Path, stage: str, config_text: str, stage_config: d
             p.name != LOCK and TMP_MARK not in p.name for p in folder.iterdir()):
         raise TmktError(f"{folder}: exists, is not empty and holds no tmkt manifest; "
                         f"refusing to write into it (choose another folder or empty it)")
+    refuse_links(folder)
     # Lock before deciding, so the decision cannot go stale under a concurrent run.
     lock_fd = None if dry_run else _lock(folder)
     try:
         return _decide(folder, stage, config_text, stage_config, config_hash, inputs,
-                       force=force, resume=resume, lock_fd=lock_fd)
+                       force=force, resume=resume, lock_fd=lock_fd, verify=verify)
     except BaseException:
         if lock_fd is not None:
             os.close(lock_fd)
@@ -433,14 +523,15 @@ def open_stage(folder: str | Path, stage: str, config_text: str, stage_config: d
 
 
 def _decide(folder: Path, stage: str, config_text: str, stage_config: dict, config_hash: str,
-            inputs: dict[str, dict], *, force: bool, resume: str, lock_fd: int | None
-            ) -> StageRun:
+            inputs: dict[str, dict], *, force: bool, resume: str, lock_fd: int | None,
+            verify: bool = False) -> StageRun:
     previous = read_manifest(folder) if folder.exists() else None
     if previous is not None and previous.get("stage") != stage:
         raise TmktError(f"{folder}: holds a '{previous.get('stage')}' run, not '{stage}'")
 
     decision: Decision = "fresh"
     clear = False
+    reason = ""
     if previous is not None:
         same_config = previous.get("config_hash") == config_hash
         old_inputs = {k: v.get("hash") for k, v in previous.get("inputs", {}).items()}
@@ -461,6 +552,14 @@ def _decide(folder: Path, stage: str, config_text: str, stage_config: dict, conf
             decision, clear = "fresh", True
         elif previous.get("status") == "complete":
             decision = "up-to-date"
+            problems = verify_outputs(folder, previous, full=verify)
+            reason = "; ".join(problems.values())
+            if problems and resume == "never":
+                decision, clear = "fresh", True
+            elif problems:
+                decision = "resume"
+                if lock_fd is not None:
+                    _remove_damaged(folder, previous, problems)
         elif resume == "auto":
             decision = "resume"
         else:
@@ -470,4 +569,13 @@ def _decide(folder: Path, stage: str, config_text: str, stage_config: dict, conf
         _clear(folder)
     return StageRun(folder=folder, stage=stage, config_text=config_text,
                     stage_config=stage_config, config_hash=config_hash, inputs=inputs,
-                    decision=decision, previous=previous, _lock_fd=lock_fd)
+                    decision=decision, previous=previous, reason=reason, _lock_fd=lock_fd)
+
+
+def _remove_damaged(folder: Path, manifest: dict, damaged: dict[str, str]) -> None:
+    """Delete the outputs that failed verification (a resumed stage writes them again; a
+    wrong file must not be taken for a good one)."""
+    for name in damaged:
+        p = folder / manifest["outputs"][name]["path"]
+        if p.is_file() or p.is_symlink():
+            p.unlink()

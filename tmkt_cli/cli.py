@@ -72,6 +72,9 @@ ResumeOpt = Annotated[str, typer.Option(
     metavar="auto|never")]
 DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Print the resolved recipe and what would run, then exit.")]
+VerifyOpt = Annotated[bool, typer.Option(
+    "--verify", help="Before saying 'up to date', re-hash every output, large ones too "
+                     "(small ones always are).")]
 DebugOpt = Annotated[bool, typer.Option(
     "--debug", help="Show the full traceback of an error.")]
 
@@ -130,7 +133,8 @@ def _resume_value(resume: str) -> Literal["auto", "never"]:
 
 
 def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[str] | None,
-               force: bool, resume: str, dry_run: bool, base_raw: dict | None = None) -> None:
+               force: bool, resume: str, dry_run: bool, base_raw: dict | None = None,
+               verify: bool = False) -> None:
     from tmkt_cli.catalog import resolve_recipe
     from tmkt_cli.config import load_recipe
     from tmkt_cli.stages.common import execute
@@ -139,7 +143,7 @@ def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[
     recipe = load_recipe(recipe_path, overrides or [], base_raw=base_raw)
     mod = importlib.import_module(f"tmkt_cli.stages.{module}")
     execute(stage, recipe, mod.folder(recipe), mod.inputs, mod.run, ui, force=force,
-            resume=_resume_value(resume), dry_run=dry_run)
+            resume=_resume_value(resume), dry_run=dry_run, verify=verify)
 
 
 # -- stages ---------------------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[
 @app.command()
 def prepare(
     target: Annotated[str, typer.Argument(
-        help="A dataset name (digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, "
+        help="A dataset name (digits, glyphs, images, ncaltech101, cepdvs, cifar10dvs, nmnist, "
              "nomniglot, dvsgesture), a recipe YAML file or a shipped recipe's name "
              "(digits/tmkt). A dataset name starts from the prepare settings of its shipped "
              "recipes (recipes/DATASET/base.yaml), so the store is the one they read.",
@@ -164,7 +168,7 @@ def prepare(
     workers: Annotated[int | None, typer.Option(
         help="Worker processes (prepare.workers).")] = None,
     set_: SetOpt = None, force: ForceOpt = False, resume: ResumeOpt = "auto",
-    dry_run: DryRunOpt = False, debug: DebugOpt = False,
+    dry_run: DryRunOpt = False, verify: VerifyOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Integrate raw event recordings into T frames and store them, with the paired images,
     in one HDF5 file ([N, T, 2, H, W] per split)."""
@@ -177,7 +181,7 @@ def prepare(
             if value is not None:
                 overrides.append(f"{key}={value}")
         _run_stage("prepare", "prepare", recipe_arg, overrides, force, resume, dry_run,
-                   base_raw=base)
+                   base_raw=base, verify=verify)
     _guarded(body, debug)
 
 
@@ -197,47 +201,60 @@ def _prepare_target(target: str) -> tuple[str | None, dict | None]:
 @app.command("pretrain-ann")
 def pretrain_ann(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
                  resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-                 debug: DebugOpt = False) -> None:
+                 verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Train the ANN teacher of CKD on the prepared dataset's static images."""
     _guarded(lambda: _run_stage("pretrain-ann", "pretrain_ann", recipe, set_, force, resume,
-                                dry_run), debug)
+                                dry_run, verify=verify), debug)
 
 
 @app.command()
 def distill(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
             resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-            debug: DebugOpt = False) -> None:
+            verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """CKD: distil the ANN teacher (pretrain-ann) into a two-stream SNN student, in phases."""
-    _guarded(lambda: _run_stage("distill", "distill", recipe, set_, force, resume, dry_run),
+    _guarded(lambda: _run_stage("distill", "distill", recipe, set_, force, resume, dry_run,
+                                verify=verify),
              debug)
 
 
 @app.command("train-tmkt")
 def train_tmkt(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
                resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-               debug: DebugOpt = False) -> None:
+               verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Train an SNN with method.name = tmkt, kt, finetune or event_only (and any ablation
     of their components)."""
     _guarded(lambda: _run_stage("train-tmkt", "train_tmkt", recipe, set_, force, resume,
-                                dry_run), debug)
+                                dry_run, verify=verify), debug)
 
 
 @app.command("eval")
 def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
           resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-          debug: DebugOpt = False) -> None:
+          verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Evaluate a trained run on the event test split: top-1/top-5, per-class accuracy,
-    accuracy against time steps, firing rates, synaptic operations and energy."""
-    _guarded(lambda: _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run),
-             debug)
+    accuracy against time steps, firing rates, synaptic operations and energy. RECIPE may
+    also be a training run folder or a checkpoint in one (`tmkt eval runs/x/seed42/train-tmkt`,
+    `.../best.pt`): the evaluation is written beside the run, one folder per checkpoint."""
+    def body():
+        from tmkt_cli.run_target import eval_target, is_run_target
+
+        if is_run_target(recipe):
+            base, overrides = eval_target(recipe)
+            _run_stage("eval", "evaluate", None, [*overrides, *(set_ or [])], force, resume,
+                       dry_run, base_raw=base, verify=verify)
+        else:
+            _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run,
+                       verify=verify)
+    _guarded(body, debug)
 
 
 @app.command()
 def cam(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
         resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
-        debug: DebugOpt = False) -> None:
+        verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Class activation maps (Grad-CAM or spike activation maps) of the event stream."""
-    _guarded(lambda: _run_stage("cam", "cam", recipe, set_, force, resume, dry_run), debug)
+    _guarded(lambda: _run_stage("cam", "cam", recipe, set_, force, resume, dry_run,
+                                verify=verify), debug)
 
 
 @app.command()

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tmkt_cli import safe_yaml
 from tmkt_cli.errors import TmktError
 
 
@@ -85,16 +86,29 @@ class EmulatorConfig:
     """Independent recordings (saccade offsets and noise) made of each image."""
     seed: int = 0
     """Seed of the emulator; recording k of image i uses the stream (seed, i, k)."""
+    sensor_size: int = param(0, ge=0)
+    """Side of the pixel array, when coarser than the canvas: each sensor pixel averages the
+    canvas area it covers, so events come at this resolution. 0: the canvas itself."""
+    event_keep_fraction: float = param(1.0, gt=0, le=1)
+    """Each signal event is kept with this probability (a sensor that misses events; fewer
+    events per recording). 1: keep all."""
+    hot_pixel_fraction: float = param(0.0, ge=0, le=1)
+    """Fraction of the sensor's pixels that are hot: the same pixels in every recording."""
+    hot_pixel_rate_hz: float = param(0.0, ge=0)
+    """Events per second of each hot pixel (Poisson, one fixed polarity per hot pixel)."""
+    fixed_pattern: bool = False
+    """Draw the per-pixel threshold mismatch once per sensor (the same in every recording,
+    as in a real chip) instead of once per recording."""
 
 
 @dataclass
 class PrepareConfig:
     dataset: str = "digits"
-    """Dataset name: digits, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
+    """Dataset name: digits, glyphs, images, ncaltech101, cepdvs, cifar10dvs, nmnist, nomniglot,
     dvsgesture."""
     root: str = ""
     """Raw data: a folder holding the extracted data or the original archives (layouts in
-    docs/datasets.md). Not needed for ``digits``."""
+    docs/datasets.md). Not needed for ``digits`` and ``glyphs``."""
     time_steps: int = param(10, ge=1)
     """T, the number of frames each recording is integrated into."""
     size: int = param(48, ge=1)
@@ -600,6 +614,8 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TmktError(f"recipe key '{key}': expected an integer, got {value!r}")
+        if not -2**63 <= value < 2**63:  # numpy, torch and HDF5 hold 64-bit integers
+            raise TmktError(f"recipe key '{key}': {value} does not fit in a 64-bit integer")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
@@ -613,6 +629,8 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise TmktError(f"recipe key '{key}': expected a string, got {value!r}")
+        if "\0" in value:  # no file name or path may hold one; the OS would refuse later
+            raise TmktError(f"recipe key '{key}': contains a NUL byte: {value!r}")
         return value
     raise TypeError(f"unsupported schema type {tp!r} for {key}")  # a bug in the schema
 
@@ -663,7 +681,7 @@ def read_yaml(path: Path, what: str = "recipe") -> dict:
     if path.is_dir():
         raise TmktError(f"{what} is a folder, expected a YAML file: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml.load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -719,7 +737,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise TmktError(f"--set {text!r}: the key is empty or malformed")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = safe_yaml.load(value) if value.strip() else ""
+    except safe_yaml.AliasBombError as e:
+        raise TmktError(f"--set {key}: the value {e.problem}") from None
     except yaml.YAMLError:
         parsed = value
     return key.split("."), parsed
@@ -768,10 +788,30 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), base_raw: di
     if "/" in recipe.variant or recipe.variant in (".", ".."):
         raise TmktError(f"recipe key 'variant': must be a plain folder name, got "
                         f"{recipe.variant!r}")
+    check_path_lengths(recipe)
     recipe.method = resolve_method(recipe.method)
     if recipe.variant == "auto":
         recipe.variant = _auto_variant(raw_file, recipe, overrides)
     return recipe
+
+
+NAME_MAX, PATH_MAX = 255, 4096
+"""Linux's limits on one file name and a whole path, in bytes."""
+
+
+def check_path_lengths(recipe: Recipe) -> None:
+    """Names and paths the file system would refuse, refused before any folder is made."""
+    for key, value in (("name", recipe.name), ("paths.runs", recipe.paths.runs),
+                       ("paths.dataset", recipe.paths.dataset)):
+        encoded = value.encode("utf-8", "surrogateescape")
+        longest = max((len(part.encode("utf-8", "surrogateescape"))
+                       for part in Path(value).parts), default=0)
+        if longest > NAME_MAX:
+            raise TmktError(f"recipe key '{key}': a folder name of {longest} bytes (the file "
+                            f"system allows {NAME_MAX}): {value[:40]}...")
+        if len(encoded) > PATH_MAX - 512:  # room for the run folders and file names below
+            raise TmktError(f"recipe key '{key}': a path of {len(encoded)} bytes (at most "
+                            f"{PATH_MAX - 512}): {value[:40]}...")
 
 
 def _auto_variant(raw_file: dict, recipe: Recipe, overrides: list[str]) -> str:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tmkt_cli import recovery
 from tmkt_cli.artifacts import StageRun
 from tmkt_cli.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importable)
     BEST,
@@ -41,6 +42,8 @@ from tmkt_cli.errors import StopRequested, TmktError
 from tmkt_cli.methods.optim import lr_factor, param_groups
 from tmkt_cli.runlog import METRICS, MetricsLog, read_metrics  # noqa: F401
 from tmkt_cli.runtime import DIST, StopSignal, autocast, seed_everything, seed_worker, select_device
+
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass
@@ -341,6 +344,9 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                 train_steps(f, train_set, train_indices, progress, bar,
                             lambda: bool(stop.requested) or bool(on_stop_poll and on_stop_poll()),
                             lambda: stop.requested)
+    except OUT_OF_MEMORY as e:
+        raise recovery.out_of_memory(e, cfg.batch_size, train_set, train_indices,
+                                     sum(p.numel() for p in f.opt.params), f.last_path) from None
     finally:
         f.log.close()
     return FitResult(metrics=f.loop.last_eval, best=f.loop.best, steps=f.loop.step,
@@ -428,9 +434,13 @@ def start_or_resume(f: Fit) -> int | None:
     fresh run: the log starts empty)."""
     if f.run.decision != "resume":
         return None
-    if not f.last_path.exists():
-        return 0  # killed before the first checkpoint: start over, keep nothing
-    state = load_checkpoint(f.last_path)
+    # Rank 0 checks last.pt (model, config) and makes best.pt agree with it; every rank
+    # resumes from its answer.
+    state = DIST.broadcast(recovery.resumable_state(
+        f.last_path, f.best_path, f.run.folder / METRICS, f.model_info, f.run.config_hash,
+        f.ui.print) if DIST.is_main else None)
+    if state is None:
+        return 0  # killed before the first checkpoint (or it is unusable): start over
     f.model.load_state_dict(state["model"])
     f.opt.optimizer.load_state_dict(state["optimizer"])
     f.opt.scheduler.load_state_dict(state["scheduler"])
@@ -492,6 +502,7 @@ def train_one_step(f: Fit, batch: dict) -> tuple[dict, dict[str, float] | None]:
     # Global RNG users inside the model (dropout) draw from a per-step seed.
     torch.manual_seed(ctx.step_seed())
     batch = to_device(batch, f.device)
+    recovery.check_finite_batch(batch, loop.step, loop.epoch, f.last_path)
     with autocast(f.device, cfg.amp):
         out = f.step_module(batch, ctx)
     loss = out["loss"]

@@ -111,14 +111,31 @@ class StopSignal:
 # Distributed training (torchrun)
 # --------------------------------------------------------------------------------------------
 
+def _adopt_slurm_tasks(env) -> None:
+    """Under ``srun`` with several tasks (and no torchrun), SLURM's task numbers are the ranks:
+    SLURM_PROCID -> RANK, SLURM_NTASKS -> WORLD_SIZE, SLURM_LOCALID -> LOCAL_RANK; rank 0's
+    node and a port derived from the job id are the rendezvous unless MASTER_ADDR/PORT are set.
+    SLURM_STEP_ID is set in srun's tasks only, not in a batch script, whose SLURM_NTASKS
+    describes the allocation rather than this process."""
+    if "WORLD_SIZE" in env or "SLURM_STEP_ID" not in env or int(env.get("SLURM_NTASKS", 1)) < 2:
+        return
+    env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+    env["RANK"] = env["SLURM_PROCID"]
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    env.setdefault("MASTER_ADDR", env.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
+    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", 0)) % 20000))
+
+
 class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 when not distributed).
+    """This process's place in a torchrun or multi-task srun job (rank 0 of 1 when not
+    distributed).
 
     Rank 0 owns the run folder: it alone locks it, writes files and decides whether the stage
     is fresh, resumed or up to date; the other ranks follow that decision.
     """
 
     def __init__(self) -> None:
+        _adopt_slurm_tasks(os.environ)
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))

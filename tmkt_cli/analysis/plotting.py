@@ -175,8 +175,11 @@ def cam_figure(rows: Sequence[CamRow], suptitle: str = "", map_label: str = "rel
                 ax.set_xlabel(caption, fontsize=7,
                               color="tab:red" if caption.startswith("wrong") else "black")
         if r == 0:
+            import textwrap
+
             for c, title in enumerate(["static image", "events", *map_titles]):
-                axes[r, c].set_title(title, fontsize=7)
+                # a column is about 1 in wide: break long model names over lines
+                axes[r, c].set_title(textwrap.fill(title, 16), fontsize=7)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -186,8 +189,10 @@ def cam_figure(rows: Sequence[CamRow], suptitle: str = "", map_label: str = "rel
         bar.set_label(f"{map_label} (per sample, 0-1)", fontsize=7)
         bar.ax.tick_params(labelsize=6)
     fig.legend(handles=[Patch(color="red", label="ON events"),
-                        Patch(color="blue", label="OFF events")],
-               loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+                        Patch(color="blue", label="OFF events"),
+                        Patch(color="black", label="both")],
+               loc="outside lower center", ncol=3, fontsize=7, frameon=False,
+               title="events column", title_fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=8)
     return fig

@@ -185,13 +185,34 @@ def _decompress_gzip(fileobj: BinaryIO, label: str, owns: bool) -> BinaryIO:
                         f"holds {size / 2**30:.1f} GiB: extract it (tar xzf) and point tmkt "
                         f"at the extracted folder")
     try:
-        data = gzip.GzipFile(fileobj=fileobj).read()
+        # Bounded: a few MB of gzip can expand to terabytes (a "gzip bomb").
+        data = gzip.GzipFile(fileobj=fileobj).read(MAX_GUNZIP_BYTES + 1)
+        if len(data) > MAX_GUNZIP_BYTES:
+            raise TmktError(f"{label}: expands past {MAX_GUNZIP_BYTES / 2**30:.1f} GiB when "
+                            f"decompressed (from {size / 2**20:.1f} MiB); refused: extract "
+                            f"it (tar xzf) and point tmkt at the extracted folder")
     except (OSError, EOFError, zlib.error) as e:
         raise TmktError(f"{label}: damaged gzip data ({e})") from None
     finally:
         if owns:
             fileobj.close()
     return io.BytesIO(data)
+
+
+MAX_GUNZIP_BYTES = 8 << 30
+"""The most a gzip-compressed archive may expand to in memory."""
+MAX_MEMBER_RATIO = 200
+"""A zip member expanding more than this many times (and past 1 MiB) is a zip bomb: event
+recordings compress a few times, images not at all."""
+
+
+def check_member_expansion(info: zipfile.ZipInfo, label: str) -> None:
+    """Refuse, from the zip's own directory and before reading, a member that would expand
+    past :data:`MAX_GUNZIP_BYTES` or by more than :data:`MAX_MEMBER_RATIO` times."""
+    size, packed = info.file_size, max(1, info.compress_size)
+    if size > MAX_GUNZIP_BYTES or (size > 1 << 20 and size / packed > MAX_MEMBER_RATIO):
+        raise TmktError(f"{label}: refusing member {info.filename!r}: it expands from "
+                        f"{packed:,} to {size:,} bytes (a zip bomb?)")
 
 
 class _Archive:
@@ -221,6 +242,7 @@ class _ZipArchive(_Archive):
         infos = self._zip.infolist()
         for info in infos:
             check_member_name(info.filename, label)
+            check_member_expansion(info, label)
         self._files = {info.filename: info for info in infos if not info.is_dir()}
 
     def names(self) -> list[str]:
@@ -271,6 +293,10 @@ class _TarArchive(_Archive):
             raise TmktError(f"{label}: not a readable zip or tar archive ({e})") from None
         for member in members:
             check_member_name(member.name, label)
+            if member.issym() or member.islnk():
+                raise TmktError(f"{label}: refusing member {member.name!r}: a link (to "
+                                f"{member.linkname!r}), not a file; tmkt reads no links in "
+                                f"archives")
         # A name can repeat in a tar (later copies win when extracting): keep the last.
         self._files = {m.name: m for m in members if m.isfile()}
 

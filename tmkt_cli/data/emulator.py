@@ -23,9 +23,17 @@ settings; in short, for one recording:
 5. Background events arrive at ``noise_rate_hz`` per pixel (a Poisson process), at uniform
    random places and times with random polarity.
 
+Options that make the event view poorer than the image, as in real recordings (all off by
+default, leaving recordings exactly as without them): a pixel array coarser than the canvas
+(``sensor_size``: each sensor pixel averages the canvas area it covers), signal events dropped
+at random (``event_keep_fraction``), hot pixels (``hot_pixel_fraction`` of the pixels, the same
+in every recording, firing at ``hot_pixel_rate_hz``), and threshold mismatch fixed per sensor
+rather than per recording (``fixed_pattern``).
+
 Every random draw of recording ``k`` of image ``i`` comes from the stream
-``SeedSequence([seed, i, k])``, so a recording is a pure function of (image, settings, i, k): the
-same in any worker process and in any order.
+``SeedSequence([seed, i, k])``, and what belongs to the sensor rather than to a recording (hot
+pixels, a fixed threshold pattern) from ``SeedSequence([seed, SENSOR_STREAM])``, so a recording
+is a pure function of (image, settings, i, k): the same in any worker process and in any order.
 """
 
 from __future__ import annotations
@@ -56,6 +64,10 @@ temporary array in memory the allocator reuses; multi-MB temporaries land on fre
 time, and their page faults cost more than the arithmetic (measured: 3x slower per recording)."""
 
 LUMA = np.array([0.299, 0.587, 0.114])
+
+SENSOR_STREAM = 2**63 - 1
+"""Second word of the sensor's random stream ``(seed, SENSOR_STREAM)``: it cannot collide with
+a recording's stream ``(seed, i, k)``, which has three words."""
 
 
 def recording_rng(seed: int, image_id: int, recording: int) -> np.random.Generator:
@@ -231,6 +243,54 @@ def noise_events(rng: np.random.Generator, rate_hz: float, duration_s: float,
     return events
 
 
+def area_matrix(fine: int, coarse: int) -> np.ndarray:
+    """``[coarse, fine]`` weights that average a line of ``fine`` pixels into ``coarse``
+    pixels: row ``j`` holds the overlap of coarse pixel ``j`` with each fine pixel, divided
+    by the coarse pixel's width (each row sums to 1)."""
+    edges = np.linspace(0.0, fine, coarse + 1)
+    left = np.maximum(edges[:-1, None], np.arange(fine)[None, :])
+    right = np.minimum(edges[1:, None], np.arange(fine)[None, :] + 1.0)
+    return (np.clip(right - left, 0.0, None) * (coarse / fine)).astype(np.float32)
+
+
+def sensor_rng(seed: int) -> np.random.Generator:
+    """The random stream of what belongs to the sensor, the same in every recording."""
+    return np.random.default_rng(np.random.SeedSequence([seed % 2**64, SENSOR_STREAM]))
+
+
+def hot_pixel_events(cfg: EmulatorConfig, rng: np.random.Generator, duration_s: float,
+                     sensor_size: tuple[int, int]) -> np.ndarray:
+    """Events of the sensor's hot pixels: which pixels and their polarity come from the
+    sensor's stream (the same in every recording), the Poisson firing times from ``rng``."""
+    height, width = sensor_size
+    chip = sensor_rng(cfg.seed)
+    chip.normal(size=sensor_size)  # the threshold pattern's draw comes first in this stream
+    hot_count = int(round(cfg.hot_pixel_fraction * height * width))
+    if hot_count == 0 or cfg.hot_pixel_rate_hz <= 0:
+        return np.empty(0, dtype=EVENT_DTYPE)
+    pixels = chip.choice(height * width, size=hot_count, replace=False)
+    polarity = chip.integers(0, 2, hot_count)
+    counts = rng.poisson(cfg.hot_pixel_rate_hz * duration_s, hot_count)
+    which = np.repeat(np.arange(hot_count), counts)
+    events = np.empty(which.size, dtype=EVENT_DTYPE)
+    events["t"] = rng.integers(0, max(1, int(duration_s * 1e6)), which.size)
+    events["y"], events["x"] = np.divmod(pixels[which], width)
+    events["p"] = polarity[which]
+    return events
+
+
+def pixel_thresholds(cfg: EmulatorConfig, rng: np.random.Generator,
+                     sensor_size: tuple[int, int]) -> np.ndarray:
+    """Each pixel's contrast threshold: normal around ``contrast_threshold``, clipped below.
+    Drawn from the recording's stream, or with ``fixed_pattern`` from the sensor's (the
+    recording's stream still makes its draw, so the later draws do not depend on it)."""
+    standard = rng.normal(0.0, 1.0, sensor_size)
+    if cfg.fixed_pattern:
+        standard = sensor_rng(cfg.seed).normal(0.0, 1.0, sensor_size)
+    return np.maximum(cfg.contrast_threshold + cfg.threshold_sigma * standard,
+                      MIN_THRESHOLD_FRACTION * cfg.contrast_threshold)
+
+
 def emulate(rgb: np.ndarray, cfg: EmulatorConfig, image_id: int, recording: int
             ) -> tuple[np.ndarray, tuple[int, int]]:
     """One recording of an image: ``(events with EVENT_DTYPE sorted by time, (H, W))``.
@@ -239,11 +299,13 @@ def emulate(rgb: np.ndarray, cfg: EmulatorConfig, image_id: int, recording: int
     the random stream ``(cfg.seed, image_id, recording)``.
     """
     rng = recording_rng(cfg.seed, image_id, recording)
-    sensor = (cfg.canvas, cfg.canvas)
+    side = cfg.sensor_size or cfg.canvas
+    if side > cfg.canvas:
+        raise ValueError(f"sensor_size {side} is larger than the canvas {cfg.canvas}")
+    sensor = (side, side)
     duration_s = cfg.duration_ms / 1000.0
     # The draws happen in a fixed order; changing it changes every recording.
-    thresholds = np.maximum(rng.normal(cfg.contrast_threshold, cfg.threshold_sigma, sensor),
-                            MIN_THRESHOLD_FRACTION * cfg.contrast_threshold)
+    thresholds = pixel_thresholds(cfg, rng, sensor)
     start_angle = rng.uniform(0.0, 2.0 * np.pi)
     offset = (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5))
 
@@ -253,9 +315,20 @@ def emulate(rgb: np.ndarray, cfg: EmulatorConfig, image_id: int, recording: int
     dx, dy = saccade_path(times, duration_s, cfg.saccades, cfg.amplitude_px, start_angle,
                           offset)
     block = max(1, RENDER_BLOCK_PIXELS // scene.size)
-    log_blocks = (np.log(render_shifted(scene, dx[i:i + block], dy[i:i + block])
-                         + np.float32(DARK_LEVEL)) for i in range(0, samples, block))
+    if side == cfg.canvas:
+        frames = (render_shifted(scene, dx[i:i + block], dy[i:i + block])
+                  for i in range(0, samples, block))
+    else:
+        pool = area_matrix(cfg.canvas, side)
+        frames = (pool @ render_shifted(scene, dx[i:i + block], dy[i:i + block]) @ pool.T
+                  for i in range(0, samples, block))
+    log_blocks = (np.log(frame + np.float32(DARK_LEVEL)) for frame in frames)
     signal = contrast_events(log_blocks, times, thresholds, cfg.refractory_ms / 1000.0)
     noise = noise_events(rng, cfg.noise_rate_hz, duration_s, sensor)
-    events = np.concatenate([signal, noise])
+    parts = [signal, noise]
+    if cfg.event_keep_fraction < 1.0:
+        parts[0] = signal[rng.random(signal.size) < cfg.event_keep_fraction]
+    if cfg.hot_pixel_fraction > 0:
+        parts.append(hot_pixel_events(cfg, rng, duration_s, sensor))
+    events = np.concatenate(parts)
     return events[np.argsort(events["t"], kind="stable")], sensor

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from tmkt_cli.config import DataConfig
-from tmkt_cli.data.store import SPLITS, open_dataset
+from tmkt_cli.data.store import SPLITS, open_dataset, read_row, read_whole
 from tmkt_cli.errors import TmktError
 
 # Separate random streams per purpose, so e.g. turning the static partner on does not change
@@ -252,11 +252,13 @@ class EventDataset(torch.utils.data.Dataset):
             self._frames = self._images = None
             if cfg.in_memory:
                 g = ds.split(split)
-                self._frames = np.stack([g["frames"][r] for r in self.rows]) if self.rows.size \
-                    else np.zeros((0, self.time_steps, 2, self.size, self.size), np.float32)
+                frames = g["frames"]
+                self._frames = np.stack([read_row(frames, r, self.path) for r in self.rows]) \
+                    if self.rows.size else np.zeros((0, self.time_steps, 2, self.size, self.size),
+                                                    np.float32)
                 if with_static:
                     images = ds.split(self.image_split)["images"]
-                    self._images = images[()] if images.shape[0] else None
+                    self._images = read_whole(images, self.path) if images.shape[0] else None
         self.class_images = {int(c): np.flatnonzero(train_image_labels == c)
                              for c in np.unique(self.labels)} \
             if with_static and cfg.pairing == "class" else {}

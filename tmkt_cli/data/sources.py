@@ -88,8 +88,8 @@ def _load_builtin() -> None:
     # Importing the modules registers their sources.
     import importlib
 
-    for name in ("synthetic", "ncaltech101", "cepdvs", "cifar10dvs", "nmnist", "dvsgesture",
-                 "nomniglot"):
+    for name in ("synthetic", "glyphs", "ncaltech101", "cepdvs", "cifar10dvs", "nmnist",
+                 "dvsgesture", "nomniglot"):
         module = f"tmkt_cli.data.datasets.{name}"
         try:
             importlib.import_module(module)

@@ -616,6 +616,45 @@ def _validate(path: Path, f) -> None:
             if g[name].shape != shape:
                 raise TmktError(f"{path}: damaged prepared dataset (/{split}/{name} has shape "
                                 f"{g[name].shape}, expected {shape})")
+        _check_indices(path, f"/{split}/labels", g["labels"], len(f["classes"]), "classes")
+        _check_indices(path, f"/{split}/image_labels", g["image_labels"], len(f["classes"]),
+                       "classes")
+        _check_indices(path, f"/{split}/image_index", g["image_index"], m, "images",
+                       allow_missing=True)
+
+
+def _check_indices(path: Path, where: str, dataset, count: int, what: str,
+                   allow_missing: bool = False) -> None:
+    """Labels and pairing indices are integers inside their range (a hand-edited or damaged
+    file must be refused, not trained on: an out-of-range label crashes, or worse, not)."""
+    if not np.issubdtype(dataset.dtype, np.integer):
+        raise TmktError(f"{path}: damaged prepared dataset ({where} has dtype {dataset.dtype}, "
+                        f"expected integers)")
+    values = dataset[()]
+    low = -1 if allow_missing else 0
+    bad = np.flatnonzero((values < low) | (values >= count))
+    if bad.size:
+        raise TmktError(f"{path}: damaged prepared dataset ({where}[{int(bad[0])}] is "
+                        f"{int(values[bad[0]])}, outside 0..{count - 1} {what}; "
+                        f"{bad.size} such row(s))")
+
+
+def read_row(dataset, row: int, path: Path) -> np.ndarray:
+    """One row of an HDF5 array; a damaged chunk is one line naming the file and the row."""
+    try:
+        return dataset[row]
+    except (OSError, ValueError) as e:
+        raise TmktError(f"{path}: cannot read {dataset.name}[{row}] ({first_line(e)}); the "
+                        f"file is damaged: prepare it again") from None
+
+
+def read_whole(dataset, path: Path) -> np.ndarray:
+    """A whole HDF5 array; when the bulk read fails, the rows are read one by one so the
+    error names the damaged row."""
+    try:
+        return dataset[()]
+    except (OSError, ValueError):
+        return np.stack([read_row(dataset, r, path) for r in range(dataset.shape[0])])
 
 
 def recompute_content_hash(path: str | Path) -> str:

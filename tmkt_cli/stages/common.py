@@ -22,11 +22,12 @@ def execute(stage: str, recipe: Recipe, folder: Path,
             inputs: Callable[[Recipe], dict[str, Upstream]],
             body: Callable[[Recipe, StageRun, Console], None], ui: Console, *,
             force: bool = False, resume: Literal["auto", "never"] = "auto",
-            dry_run: bool = False) -> StageRun | None:
+            dry_run: bool = False, verify: bool = False) -> StageRun | None:
     """Run ``body`` in ``folder`` unless it is up to date; with ``dry_run`` only say what
     would happen. Returns the StageRun (None for a dry run)."""
     cfg = stage_config(recipe, stage)
     chash = config_hash(cfg)
+    check_fits(stage, recipe)
     if dry_run:
         ui.print(f"[bold]# resolved recipe[/bold] (config hash of {stage}: {chash})")
         ui.print(dump_yaml(recipe), markup=False, highlight=False)
@@ -39,8 +40,8 @@ def execute(stage: str, recipe: Recipe, folder: Path,
         if ups is not None:
             try:
                 run = open_stage(folder, stage, "", cfg, chash, _input_hashes(ups),
-                                 force=force, resume=resume, dry_run=True)
-                ui.print(f"action:  {_describe(run.decision, folder)}")
+                                 force=force, resume=resume, dry_run=True, verify=verify)
+                ui.print(f"action:  {_describe(run.decision, folder, run.reason)}")
             except TmktError as e:
                 ui.print(f"action:  refused: {e}")
         return None
@@ -63,9 +64,10 @@ def execute(stage: str, recipe: Recipe, folder: Path,
         body(recipe, run, Console(quiet=True))
         return run
     try:
+        check_writable(folder, "paths.dataset" if stage == "prepare" else "paths.runs")
         ups = inputs(recipe)
         run = open_stage(folder, stage, dump_yaml(recipe), cfg, chash, _input_hashes(ups),
-                         force=force, resume=resume)
+                         force=force, resume=resume, verify=verify)
     except TmktError as e:
         DIST.broadcast(("error", str(e)))
         raise
@@ -74,7 +76,7 @@ def execute(stage: str, recipe: Recipe, folder: Path,
         run.release()
         ui.print(f"{stage}: up to date ({folder})")
         return run
-    ui.print(f"{stage}: {_describe(run.decision, folder)}")
+    ui.print(f"{stage}: {_describe(run.decision, folder, run.reason)}")
     with run:
         run.start()
         body(recipe, run, ui)
@@ -83,11 +85,66 @@ def execute(stage: str, recipe: Recipe, folder: Path,
     return run
 
 
+def check_fits(stage: str, recipe: Recipe) -> None:
+    """Refuse, before anything is read or made, a setting whose data cannot fit in memory
+    (``--size 200000``, ``-T 500000000``): the estimate is analytic (tmkt_cli/memory.py)."""
+    from tmkt_cli import memory
+
+    available = memory.available_memory()
+    if available is None:
+        return
+    p = recipe.prepare
+    if stage == "prepare":
+        need = memory.prepare_bytes(p.time_steps, p.size, p.flush_every, p.workers)
+        what = (f"prepare.time_steps={p.time_steps} and prepare.size={p.size}: one recording's "
+                f"frames take {memory.human_bytes(memory.frames_bytes(p.time_steps, p.size))} "
+                f"and prepare holds {p.flush_every + 2 * p.workers} at once "
+                f"(prepare.flush_every + 2 x prepare.workers)")
+    elif stage in ("train-tmkt", "distill", "pretrain-ann"):
+        train = recipe.pretrain_ann.train if stage == "pretrain-ann" else recipe.train
+        streams = 1 if stage == "pretrain-ann" or recipe.method.name == "event_only" else 2
+        time_steps = 1 if stage == "pretrain-ann" else p.time_steps
+        need = memory.batch_input_bytes(train.batch_size, time_steps, p.size, streams)
+        what = (f"train.batch_size={train.batch_size} at T={time_steps}, {p.size}x{p.size} "
+                f"px: a batch's input frames alone take {memory.human_bytes(need)}")
+    else:
+        return
+    if need > available:
+        raise TmktError(f"{what}: {memory.human_bytes(need)} needed, "
+                        f"{memory.human_bytes(available)} of memory available; lower them")
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """The run folder can be made and written: not under a file, not on a read-only file
+    system (one line naming the key, before anything is written)."""
+    import errno
+    import os
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TmktError(f"{existing}: is a file, so {folder} cannot be made (from recipe key "
+                        f"{key})")
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not os.access(existing, os.W_OK | os.X_OK):
+        why = errno.errorcode[errno.EROFS] if read_only else "no write permission"
+        what = "on a read-only file system" if read_only else "not writable"
+        raise TmktError(f"{existing}: {what} ({why}), so {folder} cannot be written (from "
+                        f"recipe key {key})")
+
+
 def _input_hashes(ups: dict[str, Upstream]) -> dict[str, dict]:
     return {k: {"path": str(u.folder), "hash": u.output_hash} for k, u in ups.items()}
 
 
-def _describe(decision: str, folder: Path) -> str:
+def _describe(decision: str, folder: Path, reason: str = "") -> str:
+    if reason:  # a run that said complete, but its outputs are not what it recorded
+        again = "resuming" if decision == "resume" else "starting again"
+        return f"{again} the run in {folder}: it said complete, but {reason}"
     return {"fresh": f"starting in {folder}",
             "resume": f"resuming the unfinished run in {folder}",
             "up-to-date": f"up to date, nothing to do ({folder})"}[decision]

@@ -16,6 +16,7 @@ repeated to three channels).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -82,7 +83,7 @@ class FileImage:
 class EmulatedRecording:
     """Recording ``recording`` of an image, made by the emulator when called."""
 
-    image: DigitImage | FileImage
+    image: Callable[[], np.ndarray]
     image_id: int
     recording: int
     emulator: EmulatorConfig
@@ -102,19 +103,25 @@ def check_emulator(cfg: EmulatorConfig) -> None:
         raise TmktError(f"recipe key 'prepare.emulator.image_size' ({cfg.image_size}) is larger "
                         f"than 'prepare.emulator.canvas' ({cfg.canvas}): the image must fit on "
                         f"the sensor")
+    if cfg.sensor_size > cfg.canvas:
+        raise TmktError(f"recipe key 'prepare.emulator.sensor_size' ({cfg.sensor_size}) is "
+                        f"larger than 'prepare.emulator.canvas' ({cfg.canvas}): the pixel array "
+                        f"can only be as fine as the canvas")
 
 
-def emulated_source(classes: list[str], images: list[tuple[str, int, DigitImage | FileImage]],
-                    cfg: PrepareConfig, info: dict) -> SourceData:
-    """Split ``images`` (source, label, loader; in dataset order) per class and attach
-    ``recordings_per_image`` emulated recordings to each."""
+def emulated_source(classes: list[str], images: list[tuple[str, int, Callable[[], np.ndarray]]],
+                    cfg: PrepareConfig, info: dict,
+                    train_fraction: float = TRAIN_FRACTION) -> SourceData:
+    """Split ``images`` (source, label, picklable loader; in dataset order) per class, the
+    first ``train_fraction`` of each class training, and attach ``recordings_per_image``
+    emulated recordings to each."""
     check_emulator(cfg.emulator)
     per_class: dict[int, list[int]] = {}
     for image_id, (_, label, _) in enumerate(images):
         per_class.setdefault(label, []).append(image_id)
     in_train = np.zeros(len(images), dtype=bool)
     for ids in per_class.values():
-        in_train[ids[:train_count(len(ids))]] = True
+        in_train[ids[:train_count(len(ids), train_fraction)]] = True
 
     data = SourceData(classes=classes, train=[], test=[], info=info)
     for image_id, (source, label, load) in enumerate(images):
@@ -129,7 +136,7 @@ def emulated_source(classes: list[str], images: list[tuple[str, int, DigitImage 
     return data
 
 
-def _emulation_info(cfg: PrepareConfig) -> dict:
+def emulation_info(cfg: PrepareConfig) -> dict:
     return {"emulator": dataclasses.asdict(cfg.emulator),
             "split": f"per class, the first {TRAIN_FRACTION:.0%} of the images train",
             "recordings_per_image": cfg.emulator.recordings_per_image}
@@ -148,7 +155,7 @@ def digits(root: Path | None, cfg: PrepareConfig) -> SourceData:
                       "digits, 8x8, 1,797 images)",
             "scikit_learn": sklearn_version,
             "class_names": {i: c for i, c in enumerate(classes)},
-            **_emulation_info(cfg)}
+            **emulation_info(cfg)}
     return emulated_source(classes, images, cfg, info)
 
 
@@ -176,5 +183,5 @@ def images(root: Path | None, cfg: PrepareConfig) -> SourceData:
         items += [(str(f.relative_to(root)), label, FileImage(str(f))) for f in files]
     info = {"source": f"image folder {root}",
             "class_names": {i: c for i, c in enumerate(classes)},
-            **_emulation_info(cfg)}
+            **emulation_info(cfg)}
     return emulated_source(classes, items, cfg, info)

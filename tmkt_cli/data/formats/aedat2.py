@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 
+from tmkt_cli.data import validate
 from tmkt_cli.data.formats.common import (
     EventSource,
     make_events,
@@ -49,6 +50,8 @@ def read_aedat2(source: EventSource, *, name: str | None = None
     timestamp = words[:, 1].astype(np.int64)
     pixel = (address & DVS128_SPECIAL_EVENT_BIT) == 0
     address, timestamp = address[pixel], timestamp[pixel]
+    validate.check_has_events(int(pixel.sum()), int((~pixel).sum()), label)
+    validate.check_time_span(timestamp, label)
     events = make_events(timestamp,
                          127 - ((address >> 1) & 0x7F),
                          127 - ((address >> 8) & 0x7F),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tmkt_cli.data import validate
 from tmkt_cli.data.formats.common import (
     EventSource,
     infer_sensor_size,
@@ -48,5 +49,7 @@ def read_atis_bin(source: EventSource, *, sensor_size: tuple[int, int] | None = 
     # happened before that event (a marker's own time is dropped with it).
     t += np.cumsum(is_marker, dtype=np.int64) * ATIS_OVERFLOW_INCREMENT_US
     keep = ~is_marker
+    validate.check_has_events(int(keep.sum()), int(is_marker.sum()), label)
+    validate.check_time_span(t[keep], label)
     events = make_events(t[keep], records[keep, 0], y[keep], records[keep, 2] >> 7)
     return events, (tuple(sensor_size) if sensor_size else infer_sensor_size(events))

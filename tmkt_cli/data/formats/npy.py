@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 
+from tmkt_cli.data import validate
 from tmkt_cli.data.formats.common import (
     EventSource,
     make_events,
@@ -38,6 +39,9 @@ def read_dvsgesture_npy(source: EventSource, *, name: str | None = None
                         f"{shape}")
     if not np.issubdtype(array.dtype, np.number):
         raise TmktError(f"{label}: expected numbers, got dtype {array.dtype}")
+    validate.check_has_events(array.shape[0], 0, label)
+    validate.check_finite_times(array[:, 3].astype(np.float64), label)
+    validate.check_time_span(array[:, 3].astype(np.float64) * 1000, label)
     events = make_events(np.rint(array[:, 3].astype(np.float64) * 1000).astype(np.int64),
                          array[:, 0], array[:, 1], array[:, 2] != 0)
     return events, DVSGESTURE_SENSOR_SIZE
