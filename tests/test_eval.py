@@ -486,6 +486,10 @@ def test_eval_stage_end_to_end(toy_world):
                                         "firing_rates"}
     assert manifest["metrics"]["top1"] == report["top1"]
     assert "top-1" in text and "accuracy after t time steps" in text and "lif1" in text
+    # every count says its unit: the SNN's over its T steps, the ANN's over one frame
+    assert f"synaptic ops (AC) / sample, {T} steps" in text
+    assert "ANN MACs / sample, one frame" in text
+    assert f"synaptic layers (per sample, summed over {T} steps)" in text
     # a second run is up to date
     _, again = _run_eval(recipe)
     assert "up to date" in again
