@@ -17,7 +17,8 @@ figures are for warm files.
 ``--baseline CHECKOUT`` runs another checkout of tmkt (say main: ``git worktree add
 /tmp/tmkt-main main``) alternately with this one, ``--rounds`` times each, and reports this
 one's CPU per recording as a share of the baseline's (lowest of the rounds: the least
-disturbed by other load), measured in the same run.
+disturbed by other load; and each run against the baseline run just before it), measured in
+the same run.
 
 ``--compression N`` also rewrites the first N prepared training samples with each candidate
 HDF5 filter (none, lzf, gzip 1/4/6) and reports the size ratio and the time to write and to
@@ -183,9 +184,13 @@ def main() -> None:
                                 if r["code"] == code and r["workers"] == workers)
                    for code in ("baseline", "this")}
             low = {code: v[0] for code, v in cpu.items()}
+            pairs = [r["cpu"] / b["cpu"] for b, r in zip(results[::2], results[1::2],
+                                                          strict=True)
+                     if r["workers"] == workers]
             print(f"{workers} worker(s): CPU ms/rec, lowest of {args.rounds}: baseline "
                   f"{low['baseline'] * 1e3:.2f}, this {low['this'] * 1e3:.2f} "
-                  f"({low['this'] / low['baseline']:.0%} of the baseline)")
+                  f"({low['this'] / low['baseline']:.0%} of the baseline); run by run: "
+                  + ", ".join(f"{p:.0%}" for p in pairs))
     same = len({r["hash"] for r in results}) == 1
     print("same content hash for every run:", "yes" if same else "NO")
     if args.compression:
