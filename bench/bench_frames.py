@@ -16,6 +16,10 @@ noise hits all alike; the figures are medians of single calls and every ratio co
 one run. The load average is printed at the start and the end.
 
     .venv/bin/python bench/bench_frames.py [--events 10000 30000 ...] [--passes 5]
+        [--baseline CHECKOUT]
+
+``--baseline`` adds another checkout's ``events_to_frames`` (its tmkt_cli/data/frames.py, e.g.
+main's: ``git worktree add /tmp/tmkt-main main``) as one more contender.
 
 tonic is GPL-3.0: it is only called here, as a reference.
 """
@@ -80,7 +84,16 @@ SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000)
 SPLITS = ("time", "number")
 
 
-def contenders(ev: np.ndarray, split: str, integrate) -> dict:
+def load_baseline(checkout: Path):
+    """``events_to_frames`` of another checkout's frames.py."""
+    path = checkout / "tmkt_cli" / "data" / "frames.py"
+    spec = importlib.util.spec_from_file_location("baseline_frames", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.events_to_frames
+
+
+def contenders(ev: np.ndarray, split: str, integrate, baseline=None) -> dict:
     """name -> zero-argument call, for one recording and one split."""
     frames = events_to_frames(ev, (HEIGHT, WIDTH), T, split)
     per_frame = frames.reshape(T, -1).sum(axis=1).astype(np.int64)
@@ -92,6 +105,10 @@ def contenders(ev: np.ndarray, split: str, integrate) -> dict:
     index += (ev["p"].astype(np.int64) * HEIGHT + ev["y"]) * WIDTH + ev["x"]
     calls = {"floor": lambda: np.bincount(index, minlength=T * plane),
              "tmkt": lambda: events_to_frames(ev, (HEIGHT, WIDTH), T, split)}
+    if baseline is not None:
+        if not np.array_equal(baseline(ev, (HEIGHT, WIDTH), T, split), frames):
+            raise SystemExit(f"the baseline counts other frames ({split})")
+        calls["baseline"] = lambda: baseline(ev, (HEIGHT, WIDTH), T, split)
     try:
         import tonic.transforms
 
@@ -129,23 +146,26 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--calls", type=int, default=600_000,
                         help="events per burst: a burst is max(1, calls // events) calls")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT")
     args = parser.parse_args()
 
     integrate = load_spikingjelly_integration()
+    baseline = load_baseline(args.baseline) if args.baseline else None
     start, load = time.perf_counter(), os.getloadavg()[0]
     print(f"sensor {HEIGHT} x {WIDTH}, T = {T}; median ms of one call; ratios from this run; "
           f"load average {load:.1f} at the start on {os.cpu_count()} cores")
-    print("| events | split | floor ms | tmkt ms | tmkt / floor | tonic ms | tonic / tmkt "
-          "| spikingjelly ms | spikingjelly / tmkt |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    others = ["tonic", "spikingjelly"] + (["baseline"] if baseline else [])
+    print("| events | split | floor ms | tmkt ms | tmkt / floor | "
+          + " | ".join(f"{o} ms | {o} / tmkt" for o in others) + " |")
+    print("|---" * (5 + 2 * len(others)) + "|")
     for n in args.events:
         ev = make_events(n)
         for split in SPLITS:
-            ms = time_interleaved(contenders(ev, split, integrate), args.passes,
+            ms = time_interleaved(contenders(ev, split, integrate, baseline), args.passes,
                                   max(1, args.calls // n))
             cells = [f"{n:,}", split, f"{ms['floor']:.3f}", f"{ms['tmkt']:.3f}",
                      f"{ms['tmkt'] / ms['floor']:.2f}"]
-            for other in ("tonic", "spikingjelly"):
+            for other in others:
                 cells += ([f"{ms[other]:.3f}", f"{ms[other] / ms['tmkt']:.2f}"]
                           if other in ms else ["-", "-"])
             print("| " + " | ".join(cells) + " |", flush=True)

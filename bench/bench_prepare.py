@@ -22,7 +22,8 @@ the same run.
 
 ``--compression N`` also rewrites the first N prepared training samples with each candidate
 HDF5 filter (none, lzf, gzip 1/4/6) and reports the size ratio and the time to write and to
-read a sample: the measurement behind the store's choice of gzip level 4.
+read a sample, and the CPU of `zlib.compress` at each gzip level: the measurement behind the
+store's choice of gzip level 1 (docs/performance.md).
 """
 
 from __future__ import annotations

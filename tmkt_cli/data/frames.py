@@ -9,6 +9,8 @@ Integration (:func:`events_to_frames`) turns a structured event array (fields ``
 * Events outside the declared sensor (``x`` not in ``[0, W)``, ``y`` not in ``[0, H)``, or a
   polarity other than 0 or 1) are dropped before anything else and counted; the time span and
   the event ranks below are those of the kept events.
+* With an ``origin`` ``(y0, x0)`` the coordinates are ``x - x0`` and ``y - y0`` for all of the
+  above and below (prepare's ``observed_shifted`` extent); the events are not copied for it.
 * ``split_by="time"``: with ``t0``/``t1`` the first and last kept timestamps (integer
   microseconds) and ``D = t1 - t0 + 1``, an event goes to frame ``floor((t - t0) * T / D)``.
   Each microsecond tick is read as the interval ``[t, t + 1)``, so the span ``[t0, t1 + 1)`` is
