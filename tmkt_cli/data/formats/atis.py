@@ -7,7 +7,6 @@ import numpy as np
 from tmkt_cli.data import validate
 from tmkt_cli.data.formats.common import (
     EventSource,
-    infer_sensor_size,
     make_events,
     read_source,
     source_label,
@@ -69,4 +68,8 @@ def read_atis_bin(source: EventSource, *, sensor_size: tuple[int, int] | None = 
     validate.check_has_events(t.size, markers, label)
     validate.check_time_span(t, label)
     events = make_events(t, x, y, polarity)
-    return events, (tuple(sensor_size) if sensor_size else infer_sensor_size(events))
+    if sensor_size:
+        return events, tuple(sensor_size)
+    # infer_sensor_size(events), from the unpacked columns: two fast passes instead of two
+    # over the packed event records (the recording is not empty, checked above).
+    return events, (int(y.max()) + 1, int(x.max()) + 1)
