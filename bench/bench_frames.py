@@ -1,13 +1,25 @@
-"""Frame integration speed: tmkt's ``events_to_frames`` against tonic and spikingjelly.
+"""Frame integration speed: tmkt's ``events_to_frames`` against tonic, spikingjelly and the floor.
 
-300,000 events on an N-Caltech101-sized sensor (180 x 240), T = 10 frames, each library given
-events in its own native layout. Every contender runs in the same process. Each is timed in
-bursts of consecutive calls (its steady state, as in prepare's loop over recordings), and the
-bursts alternate between contenders over several passes so machine noise hits all alike. The
-figures are medians of single calls; the ratios are measured in this one run. Also reports
-whether each keeps every event (tonic drops the ones after its last whole time bin).
+For each recording size (10k to 3M events by default) on an N-Caltech101-sized sensor
+(180 x 240), T = 10 frames, both splits (by time, by number), it times:
 
-    .venv/bin/python bench/bench_frames.py [--events 300000] [--passes 8] [--burst 10]
+* the floor: ``np.bincount`` of a ready flat index (frame * 2HW + position, int64) with
+  ``minlength`` T * 2HW, i.e. counting alone, with every index already computed;
+* tmkt's ``events_to_frames`` (uint32 counts, every check included);
+* tonic's ``ToFrame`` (``n_time_bins`` / ``n_event_bins``) on tonic's own event layout;
+* spikingjelly's ``integrate_events_by_fixed_frames_number`` (``"time"`` / ``"number"``) on
+  its dict of contiguous arrays.
+
+Each contender is timed in bursts of consecutive calls (its steady state, as in prepare's loop
+over recordings), and the bursts alternate between contenders over several passes, so machine
+noise hits all alike; the figures are medians of single calls and every ratio comes from this
+one run. The load average is printed at the start and the end.
+
+    .venv/bin/python bench/bench_frames.py [--events 10000 30000 ...] [--passes 5]
+        [--baseline CHECKOUT]
+
+``--baseline`` adds another checkout's ``events_to_frames`` (its tmkt_cli/data/frames.py, e.g.
+main's: ``git worktree add /tmp/tmkt-main main``) as one more contender.
 
 tonic is GPL-3.0: it is only called here, as a reference.
 """
@@ -16,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -67,20 +80,35 @@ def load_spikingjelly_integration():
     return module.integrate_events_by_fixed_frames_number
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--passes", type=int, default=8)
-    parser.add_argument("--burst", type=int, default=10)
-    args = parser.parse_args()
+SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000)
+SPLITS = ("time", "number")
 
-    ev = make_events(args.events)
-    contenders = {
-        "tmkt events_to_frames (time)": lambda: events_to_frames(ev, (HEIGHT, WIDTH), T, "time"),
-        "tmkt events_to_frames (number)": lambda: events_to_frames(ev, (HEIGHT, WIDTH), T,
-                                                                   "number"),
-    }
-    kept = {"tmkt events_to_frames (time)": None, "tmkt events_to_frames (number)": None}
+
+def load_baseline(checkout: Path):
+    """``events_to_frames`` of another checkout's frames.py."""
+    path = checkout / "tmkt_cli" / "data" / "frames.py"
+    spec = importlib.util.spec_from_file_location("baseline_frames", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.events_to_frames
+
+
+def contenders(ev: np.ndarray, split: str, integrate, baseline=None) -> dict:
+    """name -> zero-argument call, for one recording and one split."""
+    frames = events_to_frames(ev, (HEIGHT, WIDTH), T, split)
+    per_frame = frames.reshape(T, -1).sum(axis=1).astype(np.int64)
+    if int(per_frame.sum()) != ev.size:
+        raise SystemExit(f"tmkt lost events ({split})")
+    plane = 2 * HEIGHT * WIDTH
+    # The recording is sorted, so each frame holds a contiguous run of events.
+    index = np.repeat(np.arange(T, dtype=np.int64) * plane, per_frame)
+    index += (ev["p"].astype(np.int64) * HEIGHT + ev["y"]) * WIDTH + ev["x"]
+    calls = {"floor": lambda: np.bincount(index, minlength=T * plane),
+             "tmkt": lambda: events_to_frames(ev, (HEIGHT, WIDTH), T, split)}
+    if baseline is not None:
+        if not np.array_equal(baseline(ev, (HEIGHT, WIDTH), T, split), frames):
+            raise SystemExit(f"the baseline counts other frames ({split})")
+        calls["baseline"] = lambda: baseline(ev, (HEIGHT, WIDTH), T, split)
     try:
         import tonic.transforms
 
@@ -88,42 +116,61 @@ def main() -> None:
                                             ("p", bool)])  # tonic.io.events_struct
         for k in ("x", "y", "t", "p"):
             tonic_ev[k] = ev[k]
-        by_time = tonic.transforms.ToFrame(sensor_size=(WIDTH, HEIGHT, 2), n_time_bins=T)
-        by_count = tonic.transforms.ToFrame(sensor_size=(WIDTH, HEIGHT, 2), n_event_bins=T)
-        contenders["tonic ToFrame(n_time_bins)"] = lambda: by_time(tonic_ev)
-        contenders["tonic ToFrame(n_event_bins)"] = lambda: by_count(tonic_ev)
-    except ImportError as e:
-        print(f"tonic not available ({e})")
-    integrate = load_spikingjelly_integration()
+        bins = {"n_time_bins": T} if split == "time" else {"n_event_bins": T}
+        to_frame = tonic.transforms.ToFrame(sensor_size=(WIDTH, HEIGHT, 2), **bins)
+        calls["tonic"] = lambda: to_frame(tonic_ev)
+    except ImportError:
+        pass
     if integrate is not None:
         sj_ev = {k: np.ascontiguousarray(ev[k]) for k in ("t", "x", "y", "p")}
-        contenders["spikingjelly fixed_frames_number (time)"] = \
-            lambda: integrate(sj_ev, "time", T, HEIGHT, WIDTH)
-        contenders["spikingjelly fixed_frames_number (number)"] = \
-            lambda: integrate(sj_ev, "number", T, HEIGHT, WIDTH)
+        calls["spikingjelly"] = lambda: integrate(sj_ev, split, T, HEIGHT, WIDTH)
+    return calls
 
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for name, fn in contenders.items():
-        out = fn()  # warm-up, and the event count each keeps
-        kept[name] = int(np.asarray(out, dtype=np.int64).sum())
-    for _ in range(args.passes):
-        for name, fn in contenders.items():
+
+def time_interleaved(calls: dict, passes: int, burst: int) -> dict[str, float]:
+    """Median ms of one call for each contender, bursts alternating over the passes."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(passes):
+        for name, fn in calls.items():
             fn()  # the first call of a burst re-warms caches after the other contenders
-            for _ in range(args.burst):
+            for _ in range(burst):
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
-    median = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
-    ours = {"time": median["tmkt events_to_frames (time)"],
-            "number": median["tmkt events_to_frames (number)"]}
-    print(f"{args.events:,} events, sensor {HEIGHT} x {WIDTH}, T = {T}, median of "
-          f"{args.passes} x {args.burst} calls each")
-    print(f"{'contender':44s} {'ms':>8s} {'x tmkt':>8s} {'events kept':>14s}")
-    for name in contenders:
-        mode = "number" if ("number" in name or "event_bins" in name) else "time"
-        ratio = median[name] / ours[mode]
-        print(f"{name:44s} {median[name]:8.2f} {ratio:8.1f} {kept[name]:>14,}")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=600_000,
+                        help="events per burst: a burst is max(1, calls // events) calls")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT")
+    args = parser.parse_args()
+
+    integrate = load_spikingjelly_integration()
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    print(f"sensor {HEIGHT} x {WIDTH}, T = {T}; median ms of one call; ratios from this run; "
+          f"load average {load:.1f} at the start on {os.cpu_count()} cores")
+    others = ["tonic", "spikingjelly"] + (["baseline"] if baseline else [])
+    print("| events | split | floor ms | tmkt ms | tmkt / floor | "
+          + " | ".join(f"{o} ms | {o} / tmkt" for o in others) + " |")
+    print("|---" * (5 + 2 * len(others)) + "|")
+    for n in args.events:
+        ev = make_events(n)
+        for split in SPLITS:
+            ms = time_interleaved(contenders(ev, split, integrate, baseline), args.passes,
+                                  max(1, args.calls // n))
+            cells = [f"{n:,}", split, f"{ms['floor']:.3f}", f"{ms['tmkt']:.3f}",
+                     f"{ms['tmkt'] / ms['floor']:.2f}"]
+            for other in others:
+                cells += ([f"{ms[other]:.3f}", f"{ms[other] / ms['tmkt']:.2f}"]
+                          if other in ms else ["-", "-"])
+            print("| " + " | ".join(cells) + " |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end; "
+          f"{time.perf_counter() - start:.0f} s in all")
 
 
 if __name__ == "__main__":

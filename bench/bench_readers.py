@@ -6,6 +6,11 @@ timestamp words, timed alone and followed by the decoding tmkt does). 300,000 ev
 ``tests/support/event_writers.py``. Medians over alternating calls, in one process.
 
     .venv/bin/python bench/bench_readers.py [--events 300000] [--repeats 15]
+        [--atis-baseline CHECKOUT]
+
+``--atis-baseline`` also times another checkout's ``read_atis_bin`` (its
+``tmkt_cli/data/formats/atis.py``, e.g. main's: ``git worktree add /tmp/tmkt-main main``) on
+the same file, alternating with this one's, and checks both decode the same events.
 
 tonic is GPL-3.0: it is only called here, as a reference.
 """
@@ -46,6 +51,16 @@ def tonic_then_decode(path: str, version: float, start: int) -> np.ndarray:
                        127 - ((address >> 8) & 0x7F), 1 - (address & 1))
 
 
+def load_function(path: Path, name: str):
+    """``name`` from the module file ``path`` (its own imports resolve in this checkout)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"baseline_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
 def median_ms(calls: dict, repeats: int) -> dict[str, float]:
     times = {name: [] for name in calls}
     for _ in range(repeats):
@@ -60,6 +75,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--atis-baseline", type=Path, default=None, metavar="CHECKOUT")
     args = ap.parse_args()
     from tonic.io import get_aer_events_from_file, read_aedat_header_from_file, read_mnist_file
 
@@ -69,7 +85,17 @@ def main() -> int:
         write_atis_bin(atis, random_events(args.events, 34))
         write_aedat2(aedat, random_events(args.events, 128, seed=1))
         version, start, _ = read_aedat_header_from_file(str(aedat))
-        rows = {
+        rows = {}
+        if args.atis_baseline is not None:
+            baseline = load_function(args.atis_baseline / "tmkt_cli/data/formats/atis.py",
+                                     "read_atis_bin")
+            if baseline(atis)[0].tobytes() != read_atis_bin(atis)[0].tobytes():
+                raise SystemExit("the baseline's ATIS reader decodes other events")
+            rows["ATIS .bin, against the baseline"] = median_ms({
+                "tmkt read_atis_bin": lambda: read_atis_bin(atis),
+                f"read_atis_bin of {args.atis_baseline}": lambda: baseline(atis),
+            }, args.repeats)
+        rows |= {
             "ATIS .bin": median_ms({
                 "tmkt read_atis_bin": lambda: read_atis_bin(atis),
                 "tonic read_mnist_file": lambda: read_mnist_file(str(atis), dtype=tonic_atis),
@@ -86,7 +112,7 @@ def main() -> int:
             }, args.repeats),
         }
     print(f"{args.events:,} events per file, median of {args.repeats} calls")
-    print("| format | reader | ms | tonic / tmkt |")
+    print("| format | reader | ms | other / tmkt |")
     print("|---|---|---|---|")
     for fmt, result in rows.items():
         ours, theirs = result.values()

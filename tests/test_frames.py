@@ -114,6 +114,43 @@ def test_only_outside_events_give_zeros():
     assert dropped == 2 and not frames.any()
 
 
+@pytest.mark.parametrize("split_by", ["time", "number", "time_fork"])
+@pytest.mark.parametrize("outside", [0, 1])
+def test_whole_recording_and_frame_by_frame_counting_agree(split_by, outside, monkeypatch):
+    """Small recordings are counted in one bincount, large ones frame by frame: both give the
+    rules' frames, and both fall back to the general path for an event outside the sensor."""
+    import tmkt_cli.data.frames as frames_module
+
+    ev = random_events(3000, (6, 11), seed=5, span=4000, outside=outside)
+    results = []
+    for threshold in (0, 10**9):  # frame by frame, then whole recording
+        monkeypatch.setattr(frames_module, "WHOLE_RECORDING_EVENTS", threshold)
+        results.append(events_to_frames(ev, (6, 11), 7, split_by, return_dropped=True))
+    (by_frame, dropped_a), (whole, dropped_b) = results
+    assert dropped_a == dropped_b == outside
+    np.testing.assert_array_equal(by_frame, whole)
+    if split_by != "time_fork":
+        np.testing.assert_array_equal(whole, reference_frames(ev, (6, 11), 7, split_by))
+
+
+@pytest.mark.parametrize("split_by", ["time", "number", "time_fork"])
+@pytest.mark.parametrize("threshold", [0, 10**9])  # frame by frame, whole recording
+@pytest.mark.parametrize("outside", [0, 1])
+def test_an_origin_counts_like_shifted_events(split_by, threshold, outside, monkeypatch):
+    import tmkt_cli.data.frames as frames_module
+
+    monkeypatch.setattr(frames_module, "WHOLE_RECORDING_EVENTS", threshold)
+    ev = random_events(3000, (6, 11), seed=7, span=4000, outside=outside)
+    moved = ev.copy()
+    moved["x"] += 5
+    moved["y"] -= 3
+    shifted = events_to_frames(moved, (6, 11), 7, split_by, origin=(-3, 5),
+                               return_dropped=True)
+    plain = events_to_frames(ev, (6, 11), 7, split_by, return_dropped=True)
+    np.testing.assert_array_equal(shifted[0], plain[0])
+    assert shifted[1] == plain[1] == outside
+
+
 @pytest.mark.parametrize("split_by", ["time", "number"])
 def test_unsorted_timestamps_bin_like_sorted_ones(split_by):
     ev = random_events(2000, (6, 11), seed=3)

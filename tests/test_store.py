@@ -116,6 +116,27 @@ def test_round_trip_layout_and_content_hash(tmp_path):
     assert recompute_content_hash(path) == digest
 
 
+def test_a_store_written_at_the_former_gzip_level_reads_the_same(tmp_path, monkeypatch):
+    """The gzip level changed from 4 to 1 (docs/performance.md): files written at level 4
+    decode to the same arrays and keep the same content hash."""
+    import tmkt_cli.data.store as store
+
+    level = store.GZIP_LEVEL
+    path, digest = build(tmp_path / "now")
+    monkeypatch.setattr(store, "GZIP_LEVEL", 4)
+    monkeypatch.setattr(store, "COMPRESSION", {"compression": "gzip", "compression_opts": 4})
+    old_path, old_digest = build(tmp_path / "level4")
+    with h5py.File(path) as now, h5py.File(old_path) as old:
+        assert now["train/frames"].compression_opts == level != 4
+        assert old["train/frames"].compression_opts == 4
+        # The frames chunks really differ: written by pack_recording at each level.
+        assert now["train/frames"].id.read_direct_chunk((0, 0, 0, 0, 0))[1] != \
+            old["train/frames"].id.read_direct_chunk((0, 0, 0, 0, 0))[1]
+    assert old_digest == digest
+    assert recompute_content_hash(old_path) == digest
+    assert_same_arrays(old_path, path)
+
+
 def test_empty_splits_and_no_images(tmp_path):
     path, digest = build(tmp_path, n_test=0, m_train=0, m_test=0)
     with open_dataset(path) as ds:

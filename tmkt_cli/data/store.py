@@ -7,7 +7,7 @@ whenever it does. In short::
                       split_by, prepare_config (YAML), config_hash, info (JSON), sensor_sizes
                       (JSON), complete, content_hash
     /classes          str [C]
-    /train, /test     frames float32 [N, T, 2, S, S]   one sample per chunk, gzip level 4
+    /train, /test     frames float32 [N, T, 2, S, S]   one sample per chunk, gzip level 1
                       labels int64 [N]; sources str [N]; image_index int64 [N] (-1: none)
                       event_counts int64 [N]; dropped_events int64 [N]; sensor_size int32 [N, 2]
                       images uint8 [M, S, S, 3]; image_labels int64 [M]; image_sources str [M]
@@ -55,12 +55,17 @@ PARTIAL_SUFFIX = ".partial"
 deletes those, and this one must survive to be resumed."""
 SPLITS = ("train", "test")
 KINDS = ("recordings", "images")
-GZIP_LEVEL = 4
+GZIP_LEVEL = 1
 COMPRESSION = {"compression": "gzip", "compression_opts": GZIP_LEVEL}
-"""gzip level 4: frames of the synthetic N-Caltech101 tree shrink 5.2x (lzf 3.6x, gzip 1 4.7x,
-gzip 6 5.4x at twice the cost) and a sample reads in about 0.5 ms whichever filter; numbers and
-command in docs/performance.md. A gzip (zlib) stream carries an Adler-32 checksum, so a
-damaged chunk is a read error, not silent garbage. Frames are compressed by prepare's workers
+"""gzip level 1, chosen by measurement (bench/bench_prepare.py --compression, figures and
+command in docs/performance.md): on frames of the synthetic N-Caltech101 tree zlib level 1
+costs 70% of level 4's CPU (1.2 against 1.75 ms per sample) for a file 6-7% larger, and a
+sample reads as fast whatever the level. Compression was the largest single cost of prepare after integration and
+resize; the file is written once and read every epoch at the same speed, so the CPU is worth
+more than the 7%. Stores written at level 4 (before this choice) read the same and keep their
+content hash: the hash covers the decoded float32 frames, not the compressed bytes, and any
+gzip reader decodes any level. A gzip (zlib) stream carries an Adler-32 checksum, so a damaged
+chunk is a read error, not silent garbage. Frames are compressed by prepare's workers
 (:func:`pack_recording`) and written as ready-made chunks, so the single writing process does
 not become the bottleneck."""
 EMPTY_CHAIN = "0" * 64

