@@ -387,6 +387,21 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
                      best_test=f.loop.best_test or f.loop.best)
 
 
+def timing_fit(task: Task, cfg: TrainConfig, device: torch.device, total: int) -> Fit:
+    """What :func:`train_one_step` needs, without a run folder, logs or loader: for benches
+    that time the engine's own step (bench/gpu_check.py). The batches they pass stay on the
+    host, as a loader's do; the step moves them."""
+    from types import SimpleNamespace
+
+    model, step_module = prepare_model(task, cfg, device)
+    f = Fit(task, model, step_module, build_optimization(model, cfg, total, 0, device), cfg,
+            device, 0, total, total, SimpleNamespace(folder=Path("(no run folder)")), None,
+            {}, None, 0)
+    f.noise, f.guard = GradientNoise(0), NonFiniteGuard(device)
+    model.train()
+    return f
+
+
 # -- setting up ------------------------------------------------------------------------------
 
 def prepare_model(task: Task, cfg: TrainConfig, device: torch.device
