@@ -73,8 +73,9 @@ BatchNorm over one sample per step is undefined)."""
 
 
 def saved_for_backward_bytes(forward) -> int:
-    """Bytes of the distinct tensors autograd saves for backward while ``forward()`` runs
-    (counted once per storage: a tensor saved by two operations is held once)."""
+    """Bytes of the distinct tensors autograd saves for backward while ``forward()`` runs,
+    plus those of the tensors ``forward()`` returns (a list; the step holds them until its
+    loss is computed), counted once per storage."""
     import torch
 
     storages: dict[int, int] = {}
@@ -86,6 +87,8 @@ def saved_for_backward_bytes(forward) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = forward()
+    for t in out:
+        pack(t)
     del out
     return sum(storages.values())
 
@@ -106,7 +109,8 @@ def snn_activation_bytes(model_cfg, classes: int, size: int, time_steps: int, am
     context = torch.autocast("cpu", dtype=torch.bfloat16) if amp != "off" \
         else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
     with context:
-        n = saved_for_backward_bytes(lambda: model(x, head="event").logits)
+        n = saved_for_backward_bytes(lambda: [t for t in model(x, head="event")
+                                              if isinstance(t, torch.Tensor)])
     functional.reset_net(model)
     return n // ESTIMATE_BATCH
 
