@@ -7,6 +7,7 @@ Frames are float32 ``[T, 2, S, S]`` per recording (two polarities); images uint8
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,24 +73,26 @@ ESTIMATE_BATCH = 2
 BatchNorm over one sample per step is undefined)."""
 
 
-def saved_for_backward_bytes(forward) -> int:
-    """Bytes of the distinct tensors autograd saves for backward while ``forward()`` runs,
-    plus those of the tensors ``forward()`` returns (a list; the step holds them until its
-    loss is computed), counted once per storage."""
-    import torch
+def saved_for_backward_bytes(forward, exclude=()) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward while ``forward()`` runs a
+    spiking network (as kept: spikes packed to bytes, see models/neurons.py), plus those of
+    the tensors ``forward()`` returns (a list; the step holds them until its loss is
+    computed), counted once per storage."""
+    from tmkt_cli.models.neurons import observe_saved
 
     storages: dict[int, int] = {}
 
-    def pack(t: torch.Tensor):
+    def pack(t):
         s = t.untyped_storage()
         storages[s.data_ptr()] = max(storages.get(s.data_ptr(), 0), s.nbytes())
-        return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with observe_saved(pack):
         out = forward()
     for t in out:
         pack(t)
     del out
+    for t in exclude:  # held anyway (the input batch, counted apart)
+        storages.pop(t.untyped_storage().data_ptr(), None)
     return sum(storages.values())
 
 
@@ -107,10 +110,10 @@ def snn_activation_bytes(model_cfg, classes: int, size: int, time_steps: int, am
     x = torch.zeros(time_steps, ESTIMATE_BATCH, 2, size, size)
     x[:, :, :, ::7, ::5] = 1.0  # some input, so the neurons have work to record
     context = torch.autocast("cpu", dtype=torch.bfloat16) if amp != "off" \
-        else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+        else contextlib.nullcontext()
     with context:
         n = saved_for_backward_bytes(lambda: [t for t in model(x, head="event")
-                                              if isinstance(t, torch.Tensor)])
+                                              if isinstance(t, torch.Tensor)], exclude=[x])
     functional.reset_net(model)
     return n // ESTIMATE_BATCH
 
