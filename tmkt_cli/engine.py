@@ -508,6 +508,7 @@ def stop_if_requested(f: Fit, requested: bool, signal_number) -> None:
     """A stop signal (SIGTERM/SIGUSR1, or the caller's poll) checkpoints and ends the run
     with :class:`StopRequested`; the same command resumes it."""
     if DIST.any(requested):
+        f.guard.raise_if_seen(f)  # a state after a non-finite step is never saved
         save_state(f, f.last_path)
         raise StopRequested(f"signal {signal_number}: checkpoint saved at step "
                             f"{f.loop.step}; run the same command to resume")
