@@ -206,3 +206,23 @@ def test_timings_count_each_second_once(tmp_path, monkeypatch):
     assert resumed.manifest["timings"]["seconds"] == 57
     assert resumed.manifest["timings"]["attempts"] == 2
     resumed.release()
+
+
+def test_a_run_made_before_a_key_existed_is_not_changed_while_the_key_keeps_its_default(
+        tmp_path):
+    """A later tmkt adds recipe keys whose defaults keep the earlier behaviour: a run made
+    before them is still up to date; set one of them to another value and it is changed."""
+    from tmkt_cli.config import schema_default
+
+    assert schema_default("data.val_fraction") == 0.0
+    folder = tmp_path / "run"
+    old = {"data": {"event_fraction": 1.0}}
+    finish(folder, cfg=old)
+    now = {"data": {"event_fraction": 1.0, "val_fraction": 0.0}}
+    run = start(folder, cfg=now)
+    assert run.decision == "up-to-date"
+    run.release()
+    with pytest.raises(TmktError, match=r"config changed \(data.val_fraction\)"):
+        start(folder, cfg={"data": {"event_fraction": 1.0, "val_fraction": 0.1}})
+    with pytest.raises(TmktError, match=r"config changed \(data.event_fraction"):
+        start(folder, cfg={"data": {"event_fraction": 0.5, "val_fraction": 0.0}})

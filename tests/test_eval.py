@@ -486,6 +486,10 @@ def test_eval_stage_end_to_end(toy_world):
                                         "firing_rates"}
     assert manifest["metrics"]["top1"] == report["top1"]
     assert "top-1" in text and "accuracy after t time steps" in text and "lif1" in text
+    # every count says its unit: the SNN's over its T steps, the ANN's over one frame
+    assert f"synaptic ops (AC) / sample, {T} steps" in text
+    assert "ANN MACs / sample, one frame" in text
+    assert f"synaptic layers (per sample, summed over {T} steps)" in text
     # a second run is up to date
     _, again = _run_eval(recipe)
     assert "up to date" in again
@@ -504,3 +508,51 @@ def test_eval_of_ann_teacher(toy_world):
     assert report["energy"]["ann_pj"] == pytest.approx(ops["ann_macs"] * 4.6)
     assert_png(folder / "confusion.png")
     assert not (folder / "firing_rates.png").exists()
+
+
+def test_eval_of_a_run_folder_or_a_checkpoint_file(tmp_path):
+    """`tmkt eval RUN_FOLDER` / `tmkt eval RUN_FOLDER/best.pt`: no recipe needed, the run can
+    have been moved, and each checkpoint's evaluation sits beside the run in its own folder."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tmkt_cli.cli import app
+
+    make_prepared_dataset(tmp_path / "prepared")
+    trained = fake_training_run(toy_recipe(tmp_path))
+    moved = tmp_path / "elsewhere" / "toy" / "seed42" / "train-tmkt"
+    shutil.copytree(trained, moved)
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", str(moved)])
+    assert res.exit_code == 0, res.output
+    last = json.loads((moved.parent / "eval" / "eval.json").read_text())
+    res = runner.invoke(app, ["eval", str(moved / "best.pt")])
+    assert res.exit_code == 0, res.output
+    best = json.loads((moved.parent / "eval-best" / "eval.json").read_text())
+    assert last["source"]["which"] == "last" and best["source"]["which"] == "best"
+    assert Path(best["source"]["checkpoint"]).resolve() == (moved / "best.pt").resolve()
+    assert not (trained.parent / "eval").exists()  # the original stays untouched
+
+    for target, message in ((tmp_path / "prepared", "a prepare run; eval evaluates"),
+                            (tmp_path / "nowhere.pt", "checkpoint not found")):
+        res = runner.invoke(app, ["eval", str(target)])
+        assert res.exit_code == 2 and message in res.output, res.output
+    loose = tmp_path / "loose" / "last.pt"
+    loose.parent.mkdir()
+    shutil.copy(moved / "last.pt", loose)
+    res = runner.invoke(app, ["eval", str(loose)])
+    assert res.exit_code == 2 and "not a tmkt run folder" in res.output
+
+
+def test_progress_bar_on_a_terminal_only():
+    from rich.console import Console
+
+    from tmkt_cli.progress import track
+
+    terminal = Console(force_terminal=True, record=True, width=80)
+    assert list(track(range(5), 5, terminal, "eval: test split")) == list(range(5))
+    assert "eval: test split" in terminal.export_text()
+    piped = Console(force_terminal=False, record=True, width=80)
+    assert list(track(iter("ab"), 2, piped, "cam")) == ["a", "b"]
+    assert piped.export_text() == ""

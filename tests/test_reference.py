@@ -526,3 +526,48 @@ def test_kt_total_loss_and_gradients_of_one_step():
             assert a is None or not a.any()
             continue
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# CKD's teacher reads the colour image (CKD's method figure); tmkt's default feeds it the
+# student's 2-plane static input. pretrain_ann.input: rgb trains and distils a colour teacher.
+# --------------------------------------------------------------------------------------------
+
+
+def test_colour_teacher_trains_and_distils_on_rgb(tmp_path):
+    from test_eval import make_prepared_dataset, toy_recipe_file
+    from typer.testing import CliRunner
+
+    from tmkt_cli.artifacts import read_manifest
+    from tmkt_cli.checkpoints import load_checkpoint
+    from tmkt_cli.cli import app
+    from tmkt_cli.data.loaders import EventDataset, ImageDataset
+
+    make_prepared_dataset(tmp_path / "prepared", n_train=8, n_test=4)
+    recipe = toy_recipe_file(tmp_path, "toy-rgb")
+    steps = ["--set", "train.epochs=0", "--set", "train.max_steps=2", "--set",
+             "train.batch_size=4", "--set", "train.warmup_steps=1", "--set",
+             "train.device=cpu"]
+    teacher = ["--set", "pretrain_ann.input=rgb", "--set", "pretrain_ann.backbone=digitsnet",
+               "--set", "pretrain_ann.train.epochs=0", "--set",
+               "pretrain_ann.train.max_steps=2", "--set", "pretrain_ann.train.batch_size=4",
+               "--set", "pretrain_ann.train.device=cpu"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["pretrain-ann", str(recipe), *teacher])
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "runs" / "toy-rgb" / "seed42"
+    state = load_checkpoint(folder / "pretrain-ann" / "last.pt")
+    assert state["model_info"]["in_channels"] == 3
+    assert state["model"]["trunk.layers.conv1.0.weight"].shape[1] == 3  # reads RGB
+    res = runner.invoke(app, ["distill", str(recipe), *steps, *teacher])
+    assert res.exit_code == 0, res.output
+    assert read_manifest(folder / "distill")["status"] == "complete"
+    # the colour partner is the stored RGB image, in [0, 1], with the V plane its maximum
+    h5 = tmp_path / "prepared" / "dataset.h5"
+    cfg = load_recipe(recipe).data
+    item = EventDataset(h5, "train", cfg, seed=0, augment=False, with_static=True,
+                        teacher_rgb=True)[(0, 1)]
+    assert item["static_rgb"].shape == (3, *item["static"].shape[1:])
+    torch.testing.assert_close(item["static_rgb"].max(0).values, item["static"][0])
+    image = ImageDataset(h5, "train", cfg, rgb=True)[(0, 1)]["image"]
+    assert image.shape[0] == 3

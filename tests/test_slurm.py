@@ -337,6 +337,40 @@ def test_a_failing_stage_cancels_the_stages_waiting_on_it(world):
         assert (info["JobState"], info["Reason"]) == ("CANCELLED", "DependencyNeverSatisfied")
 
 
+SWEEP = REPO / "slurm" / "sweep.sh"
+
+
+def test_a_sweep_is_one_job_array_of_variant_runs(world):
+    """slurm/sweep.sh: prepare, then one job array (a task per method x fraction x seed), then
+    the report; every run lands in its recipe's variant folder, with no path built by hand."""
+    runs = world.work / "sweep-runs"
+    sets = set_args({**PREPARE_SETS, **TRAIN_SETS, "train.max_steps": 20,
+                     "paths.dataset": world.work / "prepared"})
+    proc = world.cluster.run(
+        "bash", str(SWEEP), str(REPO / "recipes" / "digits"), "--methods", "event_only kt",
+        "--fractions", "0.5", "--seeds", "7", "--runs", str(runs), *sets, cwd=world.work,
+        env={**world.env, **PIPELINE_ENV})
+    jobs = dict(re.findall(r"^(\w+)\s+job (\d+)", proc.stdout, flags=re.M))
+    assert set(jobs) == {"prepare", "array", "report"}, proc.stdout
+    report = world.cluster.wait_for(jobs["report"], {"COMPLETED", "FAILED", "CANCELLED"},
+                                    JOB_TIMEOUT_S)
+    assert report["JobState"] == "COMPLETED", report
+    (tasks,) = runs.glob("sweep-*[0-9].tasks")
+    lines = tasks.read_text().splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["train-tmkt", str(REPO / "recipes/digits/event_only.yaml")],
+        ["train-tmkt", str(REPO / "recipes/digits/kt.yaml")]]
+    for method in ("event_only", "kt"):
+        recipe = REPO / "recipes" / "digits" / f"{method}.yaml"
+        task = [*sets, "--set", "seed=7", "--set", "data.event_fraction=0.5",
+                "--set", f"paths.runs={runs}"]
+        folder = world.folder(recipe, task, "train-tmkt")
+        assert folder.parent.parent.name.startswith("event_fraction-0.5+")  # a variant
+        assert folder.is_relative_to(runs / f"digits-{method}")
+        assert read_manifest(folder)["status"] == "complete", folder
+    assert (runs / "report" / "report.md").is_file()
+
+
 # --------------------------------------------------------------------------------------------
 # Several processes per job
 # --------------------------------------------------------------------------------------------

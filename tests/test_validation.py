@@ -66,6 +66,19 @@ def test_best_is_chosen_on_validation_and_each_figure_is_labelled(world):
         chosen[which] = report["source"]["chosen"]
     assert chosen == {"last": "last", "best": "best on validation",
                       "best_test": "best on test (optimistic)"}
+    # the report prints all three, and its eval columns stay those of the last checkpoint
+    from rich.console import Console
+
+    from tmkt_cli import report
+    out = world / "report"
+    report.make_report([world / "runs" / "toy-val"], out, Console(width=250))
+    summary = json.loads((out / "summary.json").read_text())
+    (group,) = summary["groups"]
+    (run,) = group["runs"]
+    assert run["top1"] == m["test_acc"] and run["best_val"] == m["best_acc"]
+    assert run["best_test"] == m["best_test_acc"]
+    last_eval = json.loads((folder.parent / "eval" / "eval.json").read_text())
+    assert run["top5"] == last_eval["top5"]
 
 
 def test_without_validation_best_is_the_best_on_test(world):

@@ -311,6 +311,35 @@ def read_upstream(folder: str | Path, stage: str | tuple[str, ...], key: str,
     return Upstream(folder, m)
 
 
+def _only_new_keys_at_default(old: Any, new: dict) -> bool:
+    """True when ``new`` differs from a run's recorded ``old`` stage config only by keys a
+    later tmkt added, each at its default (which keeps the earlier behaviour): such a run
+    computed what the current recipe computes, so it is not refused as changed."""
+    from tmkt_cli.config import schema_default
+
+    if not isinstance(old, dict):
+        return False
+    keys = _diff_keys(old, new)
+    return bool(keys) and all(_absent(old, key) and _value_at(new, key) == schema_default(key)
+                              for key in keys)
+
+
+def _absent(data: dict, key: str) -> bool:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return True
+        node = node[part]
+    return False
+
+
+def _value_at(data: dict, key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
@@ -533,7 +562,8 @@ def _decide(folder: Path, stage: str, config_text: str, stage_config: dict, conf
     clear = False
     reason = ""
     if previous is not None:
-        same_config = previous.get("config_hash") == config_hash
+        same_config = previous.get("config_hash") == config_hash or \
+            _only_new_keys_at_default(previous.get("stage_config"), stage_config)
         old_inputs = {k: v.get("hash") for k, v in previous.get("inputs", {}).items()}
         new_inputs = {k: v.get("hash") for k, v in inputs.items()}
         same_inputs = old_inputs == new_inputs

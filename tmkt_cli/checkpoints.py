@@ -110,9 +110,9 @@ def snn_model_info(recipe: Recipe, classes: list[str], size: int, time_steps: in
             "model": to_dict(recipe.model)}
 
 
-def ann_model_info(backbone: str, classes: list[str], size: int) -> dict:
+def ann_model_info(backbone: str, classes: list[str], size: int, in_channels: int = 2) -> dict:
     return {"kind": "ann", "backbone": backbone, "num_classes": len(classes),
-            "classes": list(classes), "size": size}
+            "classes": list(classes), "size": size, "in_channels": in_channels}
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,8 @@ def build_from_info(info: dict, path: Path) -> nn.Module:
     from tmkt_cli.models import build_ann, build_snn
 
     if info["kind"] == "ann":
-        return build_ann(info["backbone"], int(info["num_classes"]), int(info["size"]))
+        return build_ann(info["backbone"], int(info["num_classes"]), int(info["size"]),
+                         int(info.get("in_channels", 2)))
     try:
         cfg = ModelConfig(**(info.get("model") or {"backbone": info["backbone"]}))
     except TypeError as e:
@@ -250,7 +251,8 @@ def load_teacher(path: Path, classes: list[str], size: int):
     from tmkt_cli.models.ann import build_ann
 
     state = check_teacher(path, classes, size)
-    model = build_ann(state["model_info"]["backbone"], len(classes), size)
+    model = build_ann(state["model_info"]["backbone"], len(classes), size,
+                      int(state["model_info"].get("in_channels", 2)))
     model.load_state_dict(state["model"])
     return model
 

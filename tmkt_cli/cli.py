@@ -232,10 +232,20 @@ def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
           resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
           verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Evaluate a trained run on the event test split: top-1/top-5, per-class accuracy,
-    accuracy against time steps, firing rates, synaptic operations and energy."""
-    _guarded(lambda: _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run,
-                                verify=verify),
-             debug)
+    accuracy against time steps, firing rates, synaptic operations and energy. RECIPE may
+    also be a training run folder or a checkpoint in one (`tmkt eval runs/x/seed42/train-tmkt`,
+    `.../best.pt`): the evaluation is written beside the run, one folder per checkpoint."""
+    def body():
+        from tmkt_cli.run_target import eval_target, is_run_target
+
+        if is_run_target(recipe):
+            base, overrides = eval_target(recipe)
+            _run_stage("eval", "evaluate", None, [*overrides, *(set_ or [])], force, resume,
+                       dry_run, base_raw=base, verify=verify)
+        else:
+            _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run,
+                       verify=verify)
+    _guarded(body, debug)
 
 
 @app.command()

@@ -323,6 +323,9 @@ class PretrainAnnConfig:
     layout of another student backbone with ReLU (digitsnet, scnn)."""
     init_weights: str = ""
     """Optional weights file to start from (e.g. an ImageNet checkpoint on disk)."""
+    input: Literal["static", "rgb"] = "static"
+    """The teacher's input: the student's static input (2 planes, ``data.static_input``) or
+    the colour image (3 channels, CKD's method figure). Distillation feeds it the same."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, lr=1e-2))
     """Engine settings for the teacher."""
 
@@ -543,6 +546,22 @@ def iter_fields(cls: type = Recipe, prefix: str = ""):
             yield from iter_fields(tp, key + ".")
         else:
             yield key, tp, getattr(instance, f.name), docs.get(f.name, ""), f.metadata
+
+
+_NO_DEFAULT = object()
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of a dotted recipe key (a sentinel no value equals if the key is
+    unknown)."""
+    defaults = _schema_defaults()
+    return defaults.get(key, _NO_DEFAULT)
+
+
+@cache
+def _schema_defaults() -> dict[str, Any]:
+    return {key: to_dict(default) if dataclasses.is_dataclass(default) else default
+            for key, _, default, *_ in iter_fields()}
 
 
 def all_keys() -> list[str]:

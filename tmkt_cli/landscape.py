@@ -97,7 +97,8 @@ def _landscape_data(recipe, h5: Path, stage: str, samples: int):
         pool = event_subset(np.asarray(train.labels), recipe.data.event_fraction, subset_seed)
         key = "events"
     else:
-        train = ImageDataset(h5, "train", recipe.data, augment=False)
+        train = ImageDataset(h5, "train", recipe.data, augment=False,
+                             rgb=recipe.pretrain_ann.input == "rgb")
         pool = np.arange(len(train))
         key = "image"
     if len(pool) == 0:

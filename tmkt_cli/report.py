@@ -260,10 +260,13 @@ def collect_runs(paths: list[Path]) -> Collection:
                                         "trained again since"))
             continue
         try:
-            record.evaluation = json.loads((folder / "eval.json").read_text())
+            evaluation = json.loads((folder / "eval.json").read_text())
         except (OSError, json.JSONDecodeError):
             out.skipped.append((folder, "eval.json missing or unreadable"))
             continue
+        if evaluation.get("source", {}).get("which", "last") != "last":
+            continue  # the table's eval columns describe the last checkpoint, as top-1 does
+        record.evaluation = evaluation
         facts = record.evaluation.get("dataset", {})
         record.time_steps = facts.get("time_steps", record.time_steps)
         record.size = facts.get("size", record.size)

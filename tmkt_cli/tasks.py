@@ -49,6 +49,8 @@ class Teacher:
     weight: float
     switch_at: float
     steepness: float
+    input_key: str = "static"
+    """The batch entry the teacher reads: ``static`` or ``static_rgb`` (a colour teacher)."""
 
 
 class SNNTransferTask:
@@ -163,7 +165,7 @@ class SNNTransferTask:
                 if next(t.model.parameters()).device != events.device:  # outside the
                     t.model.to(events.device)                  # student's state: moved here
                 with torch.no_grad():
-                    teacher_logits = t.model(batch["static"])
+                    teacher_logits = t.model(batch[t.input_key])
                 loss_kd = kd_loss(out_s.logits.mean(0), teacher_logits, t.temperature)
                 loss = loss + t.weight * w * loss_kd
                 logs["loss_kd"] = loss_kd.detach()

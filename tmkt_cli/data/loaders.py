@@ -106,6 +106,11 @@ def event_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def rgb_planes(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` to ``float32 [3, H, W]`` in [0, 1] (a colour teacher's input)."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+
 def static_from_image(image: np.ndarray, mode: str) -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` to the network's static input ``float32 [2, H, W]`` in [0, 1]:
     the HSV V channel (``max(R, G, B)``, KT's choice) or grey (ITU-R 601 luma), repeated to
@@ -241,10 +246,12 @@ class EventDataset(torch.utils.data.Dataset):
     ``with_static`` (see the module doc for keys, pairing and randomness)."""
 
     def __init__(self, path: str | Path, split: str, cfg: DataConfig, *, seed: int,
-                 augment: bool, with_static: bool, indices=None) -> None:
+                 augment: bool, with_static: bool, indices=None,
+                 teacher_rgb: bool = False) -> None:
         self.path = Path(path)
         _check_split(self.path, split)
         self.split, self.cfg, self.seed = split, cfg, seed
+        self.teacher_rgb = teacher_rgb and with_static  # adds "static_rgb" [3, H, W]
         self.augment, self.with_static = augment, with_static
         with open_dataset(self.path) as ds:
             self.path = ds.path
@@ -319,6 +326,12 @@ class EventDataset(torch.utils.data.Dataset):
                 static = self._augment(static, _stream(self.seed, sample_seed, _STATIC_AUGMENT))
             out["static"] = torch.from_numpy(np.ascontiguousarray(static))
             out["static_index"] = image_row
+            if self.teacher_rgb:  # the same image in colour, with the same augmentation draw
+                colour = rgb_planes(image)
+                if self.augment and self.cfg.augment_static:
+                    colour = self._augment(colour,
+                                           _stream(self.seed, sample_seed, _STATIC_AUGMENT))
+                out["static_rgb"] = torch.from_numpy(np.ascontiguousarray(colour))
         return out
 
     def _augment(self, planes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -332,10 +345,11 @@ class ImageDataset(torch.utils.data.Dataset):
     event samples when ``augment``)."""
 
     def __init__(self, path: str | Path, split: str, cfg: DataConfig, *, seed: int = 0,
-                 augment: bool = False, indices=None) -> None:
+                 augment: bool = False, indices=None, rgb: bool = False) -> None:
         self.path = Path(path)
         _check_split(self.path, split)
         self.split, self.cfg, self.seed, self.augment = split, cfg, seed, augment
+        self.rgb = rgb  # colour [3, H, W] instead of the static input's 2 planes
         with open_dataset(self.path) as ds:
             self.path = ds.path
             self.classes = ds.classes
@@ -355,7 +369,8 @@ class ImageDataset(torch.utils.data.Dataset):
         row = int(self.rows[position])
         image = self._images[position] if self._images is not None \
             else self._file.read(f"{self.split}/images", row)
-        planes = static_from_image(image, self.cfg.static_input)
+        planes = rgb_planes(image) if self.rgb else static_from_image(image,
+                                                                       self.cfg.static_input)
         if self.augment:
             planes = augment_planes(planes, _stream(self.seed, sample_seed, _STATIC_AUGMENT),
                                     crop_padding=self.cfg.crop_padding, hflip=self.cfg.hflip,

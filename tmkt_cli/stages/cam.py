@@ -117,7 +117,7 @@ def pick_correct_and_wrong(rows: np.ndarray, correct: np.ndarray) -> list[int]:
 
 
 def automatic_positions(predict, labels: np.ndarray, test, max_classes: int,
-                        batch_size: int) -> list[int]:
+                        batch_size: int, ui: Console | None = None) -> list[int]:
     """Up to ``max_classes`` classes spread over the dataset; for each, a correctly and a
     wrongly classified test sample where both are among its first SCANNED_PER_CLASS."""
     import torch
@@ -126,7 +126,12 @@ def automatic_positions(predict, labels: np.ndarray, test, max_classes: int,
     candidates = {c: np.flatnonzero(labels == c)[:SCANNED_PER_CLASS] for c in classes}
     rows = np.concatenate([r for r in candidates.values()]) if candidates else np.array([])
     predicted: dict[int, int] = {}
-    for start in range(0, rows.size, batch_size):
+    starts = range(0, rows.size, batch_size)
+    if ui is not None:
+        from tmkt_cli.progress import track
+
+        starts = track(starts, len(starts), ui, f"{STAGE}: choosing samples")
+    for start in starts:
         chunk = [int(r) for r in rows[start:start + batch_size]]
         x = torch.stack([test[r]["events"] for r in chunk]).transpose(0, 1)
         with torch.no_grad():
@@ -212,7 +217,8 @@ def run_label(checkpoint: Path) -> str:
 # Inputs of the figure
 # --------------------------------------------------------------------------------------------
 
-def choose_automatically(recipe: Recipe, h5: Path, trained: TrainedModel, device) -> list[int]:
+def choose_automatically(recipe: Recipe, h5: Path, trained: TrainedModel, device,
+                         ui: Console) -> list[int]:
     from tmkt_cli.data.loaders import EventDataset
 
     test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
@@ -222,7 +228,7 @@ def choose_automatically(recipe: Recipe, h5: Path, trained: TrainedModel, device
     def predict(x):
         return model.predict(x.to(device))
     return automatic_positions(predict, np.asarray(test.labels), test, recipe.cam.max_classes,
-                               recipe.eval.batch_size)
+                               recipe.eval.batch_size, ui)
 
 
 @dataclass
@@ -311,7 +317,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
                                       _dataset_only(facts), "this dataset (cam.baseline)")
     positions = chosen_positions(recipe, h5)
     if positions is None:
-        positions = choose_automatically(recipe, h5, trained, device)
+        positions = choose_automatically(recipe, h5, trained, device, ui)
     chosen = load_chosen(h5, recipe, positions)
     x = as_sequence(torch.from_numpy(chosen.events)).to(device)
     targets = torch.from_numpy(chosen.labels).to(device)

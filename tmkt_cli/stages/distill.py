@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
-from tmkt_cli.checkpoints import LAST, check_teacher, load_teacher
+from tmkt_cli.checkpoints import LAST, check_teacher, load_teacher, read_dataset_facts
 from tmkt_cli.config import MethodConfig, Recipe
 from tmkt_cli.stages.shared import build_training_data, dataset_input, fit_and_record
 
@@ -51,19 +51,25 @@ def ckd_method(recipe: Recipe) -> MethodConfig:
 
 
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
+    from torch import nn
+
     from tmkt_cli.models import build_snn
     from tmkt_cli.runtime import seed_everything
     from tmkt_cli.tasks import SNNTransferTask, Teacher
 
     d = recipe.distill
-    info, train, test, indices = build_training_data(recipe, run, with_static=True)
     teacher_path = Path(run.inputs["teacher"]["path"]) / LAST
-    teacher = load_teacher(teacher_path, info.classes, info.size)
+    facts = read_dataset_facts(Path(run.inputs["dataset"]["path"]) / "dataset.h5")
+    teacher = load_teacher(teacher_path, facts.classes, facts.size)
+    # a colour teacher (pretrain_ann.input: rgb) reads the partner image in colour
+    rgb = next(m for m in teacher.modules() if isinstance(m, nn.Conv2d)).in_channels == 3
+    info, train, test, indices = build_training_data(recipe, run, with_static=True,
+                                                     teacher_rgb=rgb)
     seed_everything(recipe.seed)  # the initial weights are a function of the seed
     student = build_snn(recipe.model, len(info.classes), info.size, info.time_steps)
     ui.print(f"{STAGE}: {len(indices)}/{len(train)} event training recordings, teacher "
              f"{teacher_path}, W switches at {d.switch_at:.0%} of training")
     task = SNNTransferTask(student, ckd_method(recipe), threshold=recipe.model.threshold,
                            teacher=Teacher(teacher, d.temperature, d.kd_weight, d.switch_at,
-                                           d.steepness))
+                                           d.steepness, "static_rgb" if rgb else "static"))
     fit_and_record(task, recipe, run, ui, info, train, test, indices, recipe.train)

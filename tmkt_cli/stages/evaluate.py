@@ -33,6 +33,7 @@ from tmkt_cli.checkpoints import (
 )
 from tmkt_cli.config import Recipe
 from tmkt_cli.errors import TmktError
+from tmkt_cli.progress import track
 from tmkt_cli.stages.shared import dataset_input, source_input
 
 if TYPE_CHECKING:
@@ -198,16 +199,19 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     else:
         from tmkt_cli.data.loaders import ImageDataset
 
-        test = ImageDataset(h5, "test", recipe.data, augment=False)
+        test = ImageDataset(h5, "test", recipe.data, augment=False,
+                            rgb=int(trained.info.get("in_channels", 2)) == 3)
     if len(test) == 0:
         what = "recordings" if trained.kind == "snn" else "images"
         raise TmktError(f"{h5}: the test split has no {what} to evaluate")
     ui.print(f"{STAGE}: {trained.info['backbone']} {trained.kind.upper()} from {trained.path} "
              f"(step {trained.step}), {len(test)} test samples, device {device}")
 
-    def loader():
-        return eval_loader(test, cfg.batch_size, resolve_workers(recipe.data.num_workers, device),
-                           device=device)
+    def loader(progress: bool = True):
+        batches = eval_loader(test, cfg.batch_size,
+                              resolve_workers(recipe.data.num_workers, device), device=device)
+        return track(batches, len(batches), ui, f"{STAGE}: test split") if progress \
+            else batches
 
     if trained.kind == "snn":
         results = evaluate_snn(model, loader(), facts, device)
@@ -220,7 +224,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
         def predict(batch: dict) -> torch.Tensor:
             return model(batch["image"])
     with torch.no_grad():
-        results["throughput"] = measure_throughput(predict, loader(), device)
+        results["throughput"] = measure_throughput(predict, loader(progress=False), device)
 
     ops = results["operations"]
     if trained.kind == "snn":

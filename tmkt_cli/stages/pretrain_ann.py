@@ -44,13 +44,14 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     cfg = recipe.pretrain_ann
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     info = open_dataset(h5)
-    train = ImageDataset(h5, "train", recipe.data, augment=True)
-    test = ImageDataset(h5, "test", recipe.data, augment=False)
+    rgb = cfg.input == "rgb"
+    train = ImageDataset(h5, "train", recipe.data, augment=True, rgb=rgb)
+    test = ImageDataset(h5, "test", recipe.data, augment=False, rgb=rgb)
     if len(train) == 0:
         raise TmktError(f"{h5}: the dataset has no training images (an event-only dataset "
                         f"cannot train an ANN teacher)")
     seed_everything(recipe.seed)  # the initial weights are a function of the seed
-    model = build_ann(cfg.backbone, len(info.classes), info.size)
+    model = build_ann(cfg.backbone, len(info.classes), info.size, 3 if rgb else 2)
     if cfg.init_weights:
         report = load_init_weights(model, cfg.init_weights)
         ui.print(f"{STAGE}: initial weights from {cfg.init_weights}: {report.summary()}")
@@ -59,7 +60,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     result = engine.fit(ImageClassifierTask(model), train, test, np.arange(len(train)),
                         cfg.train, seed=recipe.seed, run=run, ui=ui,
                         num_workers=recipe.data.num_workers,
-                        model_info=ann_model_info(cfg.backbone, info.classes, info.size))
+                        model_info=ann_model_info(cfg.backbone, info.classes, info.size,
+                                                  3 if rgb else 2))
     run.complete(outputs=training_outputs(run),
                  metrics={"test_acc": result.metrics.get("acc"),
                           "best_acc": result.best.get("acc"), "steps": result.steps})

@@ -53,7 +53,8 @@ def checkpoint_input(run_input: Upstream, which: str, key: str) -> Upstream:
 # Training stages
 # --------------------------------------------------------------------------------------------
 
-def build_training_data(recipe: Recipe, run: StageRun, with_static: bool):
+def build_training_data(recipe: Recipe, run: StageRun, with_static: bool,
+                        teacher_rgb: bool = False):
     """The event training subset, the event test split, and the store's facts."""
     import numpy as np
 
@@ -63,7 +64,7 @@ def build_training_data(recipe: Recipe, run: StageRun, with_static: bool):
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     info = open_dataset(h5)
     train = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=True,
-                         with_static=with_static)
+                         with_static=with_static, teacher_rgb=teacher_rgb)
     test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
                         with_static=False)
     subset_seed = recipe.seed if recipe.data.subset_seed < 0 else recipe.data.subset_seed

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 
-from tmkt_cli.data import validate
 from tmkt_cli.data.formats.common import (
     EventSource,
     infer_sensor_size,
@@ -109,7 +108,6 @@ def read_aedat4(source: EventSource, *, name: str | None = None
             chunks.append(_aedat4_event_packet(packet, label, position))
         position = body + size
     raw = np.concatenate(chunks) if chunks else np.zeros(0, AEDAT4_EVENT_LAYOUT)
-    validate.check_has_events(raw.size, 0, label)
     events = make_events(raw["t"], raw["x"], raw["y"], raw["on"] != 0)
     return events, (sensor_size if sensor_size else infer_sensor_size(events))
 

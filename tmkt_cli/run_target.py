@@ -1,0 +1,66 @@
+"""``tmkt eval RUN_FOLDER`` and ``tmkt eval CHECKPOINT``: a trained run as the target.
+
+A training run folder holds the whole resolved recipe that made it (``config.yaml``) and, in
+its manifest, the prepared dataset it read. That is all ``eval`` needs: the recipe is taken
+from the folder, placed so that the run is exactly this folder (whatever the names and roots
+were where it was trained: a copied or downloaded run works), and the evaluation is written
+beside it (``<run>/../eval/``, ``eval-best/``...). A checkpoint file inside a run folder picks
+the checkpoint (``last.pt``, ``best.pt``, ``best_test.pt``; ``model.pt`` holds the weights of
+``last.pt``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tmkt_cli.errors import TmktError
+
+CHECKPOINT_CHOICE = {"last.pt": "last", "model.pt": "last", "best.pt": "best",
+                     "best_test.pt": "best_test"}
+TRAINING_STAGES = ("train-tmkt", "distill", "pretrain-ann")
+
+
+def is_run_target(text: str) -> bool:
+    """A run folder or a checkpoint file, rather than a recipe."""
+    path = Path(text)
+    return (path.is_dir() and (path / "manifest.json").is_file()) or path.suffix == ".pt"
+
+
+def eval_target(text: str) -> tuple[dict, list[str]]:
+    """(the recipe as raw data, overrides) that evaluate the run at ``text``."""
+    from tmkt_cli.artifacts import read_manifest
+    from tmkt_cli.config import read_yaml
+
+    path = Path(text)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise TmktError(f"{path}: checkpoint not found")
+        if path.name not in CHECKPOINT_CHOICE:
+            raise TmktError(f"{path}: not a checkpoint a run writes "
+                            f"({', '.join(CHECKPOINT_CHOICE)}); evaluate its run folder")
+        folder, which = path.parent, CHECKPOINT_CHOICE[path.name]
+    else:
+        folder, which = path, None
+    if not (folder / "config.yaml").is_file() or not (folder / "manifest.json").is_file():
+        raise TmktError(f"{folder}: not a tmkt run folder (no config.yaml and manifest.json); "
+                        f"a checkpoint outside its run folder cannot say which dataset it "
+                        f"was trained on")
+    manifest = read_manifest(folder)
+    stage = manifest.get("stage")
+    if stage not in TRAINING_STAGES:
+        raise TmktError(f"{folder}: a {stage} run; eval evaluates a training run "
+                        f"({', '.join(TRAINING_STAGES)})")
+    raw = read_yaml(folder / "config.yaml", "run config")
+    seed = raw.get("seed")
+    if folder.parent.name != f"seed{seed}":
+        raise TmktError(f"{folder}: expected it inside a seed{seed}/ folder, as tmkt writes "
+                        f"runs; evaluate it with its recipe instead")
+    overrides = [f"paths.runs={folder.parent.parent.parent}",
+                 f"name={folder.parent.parent.name}", "variant=", f"eval.source={stage}"]
+    dataset = (manifest.get("inputs") or {}).get("dataset", {}).get("path")
+    if dataset:
+        overrides.append(f"paths.dataset={dataset}")
+    if which is not None:
+        overrides.append(f"eval.checkpoint={which}")
+    raw.pop("base", None)
+    return raw, overrides
