@@ -143,11 +143,6 @@ def lr_for(cfg: TrainConfig) -> float:
     return cfg.lr * cfg.batch_size / 1024 if cfg.lr_scaling else cfg.lr
 
 
-def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
-    k = min(k, logits.shape[-1])
-    return int((logits.topk(k, dim=-1).indices == y[:, None]).any(-1).sum())
-
-
 def evaluate_classifier(predict: Callable[[dict], torch.Tensor], loader,
                         device: torch.device) -> dict[str, float]:
     # Sums stay on the device and are read once at the end (no host sync per batch).
