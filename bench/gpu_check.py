@@ -64,36 +64,39 @@ def synthetic_batch(batch: int, time_steps: int, size: int, classes: int,
     """Event counts as sparse as real frames (about 5% of pixels active) and a static image."""
     g = torch.Generator().manual_seed(0)
     events = torch.poisson(torch.full((batch, time_steps, 2, size, size), 0.05), generator=g)
-    return {"events": events.to(device), "static": torch.rand(batch, 2, size, size,
-                                                              generator=g).to(device),
-            "label": torch.randint(0, classes, (batch,), generator=g).to(device)}
+    out = {"events": events, "static": torch.rand(batch, 2, size, size, generator=g),
+           "label": torch.randint(0, classes, (batch,), generator=g)}
+    # On the host (pinned on a GPU), as the loader hands batches over: the step copies them.
+    return {k: v.pin_memory() for k, v in out.items()} if device.type == "cuda" else out
 
 
 def time_steps_of(task, batch, amp: str, device: torch.device, steps: int, warmup: int
                   ) -> dict[str, float]:
-    from tmkt_cli.engine import StepContext
-    from tmkt_cli.runtime import autocast
+    """The engine's own step (train_one_step: host-to-device copy, forward, backward, the
+    on-device non-finite check, fused AdamW), as a training run takes it."""
+    import dataclasses
 
-    params = [p for p in task.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    from tmkt_cli.config import TrainConfig
+    from tmkt_cli.engine import timing_fit, train_one_step
+
+    total = warmup + steps
+    cfg = dataclasses.replace(TrainConfig(), amp=amp, device=str(device), lr=1e-4,
+                              lr_scaling=False)
+    f = timing_fit(task, cfg, device, total)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    total = warmup + steps
     start = 0.0
     for step in range(total):
         if step == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        ctx = StepContext(step, total, 0, device, 0)
-        with autocast(device, amp):
-            loss = task.training_step(batch, ctx)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_one_step(f, batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
+    if int(f.guard.first_step) >= 0:
+        raise SystemExit(f"non-finite loss at step {int(f.guard.first_step)}")
     seconds = (time.perf_counter() - start) / steps
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return {"ms": 1000 * seconds, "samples_per_s": len(batch["label"]) / seconds,

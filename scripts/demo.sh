@@ -8,14 +8,38 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 say "prepare: digits -> events -> HDF5"
 tmkt prepare "$R/base.yaml"
-say "pretrain-ann: the CKD teacher on images"
-tmkt pretrain-ann "$R/ckd.yaml"
-say "distill: CKD student"
-tmkt distill "$R/ckd.yaml"
-for method in event_only kt tmkt; do
-  say "train-tmkt: $method"
-  tmkt train-tmkt "$R/$method.yaml"
-done
+# Two independent chains of trainings: the CKD teacher and student, and the three train-tmkt
+# methods. They run side by side (TMKT_DEMO_JOBS=1: one after the other), each process on one
+# torch thread (train.threads' default): on a small or busy machine that is faster than one
+# process on every core (docs/performance.md). The second chain's output is shown when it ends.
+ckd_chain() {
+  say "pretrain-ann: the CKD teacher on images"
+  tmkt pretrain-ann "$R/ckd.yaml"
+  say "distill: CKD student"
+  tmkt distill "$R/ckd.yaml"
+}
+methods_chain() {
+  for method in event_only kt tmkt; do
+    say "train-tmkt: $method"
+    tmkt train-tmkt "$R/$method.yaml"
+  done
+}
+if [ "${TMKT_DEMO_JOBS:-2}" -ge 2 ]; then
+  log=$(mktemp)
+  methods_chain >"$log" 2>&1 &
+  chain=$!
+  trap 'kill "$chain" 2>/dev/null; rm -f "$log"' EXIT
+  ckd_chain
+  status=0
+  wait "$chain" || status=$?
+  cat "$log" >&2
+  rm -f "$log"
+  trap - EXIT
+  [ "$status" -eq 0 ] || { echo "demo: a train-tmkt run failed (exit $status)" >&2; exit "$status"; }
+else
+  ckd_chain
+  methods_chain
+fi
 for recipe in event_only kt tmkt ckd; do
   say "eval: $recipe"
   tmkt eval "$R/$recipe.yaml"

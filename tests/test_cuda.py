@@ -136,3 +136,49 @@ def test_ddp_over_nccl_in_one_process():
         assert torch.allclose(grad, grad_ref, atol=1e-6)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("method", ["event_only", "kt", "tmkt"])
+def test_training_steps_between_log_points_never_sync_with_the_host(method):
+    """The engine's step (host batch copied in, forward, backward, the on-device non-finite
+    check, fused AdamW) raises under sync debug mode "error" if anything in it waits for the
+    GPU; reading the metrics at a log point is then the one sync."""
+    import dataclasses
+
+    from tmkt_cli.config import TrainConfig
+    from tmkt_cli.engine import read_values, timing_fit, train_one_step
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="digitsnet")
+    task = SNNTransferTask(build_snn(cfg, CLASSES, SIZE, T).to(DEVICE),
+                           resolve_method(MethodConfig(name=method)), cfg.threshold)
+    f = timing_fit(task, dataclasses.replace(TrainConfig(), device="cuda"), DEVICE, 6)
+    host = {k: v.pin_memory() for k, v in batch().items()}
+    train_one_step(f, host)  # first step: allocations, cuDNN autotuning
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):
+            out, _ = train_one_step(f, host)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    values = read_values(out)
+    assert all(v == v for v in values.values()) and int(f.guard.first_step) == -1
+
+
+def test_non_finite_step_is_skipped_on_the_gpu():
+    """A NaN loss on CUDA: the fused optimizer leaves the weights as they were."""
+    from tmkt_cli.config import TrainConfig
+    from tmkt_cli.engine import NonFiniteGuard, build_optimization
+
+    model = torch.nn.Linear(3, 2).to(DEVICE)
+    opt = build_optimization(model, TrainConfig(), 4, 0, DEVICE)
+    guard = NonFiniteGuard(DEVICE)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss = model(torch.ones(1, 3, device=DEVICE)).sum() * float("nan")
+    loss.backward()
+    guard.check(loss, opt.params, 0)
+    opt.optimizer.found_inf = guard.found_inf
+    opt.optimizer.step()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert int(guard.first_step) == 0

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,6 +85,71 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
     assert state["loop"]["step"] == 8  # the last good step
     assert all(torch.isfinite(v).all() for v in state["model"].values()
                if v.is_floating_point())
+
+
+def test_non_finite_loss_between_log_points_is_caught_without_a_checkpoint(tmp_path):
+    """The guard reads the device flag at the next log point (step 10 here): the bad step's
+    update is skipped, no checkpoint is written after it, and the error names its step."""
+    folder = tmp_path / "run"
+    with pytest.raises(TmktError, match=r"non-finite loss or gradient \(loss nan\) at step 8 "
+                                        r"\(epoch 2\).*stopped at step 10.*last\.pt"):
+        toy.train(folder, nan_at=8, log_every=5, checkpoint_every=0)
+    state = engine.load_checkpoint(folder / engine.LAST)
+    assert state["loop"]["step"] == 6  # the end of epoch 1, before the bad step
+    train_steps = [r["step"] for r in engine.read_metrics(folder) if r["kind"] == "train"]
+    assert train_steps == [5]  # nothing logged from the bad step on
+
+
+def test_guard_skips_the_update_on_the_device():
+    """A non-finite gradient leaves weights, AdamW's moments and its step count as they were
+    (the fused optimizer reads ``found_inf``); a finite one updates them."""
+    from tmkt_cli.config import TrainConfig
+
+    model = torch.nn.Linear(3, 2)
+    cfg = TrainConfig(lr=0.1, lr_scaling=False, warmup_epochs=0)
+    opt = engine.build_optimization(model, cfg, 10, 0, torch.device("cpu"))
+    guard = engine.NonFiniteGuard(torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for bad, step in ((True, 0), (False, 1)):
+        loss = model(torch.ones(1, 3)).sum() * (float("nan") if bad else 1.0)
+        opt.optimizer.zero_grad()
+        loss.backward()
+        guard.check(loss, opt.params, step)
+        opt.optimizer.found_inf = guard.found_inf
+        opt.optimizer.step()
+        if bad:
+            assert float(guard.found_inf) == 1.0
+            assert_bitwise_equal(model.state_dict(), before)
+            assert all(float(s["step"]) == 0 for s in opt.optimizer.state.values())
+    assert float(guard.found_inf) == 0.0 and int(guard.first_step) == 0
+    assert not torch.equal(model.weight, before["weight"])
+    assert all(float(s["step"]) == 1 for s in opt.optimizer.state.values())
+
+
+def test_num_workers_auto():
+    from tmkt_cli.runtime import resolve_workers
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert resolve_workers("auto", cpu, cpus=16) == 0
+    assert resolve_workers("auto", cuda, cpus=16, processes=1) == 8
+    assert resolve_workers("auto", cuda, cpus=16, processes=4) == 3
+    assert resolve_workers("auto", cuda, cpus=1, processes=1) == 0
+    assert resolve_workers(3, cpu) == 3
+
+
+def test_one_loader_per_fit_reseeded_per_epoch_matches_fresh_samplers():
+    """The sampler reseeded in place yields what a sampler built for that epoch yields."""
+    from tmkt_cli.data.sampling import KeyedBatchSampler
+
+    idx = np.arange(40)
+    kept = KeyedBatchSampler(idx, 8, seed=3, epoch=0, start_batch=2)
+    first = list(kept)
+    assert first == list(KeyedBatchSampler(idx, 8, seed=3, epoch=0, start_batch=2))
+    for epoch, start in ((1, 0), (2, 3)):
+        kept.set_epoch(epoch, start_batch=start)
+        assert list(kept) == list(KeyedBatchSampler(idx, 8, seed=3, epoch=epoch,
+                                                    start_batch=start))
+        assert len(kept) == 5 - start
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])

@@ -205,6 +205,30 @@ def test_in_memory_gives_the_same_samples(paired):
         assert torch.equal(a["events"], b["events"]) and torch.equal(a["static"], b["static"])
 
 
+@pytest.mark.parametrize("pairing", ["class", "instance"])
+def test_in_memory_reads_only_the_rows_used(paired, pairing):
+    """A subset in any order: the same samples as the lazy reader, holding just its rows
+    (and, for instance pairing, just its partners' images)."""
+    cfg = DataConfig(crop_padding=2, pairing=pairing)
+    rows = np.array([7, 2, 5])
+    lazy = EventDataset(paired, "train", cfg, seed=1, augment=True, with_static=True,
+                        indices=rows)
+    memory = EventDataset(paired, "train", dataclasses.replace(cfg, in_memory=True), seed=1,
+                          augment=True, with_static=True, indices=rows)
+    assert memory._frames.shape[0] == 3
+    if pairing == "instance":
+        assert memory._images.shape[0] == len(np.unique(memory.partner_image_index))
+    for key in [(0, 1), (1, 2), (2, 3)]:
+        a, b = lazy[key], memory[key]
+        assert a["index"] == b["index"]
+        assert torch.equal(a["events"], b["events"]) and torch.equal(a["static"], b["static"])
+    images = ImageDataset(paired, "train", dataclasses.replace(cfg, in_memory=True),
+                          indices=np.array([3, 0]))
+    plain = ImageDataset(paired, "train", cfg, indices=np.array([3, 0]))
+    assert images._images.shape[0] == 2
+    assert all(torch.equal(images[i]["image"], plain[i]["image"]) for i in range(2))
+
+
 def test_dataloader_workers_give_the_same_batches(paired):
     cfg = DataConfig(crop_padding=2, rotation=15.0)
     ds = EventDataset(paired, "train", cfg, seed=2, augment=True, with_static=True)

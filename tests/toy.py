@@ -70,11 +70,11 @@ class ToyTask:
 
 def train(folder: Path, epochs: int = 3, kill_at: int | None = None, nan_at: int | None = None,
           checkpoint_every: int = 1, max_steps: int = 0, resume: str = "auto",
-          sleep: float = 0.0):
+          sleep: float = 0.0, log_every: int = 1):
     torch.set_num_threads(1)
     cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, lr_scaling=False,
                       warmup_epochs=1, checkpoint_every_steps=checkpoint_every,
-                      log_every_steps=1, device="cpu", max_steps=max_steps,
+                      log_every_steps=log_every, device="cpu", max_steps=max_steps,
                       grad_noise_window=3)
     data = KeyedBlobs()
     test = KeyedBlobs(n=30, seed=1)

@@ -161,8 +161,9 @@ class DataConfig:
     augment_static: bool = True
     """Augment the static partners of event samples like the event frames (false: KT's code,
     which only resizes and converts its static images)."""
-    num_workers: int = param(0, ge=0, volatile=True)
-    """DataLoader worker processes."""
+    num_workers: int | Literal["auto"] = param("auto", ge=0, volatile=True)
+    """DataLoader worker processes; ``auto``: on a GPU the cores per training process less
+    one (at most 8), on the CPU 0 (workers only compete with the step for the cores)."""
     in_memory: bool = param(False, volatile=True)
     """Read the whole HDF5 split into memory once (fast for small datasets)."""
 
@@ -194,6 +195,10 @@ class ModelConfig:
     (``charge``) or after firing and reset (``membrane``, KT's code)."""
     shared_head: bool = False
     """One output layer for both streams instead of two (KT's N-Omniglot SCNN)."""
+
+
+THREADS_DEFAULT = 1
+"""``train.threads``' default, chosen by measurement (docs/performance.md, "Threads")."""
 
 
 @dataclass
@@ -245,7 +250,11 @@ class TrainConfig:
     device: str = param("auto", volatile=True)
     """auto (CUDA when present), cpu, cuda, cuda:N."""
     deterministic: bool = False
-    """torch.use_deterministic_algorithms (slower on GPU, bitwise repeatable)."""
+    """torch.use_deterministic_algorithms (slower on GPU, bitwise repeatable); off, cuDNN
+    benchmarks its convolution algorithms once per shape and keeps the fastest."""
+    threads: int = param(THREADS_DEFAULT, ge=0, volatile=True)
+    """torch's intra-op CPU threads in each training process (0: torch's default, one per
+    core). One is fastest on a shared or small machine (docs/performance.md)."""
     sync_bn: bool = False
     """Distributed runs: synchronise BatchNorm statistics across GPUs (SyncBatchNorm)."""
     channels_last: bool = False

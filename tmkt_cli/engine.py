@@ -41,7 +41,16 @@ from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
 from tmkt_cli.errors import StopRequested, TmktError
 from tmkt_cli.methods.optim import lr_factor, param_groups
 from tmkt_cli.runlog import METRICS, MetricsLog, read_metrics  # noqa: F401
-from tmkt_cli.runtime import DIST, StopSignal, autocast, seed_everything, seed_worker, select_device
+from tmkt_cli.runtime import (
+    DIST,
+    StopSignal,
+    autocast,
+    resolve_workers,
+    seed_everything,
+    seed_worker,
+    select_device,
+    set_threads,
+)
 
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -134,24 +143,21 @@ def lr_for(cfg: TrainConfig) -> float:
     return cfg.lr * cfg.batch_size / 1024 if cfg.lr_scaling else cfg.lr
 
 
-def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
-    k = min(k, logits.shape[-1])
-    return int((logits.topk(k, dim=-1).indices == y[:, None]).any(-1).sum())
-
-
 def evaluate_classifier(predict: Callable[[dict], torch.Tensor], loader,
                         device: torch.device) -> dict[str, float]:
-    correct = correct5 = n = 0
-    loss_sum = 0.0
+    # Sums stay on the device and are read once at the end (no host sync per batch).
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-1, top-5
+    n = 0
     for batch in loader:
-        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
-                 for k, v in batch.items()}
+        batch = to_device(batch, device)
         logits = predict(batch).float()
         y = batch["label"]
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += topk_correct(logits, y, 1)
-        correct5 += topk_correct(logits, y, 5)
+        k = min(5, logits.shape[-1])
+        hits = logits.topk(k, dim=-1).indices == y[:, None]
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
+                             hits[:, 0].sum(), hits.any(-1).sum()]).double()
         n += len(y)
+    loss_sum, correct, correct5 = sums.tolist()
     return {"acc": correct / max(1, n), "top5": correct5 / max(1, n),
             "loss": loss_sum / max(1, n), "samples": float(n)}
 
@@ -246,24 +252,34 @@ def reduce_means(metrics: dict[str, float]) -> dict[str, float]:
 # The loop
 # --------------------------------------------------------------------------------------------
 
-def make_loader(dataset, sampler, num_workers: int, seed: int = 0):
+PREFETCH_BATCHES = 4
+"""Batches each worker loads ahead (torch's default is 2; a GPU step can outrun one)."""
+
+
+def make_loader(dataset, sampler, num_workers: int, seed: int = 0,
+                device: torch.device | None = None):
+    """A DataLoader over keyed batches. Built once per fit: with workers they persist across
+    epochs (the sampler is reseeded in place, see :meth:`KeyedBatchSampler.set_epoch`), load
+    ``PREFETCH_BATCHES`` ahead, and pin memory when the batches go to a GPU."""
     # A private generator: creating an iterator must not consume the global RNG (which would
     # make a run resumed mid-epoch draw other dropout masks than an uninterrupted one).
+    cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers,
         worker_init_fn=seed_worker if num_workers else None,
         generator=torch.Generator().manual_seed(seed),
-        persistent_workers=False, pin_memory=torch.cuda.is_available())
+        persistent_workers=num_workers > 0,
+        prefetch_factor=PREFETCH_BATCHES if num_workers else None, pin_memory=cuda)
 
 
 def eval_loader(dataset, batch_size: int, num_workers: int = 0, rank: int = 0,
-                world_size: int = 1):
+                world_size: int = 1, device: torch.device | None = None):
     """Every sample once, in order, including a last batch of one (BN is in eval mode).
     Distributed: rank r takes samples r, r + world_size, ..."""
     mine = list(range(rank, len(dataset), world_size))
     batches = [[(i, i) for i in mine[start:start + batch_size]]
                for start in range(0, len(mine), batch_size)]
-    return make_loader(dataset, batches, num_workers)
+    return make_loader(dataset, batches, num_workers, device=device)
 
 
 @dataclass
@@ -302,6 +318,10 @@ class Fit:
     """Samples since the last train log (for samples/s)."""
     sample_weights: np.ndarray | None = None
     val_set: Any = None
+    loader: Any = None
+    """The training DataLoader, built once (its sampler reseeded every epoch)."""
+    eval_loaders: dict = field(default_factory=dict)
+    guard: NonFiniteGuard | None = None
 
     @property
     def last_path(self) -> Path:
@@ -324,7 +344,9 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     best on it and ``best_test.pt`` the best on ``eval_set`` (otherwise ``best.pt`` is the
     best on ``eval_set``)."""
     seed_everything(seed, cfg.deterministic)
+    set_threads(cfg.threads)
     device = select_device(cfg.device)
+    num_workers = resolve_workers(num_workers, device)
     model, step_module = prepare_model(task, cfg, device)
     steps_per_epoch, total, warmup = step_budget(cfg, len(train_indices))
     f = Fit(task, model, step_module,
@@ -335,13 +357,19 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     f.log = MetricsLog(run.folder, resume_step, tensorboard=tensorboard) if DIST.is_main \
         else _NullLog()
     f.noise = GradientNoise(cfg.grad_noise_window)
+    f.guard = NonFiniteGuard(device)
+    f.loader = make_loader(
+        train_set, KeyedBatchSampler(train_indices, cfg.batch_size, seed, f.loop.epoch,
+                                     start_batch=f.loop.batch_in_epoch, rank=DIST.rank,
+                                     world_size=DIST.world_size, weights=sample_weights),
+        num_workers, seed, device)
     progress, bar = progress_bar(f)
     model.train()
     f.window_t = time.perf_counter()
     try:
         with StopSignal() as stop, progress:
             while f.loop.step < total:
-                train_steps(f, train_set, train_indices, progress, bar,
+                train_steps(f, progress, bar,
                             lambda: bool(stop.requested) or bool(on_stop_poll and on_stop_poll()),
                             lambda: stop.requested)
     except OUT_OF_MEMORY as e:
@@ -352,6 +380,21 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     return FitResult(metrics=f.loop.last_eval, best=f.loop.best, steps=f.loop.step,
                      checkpoint=f.last_path, best_checkpoint=f.best_path,
                      best_test=f.loop.best_test or f.loop.best)
+
+
+def timing_fit(task: Task, cfg: TrainConfig, device: torch.device, total: int) -> Fit:
+    """What :func:`train_one_step` needs, without a run folder, logs or loader: for benches
+    that time the engine's own step (bench/gpu_check.py). The batches they pass stay on the
+    host, as a loader's do; the step moves them."""
+    from types import SimpleNamespace
+
+    model, step_module = prepare_model(task, cfg, device)
+    f = Fit(task, model, step_module, build_optimization(model, cfg, total, 0, device), cfg,
+            device, 0, total, total, SimpleNamespace(folder=Path("(no run folder)")), None,
+            {}, None, 0)
+    f.noise, f.guard = GradientNoise(0), NonFiniteGuard(device)
+    model.train()
+    return f
 
 
 # -- setting up ------------------------------------------------------------------------------
@@ -399,8 +442,11 @@ def build_optimization(model: nn.Module, cfg: TrainConfig, total: int, warmup: i
     """AdamW at :func:`lr_for` over ``methods.optim.param_groups``, the schedule
     ``train.schedule`` (``methods.optim.lr_factor``), and the AMP grad scaler."""
     params = [p for p in model.parameters() if p.requires_grad]
+    # Fused: one kernel per step, and it skips an update on the device when told the
+    # gradients are not finite (``found_inf``), which the non-finite guard relies on.
     optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay, cfg.weight_decay_exclude_1d), lr=lr_for(cfg))
+        param_groups(model, cfg.weight_decay, cfg.weight_decay_exclude_1d), lr=lr_for(cfg),
+        fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(cfg, lr_for(cfg), s, total, warmup, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
@@ -443,6 +489,8 @@ def start_or_resume(f: Fit) -> int | None:
         return 0  # killed before the first checkpoint (or it is unusable): start over
     f.model.load_state_dict(state["model"])
     f.opt.optimizer.load_state_dict(state["optimizer"])
+    for group in f.opt.optimizer.param_groups:  # checkpoints of unfused runs say fused=None
+        group.update(fused=True, foreach=None)
     f.opt.scheduler.load_state_dict(state["scheduler"])
     f.opt.scaler.load_state_dict(state["scaler"])
     _set_rng_state(state["rng"])
@@ -455,6 +503,7 @@ def stop_if_requested(f: Fit, requested: bool, signal_number) -> None:
     """A stop signal (SIGTERM/SIGUSR1, or the caller's poll) checkpoints and ends the run
     with :class:`StopRequested`; the same command resumes it."""
     if DIST.any(requested):
+        f.guard.raise_if_seen(f)  # a state after a non-finite step is never saved
         save_state(f, f.last_path)
         raise StopRequested(f"signal {signal_number}: checkpoint saved at step "
                             f"{f.loop.step}; run the same command to resume")
@@ -475,15 +524,13 @@ def save_state(f: Fit, path: Path) -> None:
 
 # -- training --------------------------------------------------------------------------------
 
-def train_steps(f: Fit, train_set, train_indices: np.ndarray, progress, bar,
-                stop_requested: Callable[[], bool], signal_number: Callable[[], Any]) -> None:
+def train_steps(f: Fit, progress, bar, stop_requested: Callable[[], bool],
+                signal_number: Callable[[], Any]) -> None:
     """The rest of the current epoch (or of the step budget, whichever ends first): one
     optimizer step per batch, then logging, evaluation, checkpoints and the stop check."""
     loop = f.loop
-    sampler = KeyedBatchSampler(train_indices, f.cfg.batch_size, f.seed, loop.epoch,
-                                start_batch=loop.batch_in_epoch, rank=DIST.rank,
-                                world_size=DIST.world_size, weights=f.sample_weights)
-    for batch in make_loader(train_set, sampler, f.num_workers, f.seed + loop.epoch):
+    f.loader.batch_sampler.set_epoch(loop.epoch, start_batch=loop.batch_in_epoch)
+    for batch in f.loader:
         out, grad_noise = train_one_step(f, batch)
         log_train_step(f, out, grad_noise, len(batch["label"]), progress, bar)
         epoch_done = loop.batch_in_epoch >= f.steps_per_epoch
@@ -494,32 +541,79 @@ def train_steps(f: Fit, train_set, train_indices: np.ndarray, progress, bar,
             break
 
 
+class NonFiniteGuard:
+    """Non-finite losses and gradients, caught on the device without a host sync per step.
+
+    Every step sets ``found_inf`` (a device scalar) when its loss or any gradient is NaN or
+    inf; the fused optimizer then skips that update on the device (weights, moments and its
+    step count stay as they were). The first such step and its loss are remembered on the
+    device; :meth:`raise_if_seen` reads them (one sync) at the next log point and before any
+    evaluation or checkpoint, and stops the run there. Steps between the bad one and that
+    point train normally (their finite updates are applied); no checkpoint is written after
+    a bad step, so ``last.pt`` is the last good state.
+    """
+
+    def __init__(self, device: torch.device):
+        self.found_inf = torch.zeros((), device=device)
+        self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.first_loss = torch.zeros((), device=device)
+        self._one = torch.ones((), device=device)
+
+    def check(self, loss: torch.Tensor, params: list[nn.Parameter], step: int) -> None:
+        """Set ``found_inf`` for this step's loss and gradients (call after backward)."""
+        loss = loss.detach().float().mean()
+        self.found_inf.copy_((~torch.isfinite(loss)).float())
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for p in params:
+            if p.grad is not None:
+                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+        for grads in by_dtype.values():  # torch's own AMP check: ORs into found_inf, no sync
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, self._one)
+        first = (self.first_step < 0) & (self.found_inf > 0)
+        self.first_step.copy_(torch.where(first, step, self.first_step))
+        self.first_loss.copy_(torch.where(first, loss, self.first_loss))
+
+    def raise_if_seen(self, f: Fit) -> None:
+        first_step = int(self.first_step)  # the one sync
+        if not DIST.any(first_step >= 0):
+            return
+        where = (f"at step {first_step} (epoch {first_step // f.steps_per_epoch + 1})"
+                 if first_step >= 0 else "on another process")
+        raise TmktError(
+            f"non-finite loss or gradient (loss {float(self.first_loss)}) {where}; its update "
+            f"was skipped and the run stopped at step {f.loop.step}, the last good checkpoint "
+            f"is {f.last_path if f.last_path.exists() else 'none'}; lower train.lr or "
+            f"enable train.grad_clip")
+
+
 def train_one_step(f: Fit, batch: dict) -> tuple[dict, dict[str, float] | None]:
-    """Forward, the non-finite guard, backward, clipping and the update of one batch.
-    Returns the task's outputs and the gradient-noise figures when a window closes."""
+    """Forward, backward, clipping, the non-finite check and the update of one batch, with
+    no host sync (the check is read at the next log point, see :class:`NonFiniteGuard`).
+    Returns the task's outputs (device tensors) and the gradient-noise figures when a
+    window closes."""
     loop, opt, cfg = f.loop, f.opt, f.cfg
     ctx = StepContext(loop.step, f.total, loop.epoch, f.device, f.seed)
     # Global RNG users inside the model (dropout) draw from a per-step seed.
     torch.manual_seed(ctx.step_seed())
+    recovery.check_finite_batch(batch, loop.step, loop.epoch, f.last_path)  # host tensors
     batch = to_device(batch, f.device)
-    recovery.check_finite_batch(batch, loop.step, loop.epoch, f.last_path)
     with autocast(f.device, cfg.amp):
         out = f.step_module(batch, ctx)
     loss = out["loss"]
-    if DIST.any(not bool(torch.isfinite(loss.detach()).all())):
-        raise TmktError(
-            f"non-finite loss ({float(loss.detach())}) at step {loop.step} "
-            f"(epoch {loop.epoch + 1}); stopped before the update, the last "
-            f"good checkpoint is {f.last_path if f.last_path.exists() else 'none'}"
-            f"; lower train.lr or enable train.grad_clip")
     opt.optimizer.zero_grad(set_to_none=True)
     opt.scaler.scale(loss).backward()
     if cfg.grad_clip:
         opt.scaler.unscale_(opt.optimizer)
         nn.utils.clip_grad_norm_(opt.params, cfg.grad_clip)
+    f.guard.check(loss, opt.params, loop.step)
     grad_noise = f.noise.observe(f.model, loop.step)
-    opt.scaler.step(opt.optimizer)
-    opt.scaler.update()
+    if opt.scaler.is_enabled():  # fp16: the scaler skips steps with inf gradients itself
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+    else:
+        opt.optimizer.found_inf = f.guard.found_inf
+        opt.optimizer.step()
+        del opt.optimizer.found_inf
     opt.scheduler.step()
     loop.step += 1
     loop.batch_in_epoch += 1
@@ -529,14 +623,15 @@ def train_one_step(f: Fit, batch: dict) -> tuple[dict, dict[str, float] | None]:
 def log_train_step(f: Fit, out: dict, grad_noise: dict | None, samples: int, progress,
                    bar) -> None:
     """This step's values to metrics.jsonl every ``log_every_steps`` and at the end, with
-    the learning rate and samples/s; the progress bar."""
+    the learning rate and samples/s; the progress bar. The only place a training step's
+    device values are read (one sync per log point), after the non-finite check."""
     loop = f.loop
     f.window_n += samples
-    running = {k: float(v.detach()) if isinstance(v, torch.Tensor) else v
-               for k, v in out.items()}  # this step's values only
     if grad_noise:
         f.log.write("grad_noise", loop.step, grad_noise)
     if loop.step % f.cfg.log_every_steps == 0 or loop.step == f.total:
+        f.guard.raise_if_seen(f)
+        running = read_values(out)  # this step's values only
         dt = time.perf_counter() - f.window_t
         rate = f.window_n / dt if dt > 0 else 0.0
         f.log.write("train", loop.step, {**running, "epoch": loop.epoch + 1,
@@ -550,6 +645,21 @@ def log_train_step(f: Fit, out: dict, grad_noise: dict | None, samples: int, pro
     progress.update(bar, completed=loop.step)
 
 
+def read_values(out: dict) -> dict[str, float]:
+    """A step's named scalars as floats: one transfer per device they live on."""
+    by_device: dict[torch.device, list[str]] = {}
+    values = {}
+    for k, v in out.items():
+        if isinstance(v, torch.Tensor):
+            by_device.setdefault(v.device, []).append(k)
+        else:
+            values[k] = v
+    for keys in by_device.values():
+        floats = torch.stack([out[k].detach().float().reshape(()) for k in keys]).tolist()
+        values.update(zip(keys, floats, strict=True))
+    return {k: values[k] for k in out}
+
+
 def after_step(f: Fit, epoch_done: bool, finished: bool) -> None:
     """Advance the epoch, evaluate when due (keeping the best), and checkpoint."""
     loop, cfg = f.loop, f.cfg
@@ -560,6 +670,9 @@ def after_step(f: Fit, epoch_done: bool, finished: bool) -> None:
         loop.epoch += 1
         loop.batch_in_epoch = 0
     improved = improved_test = False
+    if eval_due or epoch_done or (cfg.checkpoint_every_steps and
+                                  loop.step % cfg.checkpoint_every_steps == 0):
+        f.guard.raise_if_seen(f)  # never evaluate or checkpoint after a non-finite step
     if eval_due:
         metrics = evaluate(f)
         if f.val_set is not None:
@@ -592,9 +705,11 @@ def evaluate(f: Fit, dataset=None) -> dict[str, float]:
     """The task's metrics on the evaluation split (or ``dataset``), in eval mode, combined
     over ranks."""
     f.model.eval()
+    dataset = f.eval_set if dataset is None else dataset
+    if id(dataset) not in f.eval_loaders:  # built once per fit (its workers persist)
+        f.eval_loaders[id(dataset)] = eval_loader(dataset, f.cfg.batch_size, f.num_workers,
+                                                  DIST.rank, DIST.world_size, f.device)
     with torch.no_grad(), autocast(f.device, f.cfg.amp):
-        metrics = f.task.evaluate(eval_loader(f.eval_set if dataset is None else dataset,
-                                              f.cfg.batch_size, f.num_workers,
-                                              DIST.rank, DIST.world_size), f.device)
+        metrics = f.task.evaluate(f.eval_loaders[id(dataset)], f.device)
     f.model.train()
     return reduce_means(metrics)

@@ -39,6 +39,40 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
     else:
         torch.use_deterministic_algorithms(False)
+        # cuDNN times the algorithms of each new convolution shape once and keeps the fastest
+        # (the shapes of a training run repeat every step); ignored on the CPU.
+        torch.backends.cudnn.benchmark = True
+
+
+def set_threads(threads: int) -> None:
+    """``train.threads``: torch's intra-op threads for this process (0 leaves torch's
+    default, one per core). On a loaded machine fewer threads than cores avoid threads
+    waiting on each other (see docs/performance.md)."""
+    import torch
+
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+AUTO_WORKERS_CUDA = 8
+"""``num_workers: auto`` on a GPU: at most this many loader processes per GPU process."""
+
+
+def resolve_workers(spec: int | str, device: torch.device, cpus: int | None = None,
+                    processes: int | None = None) -> int:
+    """``data.num_workers`` as a count. ``auto``: on CUDA, the cores left to each of this
+    node's training processes (one kept for the process itself), at most
+    ``AUTO_WORKERS_CUDA``; on the CPU 0, since the step itself uses the cores and a worker
+    only competes with it (measured in docs/performance.md)."""
+    if spec != "auto":
+        return int(spec)
+    if device.type != "cuda":
+        return 0
+    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0)) \
+        if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    processes = processes if processes is not None else \
+        int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(AUTO_WORKERS_CUDA, cpus // max(1, processes) - 1))
 
 
 def seed_worker(worker_id: int) -> None:

@@ -137,12 +137,17 @@ class SNNTransferTask:
         loss = loss_s + loss_e
         logs.update(loss_static=loss_s.detach(), loss_event=loss_e.detach(),
                     acc=_acc(out_e.logits, y), acc_static=_acc(out_s.logits, y))
+        # Per-step CKA, computed once: the alignment loss's input, and logged for every
+        # method (is alignment happening at all?).
         if m.domain_alignment:
-            loss_da = domain_alignment_loss(out_s.features, out_e.features, eta)
+            cka = linear_cka(out_s.features, out_e.features)
+            loss_da = domain_alignment_loss(cka=cka, eta=eta)
             loss = loss + m.da_weight * loss_da
             logs["loss_da"] = loss_da.detach()
-        with torch.no_grad():  # is alignment happening at all? (logged for every method)
-            logs["cka"] = linear_cka(out_s.features.detach(), out_e.features.detach()).mean()
+        else:
+            with torch.no_grad():
+                cka = linear_cka(out_s.features.detach(), out_e.features.detach())
+        logs["cka"] = cka.detach().mean()
         if m.tsm and m.mag:
             loss_mag = mag_loss(self.model.mag_head(out_s.features), event_mask)
             loss = loss + m.mag_weight * loss_mag

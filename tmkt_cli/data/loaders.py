@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from tmkt_cli.config import DataConfig
-from tmkt_cli.data.store import SPLITS, open_dataset, read_row, read_whole
+from tmkt_cli.data.store import SPLITS, open_dataset, read_row
 from tmkt_cli.errors import TmktError
 
 # Separate random streams per purpose, so e.g. turning the static partner on does not change
@@ -183,6 +183,21 @@ def _rotate(planes: np.ndarray, degrees: float) -> np.ndarray:
 # Datasets
 # --------------------------------------------------------------------------------------------
 
+def read_rows(dataset, rows: np.ndarray, path: Path) -> np.ndarray:
+    """``dataset[rows]`` in one HDF5 read of just those rows (h5py wants them increasing
+    and unique, so they are read sorted and put back in order); when that read fails, row by
+    row so the error names the damaged row."""
+    rows = np.asarray(rows, dtype=np.int64)
+    unique, order = np.unique(rows, return_inverse=True)
+    if unique.size == 0:
+        return np.zeros((0, *dataset.shape[1:]), dataset.dtype)
+    try:  # most rows wanted: one contiguous read beats h5py's point selection
+        block = dataset[()][unique] if 2 * unique.size >= dataset.shape[0] else dataset[unique]
+    except (OSError, ValueError):
+        block = np.stack([read_row(dataset, int(r), path) for r in unique])
+    return block[order.reshape(-1)]
+
+
 class _LazyFile:
     """An h5py handle opened on first use in each process."""
 
@@ -250,15 +265,17 @@ class EventDataset(torch.utils.data.Dataset):
             if with_static:
                 self._check_pairing(train_image_labels)
             self._frames = self._images = None
+            self._image_slot = None
             if cfg.in_memory:
-                g = ds.split(split)
-                frames = g["frames"]
-                self._frames = np.stack([read_row(frames, r, self.path) for r in self.rows]) \
-                    if self.rows.size else np.zeros((0, self.time_steps, 2, self.size, self.size),
-                                                    np.float32)
+                self._frames = read_rows(ds.split(split)["frames"], self.rows, self.path)
                 if with_static:
                     images = ds.split(self.image_split)["images"]
-                    self._images = read_whole(images, self.path) if images.shape[0] else None
+                    used = (np.flatnonzero(np.isin(train_image_labels, self.labels))
+                            if cfg.pairing == "class" else self.partner_image_index)
+                    used = np.unique(used)
+                    self._images = read_rows(images, used, self.path)
+                    self._image_slot = np.full(images.shape[0], -1, np.int64)
+                    self._image_slot[used] = np.arange(used.size)
         self.class_images = {int(c): np.flatnonzero(train_image_labels == c)
                              for c in np.unique(self.labels)} \
             if with_static and cfg.pairing == "class" else {}
@@ -302,7 +319,7 @@ class EventDataset(torch.utils.data.Dataset):
                 image_row = int(candidates[rng.integers(candidates.size)])
             else:
                 image_row = int(self.partner_image_index[position])
-            image = self._images[image_row] if self._images is not None \
+            image = self._images[self._image_slot[image_row]] if self._images is not None \
                 else self._file.read(f"{self.image_split}/images", image_row)
             static = static_from_image(image, self.cfg.static_input)
             if self.augment and self.cfg.augment_static:
@@ -340,8 +357,8 @@ class ImageDataset(torch.utils.data.Dataset):
             split_labels = ds.image_labels(split)
             self.rows = _rows(indices, split_labels.size, self.path, split)
             self.labels = split_labels[self.rows]
-            images = ds.split(split)["images"]
-            self._images = images[()][self.rows] if cfg.in_memory and images.shape[0] else None
+            self._images = read_rows(ds.split(split)["images"], self.rows, self.path) \
+                if cfg.in_memory else None
         self._file = _LazyFile(self.path)
 
     def __len__(self) -> int:

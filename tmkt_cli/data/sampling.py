@@ -75,6 +75,11 @@ class KeyedBatchSampler:
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.weights = weights
 
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Reseed for another epoch (the engine keeps one DataLoader, and so one sampler,
+        for a whole run: its worker processes persist)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
     def __len__(self) -> int:
         return batches_per_epoch(len(self.indices), self.batch_size) - self.start_batch
 

@@ -107,18 +107,28 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-12) -> torch.Te
     return cka.reshape(lead)
 
 
-def domain_alignment_loss(static_features: torch.Tensor, event_features: torch.Tensor,
-                          eta: torch.Tensor | None = None) -> torch.Tensor:
+def _shape(t: torch.Tensor | None):
+    return None if t is None else tuple(t.shape)
+
+
+def domain_alignment_loss(static_features: torch.Tensor | None = None,
+                          event_features: torch.Tensor | None = None,
+                          eta: torch.Tensor | None = None, *,
+                          cka: torch.Tensor | None = None) -> torch.Tensor:
     """KT's L_DA: ``1/T sum_t sigma(eta_t) (1 - |CKA(F_s^t, F_e^t)|)``.
 
     ``static_features``, ``event_features``: [T, B, D] (the static/mixed and the event
-    stream). ``eta``: [T] learnable step weights (spatio-temporal regularisation); None
+    stream); or ``cka``: their per-step [T] :func:`linear_cka`, when the caller has it
+    already. ``eta``: [T] learnable step weights (spatio-temporal regularisation); None
     weighs every step 1 (the plain mean).
     """
-    if static_features.shape != event_features.shape or static_features.dim() != 3:
-        raise ValueError(f"expected two [T, B, D] feature tensors, got "
-                         f"{tuple(static_features.shape)} and {tuple(event_features.shape)}")
-    per_step = 1.0 - linear_cka(static_features, event_features).abs()
+    if cka is None:
+        if static_features is None or event_features is None or \
+                static_features.shape != event_features.shape or static_features.dim() != 3:
+            raise ValueError(f"expected two [T, B, D] feature tensors, got "
+                             f"{_shape(static_features)} and {_shape(event_features)}")
+        cka = linear_cka(static_features, event_features)
+    per_step = 1.0 - cka.abs()
     if eta is not None:
         per_step = torch.sigmoid(eta.to(torch.float32)) * per_step
     return per_step.mean()

@@ -27,7 +27,9 @@ timed on a GPU here.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import weakref
 from typing import Literal
 
 import torch
@@ -198,6 +200,66 @@ class _FusedLIFSequence(torch.autograd.Function):
         return grad_x, grad_v0, None, None, None, None, None, None, None
 
 
+# -- spikes kept for backward as bytes ------------------------------------------------------
+# A layer after a spiking one (convolution, pooling) saves its input, the spikes, for its
+# backward pass, in the spikes' dtype: 4 bytes per 0/1 value in fp32. Inside spike_packing()
+# every FusedLIFNode registers its output; autograd's saved-tensor hooks then keep any saved
+# tensor on such a spike tensor's storage (the tensor or a view of it) as uint8 and turn it
+# back into its dtype when backward needs it. The values are exactly 0 and 1, so gradients are
+# bitwise the same; the spikes' share of the saved memory shrinks 4x (2x under bf16).
+
+_SPIKE_STORAGES: dict[int, weakref.ref] = {}
+_PACKING = [0]
+_OBSERVER: list = [None]
+
+
+def _register_spikes(spikes: torch.Tensor) -> None:
+    if _PACKING[0] and spikes.requires_grad:
+        _SPIKE_STORAGES[spikes.untyped_storage().data_ptr()] = weakref.ref(spikes)
+
+
+def _pack(t: torch.Tensor):
+    ref = _SPIKE_STORAGES.get(t.untyped_storage().data_ptr())
+    # A live registered tensor owns that storage, so the address is not a reused one.
+    packed = (t.to(torch.uint8), t.dtype) if ref is not None and ref() is not None \
+        and t.is_floating_point() else t
+    if _OBSERVER[0] is not None:
+        _OBSERVER[0](packed[0] if isinstance(packed, tuple) else packed)
+    return packed
+
+
+def _unpack(packed):
+    return packed[0].to(packed[1]) if isinstance(packed, tuple) else packed
+
+
+@contextlib.contextmanager
+def spike_packing():
+    """Keep the spikes of the FusedLIFNodes run inside as 1-byte tensors for backward (see
+    above). Not under torch.compile, which traces the plain forward."""
+    if torch.compiler.is_compiling():
+        yield
+        return
+    _PACKING[0] += 1
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
+            yield
+    finally:
+        _PACKING[0] -= 1
+        if not _PACKING[0]:
+            _SPIKE_STORAGES.clear()
+
+
+@contextlib.contextmanager
+def observe_saved(observer):
+    """Call ``observer(tensor)`` for every tensor saved for backward inside spike_packing(),
+    as it is kept (packed): what the memory estimate counts."""
+    _OBSERVER[0] = observer
+    try:
+        yield
+    finally:
+        _OBSERVER[0] = None
+
+
 class FusedLIFNode(neuron.LIFNode):
     """spikingjelly's ``LIFNode`` (decay_input, hard reset to 0) with a fused multi-step pass.
 
@@ -269,6 +331,7 @@ class FusedLIFNode(neuron.LIFNode):
                 self.surrogate_alpha, self.detach_reset, want_charge, self.fire == "gt")
         else:
             spikes, charge, v_last = self._spikingjelly_forward(x_seq, v0, want_charge)
+        _register_spikes(spikes)
         self.v = v_last
         self.charge_seq = None
         if self.record_charge:

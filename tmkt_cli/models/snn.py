@@ -24,7 +24,7 @@ from torch import nn
 
 from tmkt_cli.config import ModelConfig
 from tmkt_cli.errors import TmktError
-from tmkt_cli.models.neurons import FusedLIFNode
+from tmkt_cli.models.neurons import FusedLIFNode, spike_packing
 
 # make_neuron(record_charge) -> a multi-step module; record_charge is True for the tap only.
 NeuronFactory = Callable[[bool], nn.Module]
@@ -526,7 +526,8 @@ class TwoStreamSNN(nn.Module):
             raise ValueError(f"expected x as [T, B, C, H, W], got shape {tuple(x.shape)}")
         if head not in self.heads:
             raise ValueError(f"unknown head {head!r}; expected one of {', '.join(self.HEADS)}")
-        hidden = self.trunk(x)
+        with spike_packing():  # spikes saved for backward as bytes (models/neurons.py)
+            hidden = self.trunk(x)
         tap = self.trunk.tap
         charge = tap.charge_seq
         tap.charge_seq = None  # handed over: the tap keeps no sequence between calls

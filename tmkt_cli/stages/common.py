@@ -37,6 +37,12 @@ def execute(stage: str, recipe: Recipe, folder: Path,
         except TmktError as e:
             ups, needs = None, f"(not ready: {e})"
         ui.print(f"[bold]# plan[/bold]\nstage:   {stage}\nfolder:  {folder}\nreads:   {needs}")
+        if stage in ("train-tmkt", "distill"):
+            from tmkt_cli import memory
+
+            ui.print(memory.describe_training_memory(
+                memory.training_memory(recipe, stage, classes=_classes(recipe)),
+                recipe.train.batch_size), markup=False, highlight=False)
         if ups is not None:
             try:
                 run = open_stage(folder, stage, "", cfg, chash, _input_hashes(ups),
@@ -83,6 +89,18 @@ def execute(stage: str, recipe: Recipe, folder: Path,
         if run.manifest.get("status") != "complete":  # a bug in the stage, not user error
             raise RuntimeError(f"stage {stage} returned without completing its manifest")
     return run
+
+
+def _classes(recipe: Recipe) -> int:
+    """The prepared dataset's class count when it exists (the memory estimate's output layer;
+    10 otherwise, which changes the estimate by a few kilobytes)."""
+    try:
+        from tmkt_cli.data.store import open_dataset
+
+        with open_dataset(recipe.dataset_dir()) as ds:
+            return len(ds.classes)
+    except Exception:  # noqa: BLE001 - not prepared yet, or unreadable: the estimate goes on
+        return 10
 
 
 def check_fits(stage: str, recipe: Recipe) -> None:

@@ -183,7 +183,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from tmkt_cli.analysis import plotting
     from tmkt_cli.analysis.energy import energy_estimate
     from tmkt_cli.engine import eval_loader
-    from tmkt_cli.runtime import select_device
+    from tmkt_cli.runtime import resolve_workers, select_device
 
     cfg = recipe.eval
     trained, facts, h5 = load_source_model(recipe, run, cfg.source, cfg.checkpoint,
@@ -208,7 +208,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
              f"(step {trained.step}), {len(test)} test samples, device {device}")
 
     def loader(progress: bool = True):
-        batches = eval_loader(test, cfg.batch_size, recipe.data.num_workers)
+        batches = eval_loader(test, cfg.batch_size,
+                              resolve_workers(recipe.data.num_workers, device), device=device)
         return track(batches, len(batches), ui, f"{STAGE}: test split") if progress \
             else batches
 
