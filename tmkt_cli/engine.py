@@ -454,20 +454,9 @@ def build_optimization(model: nn.Module, cfg: TrainConfig, total: int, warmup: i
 
 
 def progress_bar(f: Fit):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from tmkt_cli.progress import progress_bar as rich_bar
 
-    ui = f.ui
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=ui,
-                        transient=False, disable=not ui.is_terminal and not ui.is_jupyter)
+    progress = rich_bar(f.ui, info=True)
     return progress, progress.add_task(f.run.stage, total=f.total, completed=f.loop.step,
                                        info="")
 
