@@ -16,7 +16,13 @@ case $variant in
   sampler)    sets=(--set data.sampler=class_balanced) ;;
   decay)      sets=(--set train.weight_decay_exclude_1d=true) ;;
   schedule)   sets=(--set train.schedule=timm_cosine) ;;
-  resize)     sets=(--set prepare.align_corners=true) ;;
+  static_aug) sets=(--set data.augment_static=false) ;;
+  drop_last)  sets=(--set train.drop_last=true) ;;
+  # the event-pipeline rows change the prepared frames: each gets its own prepared dataset
+  resize)     sets=(--set prepare.align_corners=true --set paths.dataset=prepared/digits-fid-resize) ;;
+  extent)     sets=(--set prepare.sensor_extent=observed_shifted
+                    --set paths.dataset=prepared/digits-fid-extent) ;;
+  bins)       sets=(--set prepare.split_by=time_fork --set paths.dataset=prepared/digits-fid-bins) ;;
   *) echo "unknown variant $variant" >&2; exit 2 ;;
 esac
 tmkt=${TMKT:-.venv/bin/tmkt}

@@ -285,6 +285,31 @@ def test_class_balanced_sampler_draws_classes_equally():
     assert resumed == first[32:]
 
 
+# --------------------------------------------------------------------------------------------
+# Last partial batch: datasets.py 1335-1339 (N-Caltech101), 1457 (CEP-DVS), 1755 (N-Omniglot)
+# build the training DataLoader with drop_last=True: an epoch is len // batch_size batches
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [100, 97, 96, 33])
+def test_drop_last_yields_only_full_batches(n):
+    from tmkt_cli.data.sampling import KeyedBatchSampler
+
+    indices = np.arange(n)
+    kept = list(KeyedBatchSampler(indices, 16, seed=1, epoch=0, drop_last=True))
+    assert len(kept) == n // 16 and all(len(b) == 16 for b in kept)  # torch: n // batch_size
+    dropped = {k for b in kept for k, _ in b}
+    full = list(KeyedBatchSampler(indices, 16, seed=1, epoch=0))
+    assert full[:len(kept)] == kept  # the same order, only the tail is cut
+    assert len(dropped) == len(kept) * 16
+
+
+@pytest.mark.parametrize("recipe", ["recipes/ncaltech101/kt.yaml", "recipes/cepdvs/kt.yaml",
+                                    "recipes/cifar10dvs/kt.yaml", "recipes/nomniglot/kt.yaml"])
+def test_published_recipes_drop_the_last_partial_batch(recipe):
+    assert load_recipe(recipe).train.drop_last is True
+
+
 def test_published_sampling_and_augmentation():
     nc = load_recipe("recipes/ncaltech101/kt.yaml").data
     # datasets.py 1288-1292: crop with padding 48 // 12 = 4, no flip; static images: resize

@@ -361,7 +361,8 @@ def fit(task: Task, train_set, eval_set, train_indices: np.ndarray, cfg: TrainCo
     f.loader = make_loader(
         train_set, KeyedBatchSampler(train_indices, cfg.batch_size, seed, f.loop.epoch,
                                      start_batch=f.loop.batch_in_epoch, rank=DIST.rank,
-                                     world_size=DIST.world_size, weights=sample_weights),
+                                     world_size=DIST.world_size, weights=sample_weights,
+                                     drop_last=cfg.drop_last),
         num_workers, seed, device)
     progress, bar = progress_bar(f)
     model.train()
@@ -423,7 +424,7 @@ def prepare_model(task: Task, cfg: TrainConfig, device: torch.device
 
 def step_budget(cfg: TrainConfig, train_samples: int) -> tuple[int, int, int]:
     """(steps per epoch, total steps, warm-up steps) of a run on ``train_samples``."""
-    steps_per_epoch = batches_per_epoch(train_samples, cfg.batch_size)
+    steps_per_epoch = batches_per_epoch(train_samples, cfg.batch_size, cfg.drop_last)
     if steps_per_epoch == 0:
         raise TmktError(f"the training split has {train_samples} sample(s): too few for "
                         f"a batch (train.batch_size={cfg.batch_size})")

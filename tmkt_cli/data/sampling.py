@@ -30,11 +30,12 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
         & ((1 << 63) - 1)
 
 
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    """Full batches plus a last partial one, unless that one would hold a single sample
-    (BatchNorm in training mode cannot normalise a batch of one)."""
+def batches_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Full batches plus a last partial one, unless ``drop_last`` (KT's training loaders) or
+    that one would hold a single sample (BatchNorm in training mode cannot normalise a batch
+    of one)."""
     full, rest = divmod(n, batch_size)
-    return full + (1 if rest > 1 else 0)
+    return full + (1 if rest > 1 and not drop_last else 0)
 
 
 def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -61,19 +62,21 @@ class KeyedBatchSampler:
     """Batches of ``(index, sample_seed)`` keys for one epoch, starting at ``start_batch``.
 
     ``weights`` (one per index, summing to 1): draw the epoch with replacement instead of
-    permuting it (``data.sampler: class_balanced``). Use as a DataLoader ``batch_sampler``.
+    permuting it (``data.sampler: class_balanced``). ``drop_last``: no last partial batch
+    (``train.drop_last``). Use as a DataLoader ``batch_sampler``.
     """
 
     def __init__(self, indices: np.ndarray, batch_size: int, seed: int, epoch: int,
                  start_batch: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True, weights: np.ndarray | None = None) -> None:
+                 shuffle: bool = True, weights: np.ndarray | None = None,
+                 drop_last: bool = False) -> None:
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} is not divisible by {world_size} ranks")
         self.indices = np.asarray(indices)
         self.batch_size = batch_size
         self.seed, self.epoch, self.start_batch = seed, epoch, start_batch
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
-        self.weights = weights
+        self.weights, self.drop_last = weights, drop_last
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Reseed for another epoch (the engine keeps one DataLoader, and so one sampler,
@@ -81,13 +84,14 @@ class KeyedBatchSampler:
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
-        return batches_per_epoch(len(self.indices), self.batch_size) - self.start_batch
+        return (batches_per_epoch(len(self.indices), self.batch_size, self.drop_last)
+                - self.start_batch)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         n = len(self.indices)
         order = (epoch_draw(n, self.seed, self.epoch, self.weights) if self.shuffle
                  else np.arange(n))
-        for b in range(self.start_batch, batches_per_epoch(n, self.batch_size)):
+        for b in range(self.start_batch, batches_per_epoch(n, self.batch_size, self.drop_last)):
             positions = range(b * self.batch_size, min((b + 1) * self.batch_size, n))
             per_rank = -(-len(positions) // self.world_size)
             mine = positions[self.rank * per_rank:(self.rank + 1) * per_rank]
