@@ -216,7 +216,7 @@ def test_resnet18_kt_layout_matches_transfer_resnet18():
 
 def test_scnn_kt_layout_matches_transfer_scnn():
     cfg = _published_model("recipes/nomniglot/kt.yaml")
-    assert cfg.backbone == "scnn_kt" and cfg.shared_head
+    assert cfg.backbone == "scnn_kt" and cfg.heads == "shared"
     model = build_snn(cfg, 1623, 28, 12)
     # conv 2-15 5x5 and 15-40 5x5 without bias (scnn.py 100-104), fc1 640-300 with bias (108),
     # one head 300-1623 (110), no BatchNorm

@@ -221,8 +221,8 @@ def distill(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
 def train_tmkt(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
                resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
                verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
-    """Train an SNN with method.name = tmkt, kt, finetune or event_only (and any ablation
-    of their components)."""
+    """Train an SNN with method.name = tmkt, kt, finetune, event_only or static_only (and
+    any ablation of their components)."""
     _guarded(lambda: _run_stage("train-tmkt", "train_tmkt", recipe, set_, force, resume,
                                 dry_run, verify=verify), debug)
 

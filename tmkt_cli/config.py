@@ -193,8 +193,15 @@ class ModelConfig:
     feature: Literal["charge", "membrane"] = "charge"
     """Feature map the methods align (CKA, MAG, MRP): the tap's potential before firing
     (``charge``) or after firing and reset (``membrane``, KT's code)."""
-    shared_head: bool = False
-    """One output layer for both streams instead of two (KT's N-Omniglot SCNN)."""
+    heads: Literal["separate", "shared", "residual"] = "separate"
+    """Output layers of the two streams: one each (``separate``, KT's VGG-SNN and ResNet-18),
+    one for both (``shared``, KT's N-Omniglot SCNN), or the event head as the static head
+    plus a learned correction that starts at zero (``residual``: initialised from the static
+    head and tied to it; weight decay pulls the correction back to zero)."""
+    test_head: Literal["event", "static"] = "event"
+    """The head that predicts events at evaluation (the logged accuracy, ``best.pt``'s
+    choice, ``tmkt eval``). The other head's accuracy on the same events is logged beside it
+    (``acc_static_head`` / ``acc_event_head``)."""
 
 
 THREADS_DEFAULT = 1
@@ -273,6 +280,10 @@ class TrainConfig:
     grad_noise_window: int = param(0, ge=0)
     """Record gradient noise (variance of mini-batch gradients) over windows of N steps
     (0: off). Costs one gradient copy per step."""
+    grad_share_every: int = param(0, ge=0)
+    """Every N steps, record the norm of each loss term's gradient on the trunk and its share
+    of their sum (``grad_share`` records in metrics.jsonl; 0: off). Costs one extra backward
+    pass per loss term at those steps."""
 
 
 @dataclass
@@ -280,8 +291,11 @@ class MethodConfig:
     """What train-tmkt optimises. Switches left at ``null`` take the method's default
     (see docs/methods.md); the resolved values are printed by --dry-run and saved."""
 
-    name: Literal["event_only", "finetune", "kt", "tmkt"] = "tmkt"
-    """event_only (TET on events), finetune (static then events), kt, tmkt."""
+    name: Literal["event_only", "finetune", "kt", "tmkt", "static_only"] = "tmkt"
+    """event_only (TET on events), finetune (static then events), kt, tmkt; static_only: the
+    SNN on the static training images alone (repeated over T, static head), tested on the
+    static test images: what the images can teach this network (the headroom measure).
+    static_only needs ``model.test_head: static``."""
     tsm: bool | None = None
     """Time-step mixup stream (static prefix, event suffix). tmkt: on."""
     sliding_replacement: bool | None = None
@@ -489,6 +503,8 @@ METHOD_DEFAULTS: dict[str, dict[str, bool]] = {
     # 1 - sigma(eta_t) ~ 0.27 from the start, which slows the event head (docs/methods.md).
     "tmkt": dict(tsm=True, sliding_replacement=False, mag=True, mrp=True,
                  domain_alignment=True, str_weights=False),
+    "static_only": dict(tsm=False, sliding_replacement=False, mag=False, mrp=False,
+                        domain_alignment=False, str_weights=False),
 }
 
 

@@ -65,6 +65,9 @@ class StepContext:
     epoch: int
     device: torch.device
     seed: int
+    grad_shares: bool = False
+    """Record each loss term's gradient norm on the trunk at this step
+    (``train.grad_share_every``)."""
 
     @property
     def progress(self) -> float:
@@ -143,23 +146,38 @@ def lr_for(cfg: TrainConfig) -> float:
     return cfg.lr * cfg.batch_size / 1024 if cfg.lr_scaling else cfg.lr
 
 
-def evaluate_classifier(predict: Callable[[dict], torch.Tensor], loader,
-                        device: torch.device) -> dict[str, float]:
+def evaluate_classifier(predict: Callable[[dict], torch.Tensor | dict[str, torch.Tensor]],
+                        loader, device: torch.device) -> dict[str, float]:
+    """Top-1, top-5 and loss of ``predict``'s logits [B, K] over ``loader``. ``predict`` may
+    return a dict of logits by head instead, the head that counts first: its figures are
+    ``acc``, ``top5``, ``loss``, each other head's top-1 is ``acc_<head>_head``."""
     # Sums stay on the device and are read once at the end (no host sync per batch).
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-1, top-5
+    sums: torch.Tensor | None = None  # per head: loss, top-1, top-5
+    names: list[str] = []
     n = 0
     for batch in loader:
         batch = to_device(batch, device)
-        logits = predict(batch).float()
+        out = predict(batch)
+        by_head = out if isinstance(out, dict) else {"": out}
+        names = list(by_head)
         y = batch["label"]
-        k = min(5, logits.shape[-1])
-        hits = logits.topk(k, dim=-1).indices == y[:, None]
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum"),
-                             hits[:, 0].sum(), hits.any(-1).sum()]).double()
+        rows = []
+        for logits in by_head.values():
+            logits = logits.float()
+            k = min(5, logits.shape[-1])
+            hits = logits.topk(k, dim=-1).indices == y[:, None]
+            rows.append(torch.stack([F.cross_entropy(logits, y, reduction="sum"),
+                                     hits[:, 0].sum(), hits.any(-1).sum()]).double())
+        batch_sums = torch.stack(rows)
+        sums = batch_sums if sums is None else sums + batch_sums
         n += len(y)
-    loss_sum, correct, correct5 = sums.tolist()
-    return {"acc": correct / max(1, n), "top5": correct5 / max(1, n),
-            "loss": loss_sum / max(1, n), "samples": float(n)}
+    values = sums.tolist() if sums is not None else [[0.0, 0.0, 0.0]]
+    loss_sum, correct, correct5 = values[0]
+    metrics = {"acc": correct / max(1, n), "top5": correct5 / max(1, n),
+               "loss": loss_sum / max(1, n), "samples": float(n)}
+    for name, (_, other_correct, _) in zip(names[1:], values[1:], strict=True):
+        metrics[f"acc_{name}_head"] = other_correct / max(1, n)
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,7 +600,9 @@ def train_one_step(f: Fit, batch: dict) -> tuple[dict, dict[str, float] | None]:
     Returns the task's outputs (device tensors) and the gradient-noise figures when a
     window closes."""
     loop, opt, cfg = f.loop, f.opt, f.cfg
-    ctx = StepContext(loop.step, f.total, loop.epoch, f.device, f.seed)
+    ctx = StepContext(loop.step, f.total, loop.epoch, f.device, f.seed,
+                      grad_shares=bool(cfg.grad_share_every)
+                      and loop.step % cfg.grad_share_every == 0)
     # Global RNG users inside the model (dropout) draw from a per-step seed.
     torch.manual_seed(ctx.step_seed())
     recovery.check_finite_batch(batch, loop.step, loop.epoch, f.last_path)  # host tensors
@@ -619,6 +639,10 @@ def log_train_step(f: Fit, out: dict, grad_noise: dict | None, samples: int, pro
     f.window_n += samples
     if grad_noise:
         f.log.write("grad_noise", loop.step, grad_noise)
+    if any(k.startswith("share_") for k in out):  # a grad-share step (one sync)
+        shares = read_values({k: v for k, v in out.items()
+                              if k.startswith(("share_", "gradnorm_"))})
+        f.log.write("grad_share", loop.step, shares)
     if loop.step % f.cfg.log_every_steps == 0 or loop.step == f.total:
         f.guard.raise_if_seen(f)
         running = read_values(out)  # this step's values only
@@ -666,7 +690,9 @@ def after_step(f: Fit, epoch_done: bool, finished: bool) -> None:
     if eval_due:
         metrics = evaluate(f)
         if f.val_set is not None:
-            metrics["val_acc"] = evaluate(f, f.val_set).get("acc", -1.0)
+            val = evaluate(f, f.val_set)
+            metrics["val_acc"] = val.get("acc", -1.0)
+            metrics.update({f"val_{k}": v for k, v in val.items() if k.endswith("_head")})
             improved_test = metrics.get("acc", -1.0) > loop.best_test.get("acc", -1.0)
             if improved_test:
                 loop.best_test = {"epoch": epoch_label, "step": loop.step, **metrics}

@@ -147,7 +147,7 @@ def training_memory(recipe, stage: str, classes: int = 10) -> dict[str, Training
     from tmkt_cli.models import build_snn
 
     p, train = recipe.prepare, recipe.train
-    streams = 1 if recipe.method.name == "event_only" and stage == "train-tmkt" else 2
+    streams = 1 if recipe.method.name in ("event_only", "static_only") and stage == "train-tmkt" else 2
     params = sum(q.numel() for q in build_snn(recipe.model, classes, p.size,
                                               p.time_steps).parameters() if q.requires_grad)
     out = {}

@@ -97,14 +97,16 @@ class SNNTransferTask:
             static = batch["static"].unsqueeze(0).expand(T, *batch["static"].shape)
             out = self._forward(static, "event")
             loss = self._cls_loss(out.logits, y)
-            return {"loss": loss, "acc": _acc(out.logits, y)}
+            return {"loss": loss, "acc": _acc(out.logits, y),
+                    **self._grad_shares(ctx, {"static": loss})}
 
         two_streams = m.tsm or m.sliding_replacement or m.domain_alignment or \
             self.teacher is not None
         if not two_streams:  # event_only, finetune phase 2
             out = self._forward(events, "event")
             loss = self._cls_loss(out.logits, y)
-            return {"loss": loss, "acc": _acc(out.logits, y)}
+            return {"loss": loss, "acc": _acc(out.logits, y),
+                    **self._grad_shares(ctx, {"event": loss})}
 
         # The static/mixed stream starts as the partner image repeated over T.
         static = batch["static"].unsqueeze(0).expand(T, *batch["static"].shape)
@@ -135,6 +137,7 @@ class SNNTransferTask:
         loss_s = self._cls_loss(out_s.logits, y)
         loss_e = self._cls_loss(out_e.logits, y, event_weights)
         loss = loss_s + loss_e
+        terms = {"static": loss_s, "event": loss_e}  # each term of the total, weighted
         logs.update(loss_static=loss_s.detach(), loss_event=loss_e.detach(),
                     acc=_acc(out_e.logits, y), acc_static=_acc(out_s.logits, y))
         # Per-step CKA, computed once: the alignment loss's input, and logged for every
@@ -142,7 +145,8 @@ class SNNTransferTask:
         if m.domain_alignment:
             cka = linear_cka(out_s.features, out_e.features)
             loss_da = domain_alignment_loss(cka=cka, eta=eta)
-            loss = loss + m.da_weight * loss_da
+            terms["da"] = m.da_weight * loss_da
+            loss = loss + terms["da"]
             logs["loss_da"] = loss_da.detach()
         else:
             with torch.no_grad():
@@ -150,12 +154,14 @@ class SNNTransferTask:
         logs["cka"] = cka.detach().mean()
         if m.tsm and m.mag:
             loss_mag = mag_loss(self.model.mag_head(out_s.features), event_mask)
-            loss = loss + m.mag_weight * loss_mag
+            terms["mag"] = m.mag_weight * loss_mag
+            loss = loss + terms["mag"]
             logs["loss_mag"] = loss_mag.detach()
         if m.tsm and m.mrp:
             ratio = event_mask.float().mean(0)
             loss_mrp = mrp_loss(self.model.mrp_head(out_s.features), ratio)
-            loss = loss + m.mrp_weight * loss_mrp
+            terms["mrp"] = m.mrp_weight * loss_mrp
+            loss = loss + terms["mrp"]
             logs["loss_mrp"] = loss_mrp.detach()
         if self.teacher is not None:
             t = self.teacher
@@ -167,15 +173,58 @@ class SNNTransferTask:
                 with torch.no_grad():
                     teacher_logits = t.model(batch[t.input_key])
                 loss_kd = kd_loss(out_s.logits.mean(0), teacher_logits, t.temperature)
-                loss = loss + t.weight * w * loss_kd
+                terms["kd"] = t.weight * w * loss_kd
+                loss = loss + terms["kd"]
                 logs["loss_kd"] = loss_kd.detach()
-        return {"loss": loss, **logs}
+        return {"loss": loss, **logs, **self._grad_shares(ctx, terms)}
+
+    def _grad_shares(self, ctx: StepContext, terms: dict[str, torch.Tensor]
+                     ) -> dict[str, torch.Tensor]:
+        """At a grad-share step (``train.grad_share_every``): the norm of each weighted loss
+        term's gradient on the trunk (``gradnorm_<term>``) and its share of their sum
+        (``share_<term>``), from one extra backward pass per term; the step's own gradients
+        are untouched (``autograd.grad`` does not accumulate into ``.grad``)."""
+        if not ctx.grad_shares:
+            return {}
+        params = [p for p in self.model.trunk.parameters() if p.requires_grad]
+        norms = {}
+        for name, term in terms.items():
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+            norms[name] = torch.stack(squares).sum().sqrt() if squares else \
+                torch.zeros((), device=term.device)
+        total = torch.stack(list(norms.values())).sum().clamp_min(1e-30)
+        return {**{f"gradnorm_{k}": v for k, v in norms.items()},
+                **{f"share_{k}": v / total for k, v in norms.items()}}
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, loader, device: torch.device) -> dict[str, float]:
-        """Event test split, event head, time-averaged logits."""
-        return evaluate_classifier(lambda b: self.model.predict(as_sequence(b["events"])),
-                                   loader, device)
+        """Event test split, time-averaged logits: the test head's figures, and the other
+        head's top-1 on the same events (``acc_static_head``: how much of what the images
+        taught the trunk the static head reads off events)."""
+        return evaluate_classifier(
+            lambda b: self.model.predict_heads(as_sequence(b["events"])), loader, device)
+
+
+class SNNImageTask(SNNTransferTask):
+    """static_only: the SNN trained on static images alone, each repeated over the T steps,
+    through the static head; evaluated the same way on the static test images. What the
+    images can teach this network (the headroom measure's (b))."""
+
+    def training_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
+        y = batch["label"]
+        out = self._forward(self._sequence(batch["image"]), "static")
+        loss = self._cls_loss(out.logits, y)
+        return {"loss": loss, "acc": _acc(out.logits, y),
+                **self._grad_shares(ctx, {"static": loss})}
+
+    def _sequence(self, image: torch.Tensor) -> torch.Tensor:
+        return image.unsqueeze(0).expand(self.model.time_steps, *image.shape)
+
+    def evaluate(self, loader, device: torch.device) -> dict[str, float]:
+        """Static test images, static head, time-averaged logits."""
+        return evaluate_classifier(
+            lambda b: self.model.predict(self._sequence(b["image"])), loader, device)
 
 
 class ImageClassifierTask:

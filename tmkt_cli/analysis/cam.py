@@ -178,7 +178,7 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor, targets: torch.Tens
     model.eval()
     try:
         with capture_output(layer, T) as kept, torch.set_grad_enabled(kind == "gradcam"):
-            out = model(x, head="event")
+            out = model(x, head=getattr(model, "test_head", "event"))
             activations = kept.tensor
             if activations is None or activations.dim() != 5:
                 shape = None if activations is None else tuple(activations.shape)

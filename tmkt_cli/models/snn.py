@@ -479,13 +479,32 @@ class MixRatioHead(nn.Module):
         return torch.sigmoid(self.linear(pooled).squeeze(-1))
 
 
+class ResidualHead(nn.Module):
+    """The event head as the static head plus a correction that starts at zero
+    (``model.heads: residual``): it begins as the static head and shares its weights, so
+    what the images teach the static head reaches the event head throughout training."""
+
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.delta = nn.Linear(base.in_features, base.out_features)
+        nn.init.zeros_(self.delta.weight)
+        nn.init.zeros_(self.delta.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.delta(x)
+
+
 class TwoStreamSNN(nn.Module):
     """A spiking trunk shared by two linear heads, plus TMKT's and KT's auxiliary parts.
 
     * ``forward(x [T, B, 2, H, W], head)`` -> :class:`SNNOutput` (the output layer does not
       spike: logits are the head applied to every time step). It does not reset the
       neurons: call ``functional.reset_net(model)`` after each stream, as spikingjelly asks.
-    * ``predict(x)`` -> time-averaged event-head logits [B, K] (resets afterwards).
+    * ``predict(x)`` -> time-averaged logits [B, K] of the test head (``model.test_head``,
+      the event head by default; resets afterwards); ``predict_heads(x)`` -> both heads'.
+    * ``heads``: ``separate`` (two output layers), ``shared`` (one), ``residual`` (the event
+      head is the static head plus a zero-initialised correction, :class:`ResidualHead`).
     * ``mag_head`` (features -> [T, B] frame logits), ``mrp_head`` (features -> [B] ratio),
       ``eta`` ([T], sigma(eta_t) are the spatio-temporal regularisation weights of KT).
     * ``spiking_layers()`` -> (name, module) of every neuron layer, for firing-rate and CAM
@@ -495,18 +514,29 @@ class TwoStreamSNN(nn.Module):
     HEADS = ("static", "event")
 
     def __init__(self, trunk: Trunk, num_classes: int, time_steps: int,
-                 shared_head: bool = False):
+                 heads: str = "separate", test_head: str = "event"):
         super().__init__()
         self.trunk = trunk
-        if shared_head:  # one output layer for both streams (KT's Transfer_SCNN, scnn.py)
+        if heads == "shared":  # one output layer for both streams (KT's Transfer_SCNN, scnn.py)
             head = nn.Linear(trunk.out_features, num_classes)
             trunk.init_head(head)
             self.heads = nn.ModuleDict({h: head for h in self.HEADS})
-        else:
+        elif heads == "separate":
             self.heads = nn.ModuleDict({h: nn.Linear(trunk.out_features, num_classes)
                                         for h in self.HEADS})
             for head in self.heads.values():
                 trunk.init_head(head)
+        elif heads == "residual":
+            static = nn.Linear(trunk.out_features, num_classes)
+            trunk.init_head(static)
+            self.heads = nn.ModuleDict({"static": static, "event": ResidualHead(static)})
+        else:
+            raise ValueError(f"unknown heads {heads!r}; expected separate, shared or residual")
+        if test_head not in self.HEADS:
+            raise ValueError(f"unknown test head {test_head!r}; expected one of "
+                             f"{', '.join(self.HEADS)}")
+        self.shared_heads = heads == "shared"
+        self.test_head = test_head
         self.mag_head = ModalityHead(trunk.feature_shape)
         self.mrp_head = MixRatioHead(trunk.feature_shape)
         self.eta = nn.Parameter(torch.ones(time_steps))
@@ -526,18 +556,31 @@ class TwoStreamSNN(nn.Module):
             raise ValueError(f"expected x as [T, B, C, H, W], got shape {tuple(x.shape)}")
         if head not in self.heads:
             raise ValueError(f"unknown head {head!r}; expected one of {', '.join(self.HEADS)}")
+        hidden, features = self._trunk(x)
+        return SNNOutput(self.heads[head](hidden), features)
+
+    def _trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the trunk's output [T, B, F], the tap's features [T, B, D])."""
         with spike_packing():  # spikes saved for backward as bytes (models/neurons.py)
             hidden = self.trunk(x)
         tap = self.trunk.tap
         charge = tap.charge_seq
         tap.charge_seq = None  # handed over: the tap keeps no sequence between calls
-        features = charge.flatten(2)
-        return SNNOutput(self.heads[head](hidden), features)
+        return hidden, charge.flatten(2)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Test-time prediction: event head, logits averaged over time, [B, K]."""
-        logits = self(x, "event").logits.mean(0)
+        """Test-time prediction: the test head's logits averaged over time, [B, K]."""
+        return self.predict_heads(x)[self.test_head]
+
+    @torch.no_grad()
+    def predict_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Time-averaged logits [B, K] of each distinct head (one trunk pass), the test head
+        first; resets the neurons afterwards."""
+        hidden, _ = self._trunk(x)
+        names = [self.test_head] + ([] if self.shared_heads else
+                                    [h for h in self.HEADS if h != self.test_head])
+        logits = {h: self.heads[h](hidden).mean(0) for h in names}
         functional.reset_net(self)
         return logits
 
@@ -556,7 +599,8 @@ class TwoStreamSNN(nn.Module):
 
 
 def build_snn(cfg: ModelConfig, num_classes: int, size: int, time_steps: int) -> TwoStreamSNN:
-    """The recipe's backbone with two heads (or one shared, ``model.shared_head``), for
+    """The recipe's backbone with its two heads (``model.heads``, ``model.test_head``), for
     ``size`` x ``size`` inputs of 2 channels."""
     trunk = build_trunk(cfg.backbone, lif_factory(cfg), size, norm=cfg.norm)
-    return TwoStreamSNN(trunk, num_classes, time_steps, shared_head=cfg.shared_head)
+    return TwoStreamSNN(trunk, num_classes, time_steps, heads=cfg.heads,
+                        test_head=cfg.test_head)

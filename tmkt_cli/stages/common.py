@@ -120,7 +120,7 @@ def check_fits(stage: str, recipe: Recipe) -> None:
                 f"(prepare.flush_every + 2 x prepare.workers)")
     elif stage in ("train-tmkt", "distill", "pretrain-ann"):
         train = recipe.pretrain_ann.train if stage == "pretrain-ann" else recipe.train
-        streams = 1 if stage == "pretrain-ann" or recipe.method.name == "event_only" else 2
+        streams = 1 if stage == "pretrain-ann" or recipe.method.name in ("event_only", "static_only") else 2
         time_steps = 1 if stage == "pretrain-ann" else p.time_steps
         need = memory.batch_input_bytes(train.batch_size, time_steps, p.size, streams)
         what = (f"train.batch_size={train.batch_size} at T={time_steps}, {p.size}x{p.size} "

@@ -142,7 +142,7 @@ def evaluate_snn(model: nn.Module, loader, facts: PreparedFacts, device: torch.d
         for batch in loader:
             x = as_sequence(batch["events"]).to(device)
             # Not model.predict: accuracy against T needs the logits of every time step.
-            logits = model(x, head="event").logits
+            logits = model(x, head=model.test_head).logits
             functional.reset_net(model)
             tally.update(logits.float().cpu().numpy(), batch["label"].numpy())
     results = tally.summary(facts.classes)

@@ -1,4 +1,4 @@
-"""tmkt train-tmkt: train an SNN with tmkt, kt, finetune or event_only.
+"""tmkt train-tmkt: train an SNN with tmkt, kt, finetune, event_only or static_only.
 
 Build data, build model, build the task, hand them to the engine.
 """
@@ -12,6 +12,7 @@ from rich.console import Console
 
 from tmkt_cli.artifacts import StageRun, Upstream
 from tmkt_cli.config import Recipe, TrainConfig
+from tmkt_cli.errors import TmktError
 from tmkt_cli.stages.shared import build_training_data, dataset_input, fit_and_record
 
 STAGE = "train-tmkt"
@@ -44,6 +45,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from tmkt_cli.tasks import SNNTransferTask
 
     m = recipe.method
+    if m.name == "static_only":
+        return run_static_only(recipe, run, ui)
     with_static = m.name != "event_only"
     info, train, test, indices = build_training_data(recipe, run, with_static)
     ui.print(f"{STAGE}: method {m.name}, {len(indices)}/{len(train)} event training "
@@ -54,3 +57,33 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     task = SNNTransferTask(model, m, threshold=recipe.model.threshold)
     fit_and_record(task, recipe, run, ui, info, train, test, indices,
                    equal_compute_train_config(recipe))
+
+
+def run_static_only(recipe: Recipe, run: StageRun, ui: Console) -> None:
+    """The SNN on every static training image, tested on the static test images."""
+    import numpy as np
+
+    from tmkt_cli.data.loaders import ImageDataset
+    from tmkt_cli.data.store import open_dataset
+    from tmkt_cli.models import build_snn
+    from tmkt_cli.runtime import seed_everything
+    from tmkt_cli.tasks import SNNImageTask
+
+    if recipe.model.test_head != "static":
+        raise TmktError("method static_only trains the static head only: set "
+                        "model.test_head: static (recipe key model.test_head)")
+    h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
+    info = open_dataset(h5)
+    train = ImageDataset(h5, "train", recipe.data, seed=recipe.seed, augment=True)
+    test = ImageDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False)
+    if len(train) == 0 or len(test) == 0:
+        raise TmktError(f"{h5}: the dataset has no training or test images (method "
+                        f"static_only needs both)")
+    ui.print(f"{STAGE}: method static_only, {len(train)} training images, {len(test)} test "
+             f"images, {len(info.classes)} classes, T={info.time_steps}, "
+             f"{info.size}x{info.size}")
+    seed_everything(recipe.seed)
+    model = build_snn(recipe.model, len(info.classes), info.size, info.time_steps)
+    task = SNNImageTask(model, recipe.method, threshold=recipe.model.threshold)
+    fit_and_record(task, recipe, run, ui, info, train, test, np.arange(len(train)),
+                   recipe.train)
