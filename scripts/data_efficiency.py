@@ -10,6 +10,12 @@ tmkt_cli/variants.py). Every run is a normal run folder, so the sweep resumes af
 a second call only reports.
 
     python scripts/data_efficiency.py --fractions 0.05 0.2 1.0 --seeds 42 1024 90210 --jobs 2
+    python scripts/data_efficiency.py --recipes recipes/control --fractions 0.001 \
+        --methods event_only kt kt:model.heads=shared event_only:method.equal_compute=true
+
+A method is a recipe file's name, optionally with overrides that make a variant of it (each
+variant is its own run folder). `scripts/benchmark_tables.py` turns the runs into tables
+and learning curves.
 """
 
 from __future__ import annotations
@@ -38,10 +44,19 @@ def tmkt(*args: str, log: Path) -> tuple[int, float]:
     return rc, time.time() - t0
 
 
+def parse_method(spec: str) -> tuple[str, list[str]]:
+    """``kt`` -> ("kt", []); ``kt:model.heads=shared,model.test_head=static`` -> the recipe
+    file's name and the overrides that make this variant of it (its own variant folder)."""
+    method, _, rest = spec.partition(":")
+    return method, [o for o in rest.split(",") if o]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", default="recipes/digits", help="folder of <method>.yaml")
-    ap.add_argument("--methods", nargs="+", default=["event_only", "kt", "tmkt"])
+    ap.add_argument("--methods", nargs="+", default=["event_only", "kt", "tmkt"],
+                    help="recipe file names, each optionally with overrides of its own: "
+                         "kt:model.heads=shared,model.test_head=static")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.2, 1.0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[42, 1024, 90210])
     ap.add_argument("--jobs", type=int, default=2)
@@ -67,10 +82,12 @@ def main() -> int:
                       log=root / "logs" / f"teacher-s{seed}.log")
         return f"teacher seed {seed}", rc, dt
 
-    def job(method: str, fraction: float, seed: int) -> tuple[str, int, float]:
+    def job(spec: str, fraction: float, seed: int) -> tuple[str, int, float]:
+        method, overrides = parse_method(spec)
         recipe = str(recipes / f"{method}.yaml")
         sets = ["--set", f"paths.runs={root}", "--set", f"seed={seed}",
-                "--set", f"data.event_fraction={fraction}"]
+                "--set", f"data.event_fraction={fraction}",
+                *[x for o in overrides for x in ("--set", o)]]
         log = root / "logs" / f"{method}-f{round(fraction * 100):03d}-s{seed}.log"
         if method == "ckd":
             sets += ["--set", f"distill.teacher={root}/teacher/seed{seed}/pretrain-ann"]
@@ -79,15 +96,16 @@ def main() -> int:
             rc, dt = tmkt("train-tmkt", recipe, *sets, *extra, log=log)
         else:
             raise SystemExit(f"unknown method {method!r}")
-        return f"{method:10s} {fraction:5.0%} seed {seed}", rc, dt
+        return f"{spec:10s} {fraction:6.1%} seed {seed}", rc, dt
 
     failures = 0
     with ThreadPoolExecutor(args.jobs) as pool:
-        if "ckd" in args.methods:
+        if any(parse_method(m)[0] == "ckd" for m in args.methods):
             for name, rc, dt in pool.map(teacher, args.seeds):
                 print(f"{'done' if rc == 0 else 'FAILED'}  {name}  {dt:6.0f} s", flush=True)
                 failures += rc != 0
-        grid = [(m, f, s) for f in args.fractions for s in args.seeds for m in args.methods]
+        # seeds outermost: a grid stopped half way has every setting at the first seeds
+        grid = [(m, f, s) for s in args.seeds for f in args.fractions for m in args.methods]
         for name, rc, dt in pool.map(lambda a: job(*a), grid):
             print(f"{'done' if rc == 0 else 'FAILED'}  {name}  {dt:6.0f} s", flush=True)
             failures += rc != 0

@@ -1,0 +1,261 @@
+#!/usr/bin/env python
+"""The transfer benchmark's tables and figures from finished run folders (issue 14).
+
+Reads every training run under the given roots (``scripts/data_efficiency.py`` puts them at
+``<root>/<name>/<variant>/seed<seed>/train-tmkt``; CKD students at ``.../distill``) and writes
+Markdown tables and PNGs:
+
+* accuracy against the fraction of event recordings: top-1 of the last checkpoint on the event
+  test split, mean +- standard deviation over seeds (the run's test head);
+* the heads: the event head and the static head on the same events, and the head a
+  validation split chooses (the higher mean validation top-1 over the seeds), with its test
+  top-1: no choice here reads the test split;
+* gradient shares: each loss term's share of the trunk gradient, at the first measured step
+  and averaged over the run (``train.grad_share_every``);
+* CKA between the two streams' features, first and last training records;
+* learning curves: test top-1 of both heads against the step, mean over seeds.
+
+    python scripts/benchmark_tables.py runs/benchmark/control --out docs/benchmark/control
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+STAGES = ("train-tmkt", "distill")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a kill
+    return out
+
+
+def label(stage: str, cfg: dict) -> str:
+    """The method's name in the tables: the method, then what makes this variant of it."""
+    method = cfg.get("method", {})
+    model = cfg.get("model", {})
+    name = "ckd" if stage == "distill" else method.get("name", "?")
+    if method.get("equal_compute") and name == "event_only":
+        name += " (equal compute)"
+    if model.get("heads", "separate") != "separate":
+        name += f", heads {model['heads']}"
+    if model.get("test_head", "event") != "event" and name != "static_only":
+        name += f", test head {model['test_head']}"
+    return name
+
+
+def collect(roots: list[Path]) -> list[dict]:
+    """One record per complete training run."""
+    runs = []
+    for root in roots:
+        for manifest_path in sorted(root.rglob("manifest.json")):
+            folder = manifest_path.parent
+            if folder.name not in STAGES:
+                continue
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("status") != "complete":
+                continue
+            cfg = manifest.get("stage_config", {})
+            records = read_jsonl(folder / "metrics.jsonl")
+            evals = [r for r in records if r.get("kind") == "eval"]
+            if not evals:
+                continue
+            runs.append({
+                "folder": folder, "method": label(folder.name, cfg),
+                "fraction": float(cfg.get("data", {}).get("event_fraction", 1.0)),
+                "seed": int(cfg.get("seed", 0)),
+                "test_head": cfg.get("model", {}).get("test_head", "event"),
+                "final": evals[-1], "evals": evals,
+                "train": [r for r in records if r.get("kind") == "train"],
+                "shares": [r for r in records if r.get("kind") == "grad_share"],
+                "event_train_samples": manifest.get("metrics", {}).get("event_train_samples"),
+            })
+    return runs
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    values = [100 * v for v in values]
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.2f} ± {sd:.2f} (n={len(values)})"
+
+
+def by(runs: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[tuple(r[k] for k in keys)].append(r)
+    return groups
+
+
+def fraction_name(f: float) -> str:
+    return f"{f:.0%}" if f >= 0.01 else f"{f:.1%}"
+
+
+def order(methods) -> list[str]:
+    first = ["event_only", "event_only (equal compute)", "kt", "tmkt", "ckd"]
+    return sorted(methods, key=lambda m: (first.index(m) if m in first else len(first), m))
+
+
+def head_accuracy(run: dict, head: str, split: str = "") -> float | None:
+    """Top-1 of ``head`` at the last evaluation (``split`` "val_" for validation)."""
+    final = run["final"]
+    if head == run["test_head"]:
+        return final.get(f"{split}acc")
+    return final.get(f"{split}acc_{head}_head")
+
+
+def accuracy_table(runs: list[dict]) -> str:
+    fractions = sorted({r["fraction"] for r in runs if r["method"] != "static_only"})
+    methods = order({r["method"] for r in runs if r["method"] != "static_only"})
+    groups = by(runs, "method", "fraction")
+    lines = ["| method | " + " | ".join(fraction_name(f) for f in fractions) + " |",
+             "|---|" + "---|" * len(fractions)]
+    for m in methods:
+        cells = [mean_sd([r["final"]["acc"] for r in groups.get((m, f), [])])
+                 for f in fractions]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    static = [r["final"]["acc"] for r in runs if r["method"] == "static_only"]
+    if static:
+        lines.append("")
+        lines.append(f"static_only (the SNN on every image, tested on the test images): "
+                     f"{mean_sd(static)}")
+    return "\n".join(lines)
+
+
+def heads_table(runs: list[dict]) -> str:
+    lines = ["| method | events | event head on events | static head on events | "
+             "head chosen on validation | its test top-1 |", "|---|---|---|---|---|---|"]
+    groups = by([r for r in runs if r["method"] != "static_only"], "method", "fraction")
+    for (m, f) in sorted(groups, key=lambda k: (k[1], order({k[0] for k in groups}).index(k[0]))):
+        rs = groups[(m, f)]
+        cells = {}
+        for head in ("event", "static"):
+            test = [a for r in rs if (a := head_accuracy(r, head)) is not None]
+            val = [a for r in rs if (a := head_accuracy(r, head, "val_")) is not None]
+            cells[head] = (test, val)
+        chosen = max((h for h in cells if cells[h][1]),
+                     key=lambda h: statistics.fmean(cells[h][1]), default=None)
+        lines.append(f"| {m} | {fraction_name(f)} | {mean_sd(cells['event'][0])} | "
+                     f"{mean_sd(cells['static'][0])} | {chosen or '–'} | "
+                     f"{mean_sd(cells[chosen][0]) if chosen else '–'} |")
+    return "\n".join(lines)
+
+
+def shares_table(runs: list[dict]) -> str:
+    terms = ("event", "static", "da", "mag", "mrp", "kd")
+    lines = ["| method | events | " + " | ".join(terms) + " |", "|---|---|" + "---|" * len(terms)]
+    groups = by([r for r in runs if r["shares"]], "method", "fraction")
+    for (m, f) in sorted(groups, key=lambda k: (k[1], k[0])):
+        cells = []
+        for t in terms:
+            first = [r["shares"][0][f"share_{t}"] for r in groups[(m, f)]
+                     if f"share_{t}" in r["shares"][0]]
+            mean = [statistics.fmean(s[f"share_{t}"] for s in r["shares"] if f"share_{t}" in s)
+                    for r in groups[(m, f)] if f"share_{t}" in r["shares"][0]]
+            cells.append(f"{statistics.fmean(first):.2f} / {statistics.fmean(mean):.2f}"
+                         if first else "–")
+        lines.append(f"| {m} | {fraction_name(f)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cka_table(runs: list[dict]) -> str:
+    lines = ["| method | events | CKA, first record | CKA, last 5 records |", "|---|---|---|---|"]
+    groups = by([r for r in runs if any("cka" in t for t in r["train"])], "method", "fraction")
+    for (m, f) in sorted(groups, key=lambda k: (k[1], k[0])):
+        first, last = [], []
+        for r in groups[(m, f)]:
+            values = [t["cka"] for t in r["train"] if "cka" in t]
+            first.append(values[0])
+            last.append(statistics.fmean(values[-5:]))
+        lines.append(f"| {m} | {fraction_name(f)} | {statistics.fmean(first):.3f} | "
+                     f"{statistics.fmean(last):.3f} |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions = sorted({r["fraction"] for r in runs if r["method"] != "static_only"})
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 3.6),
+                             squeeze=False, sharey=True)
+    groups = by(runs, "method", "fraction")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = order({r["method"] for r in runs if r["method"] != "static_only"})
+    for ax, f in zip(axes[0], fractions, strict=True):
+        for i, m in enumerate(methods):
+            rs = groups.get((m, f))
+            if not rs:
+                continue
+            for head, style in (("event", "-"), ("static", ":")):
+                steps = sorted({e["step"] for r in rs for e in r["evals"]})
+                ys = []
+                for s in steps:
+                    at = [e for r in rs for e in r["evals"] if e["step"] == s]
+                    vals = [e["acc"] if head == rs[0]["test_head"] else e.get(f"acc_{head}_head")
+                            for e in at]
+                    vals = [v for v in vals if v is not None]
+                    ys.append(100 * statistics.fmean(vals) if vals else None)
+                if all(y is None for y in ys):
+                    continue
+                ax.plot(steps, ys, style, color=colours[i % len(colours)], marker=".",
+                        label=f"{m} ({head} head)" if f == fractions[0] else None)
+        ax.set_title(f"{fraction_name(f)} of the event recordings")
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test top-1 on events (%), mean over seeds")
+    fig.legend(loc="lower center", ncol=min(4, 2 * len(methods)), fontsize=7,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("roots", nargs="+", type=Path, help="roots of the run folders")
+    ap.add_argument("--out", type=Path, required=True, help="folder for tables.md and PNGs")
+    ap.add_argument("--title", default="", help="figure title")
+    args = ap.parse_args()
+    runs = collect(args.roots)
+    if not runs:
+        print(f"no finished training runs under {', '.join(map(str, args.roots))}",
+              file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    sections = [
+        ("Top-1 on the event test split (last checkpoint, the run's test head)",
+         accuracy_table(runs)),
+        ("Heads: both heads on the same events; the head a validation split chooses",
+         heads_table(runs)),
+        ("Share of the trunk gradient per loss term (first measured step / mean over the run)",
+         shares_table(runs)),
+        ("CKA between the static and event features", cka_table(runs)),
+    ]
+    text = "\n\n".join(f"### {title}\n\n{table}" for title, table in sections) + "\n"
+    (args.out / "tables.md").write_text(text)
+    plot_curves(runs, args.out / "curves.png", args.title or str(args.roots[0]))
+    print(text)
+    print(f"tables: {args.out / 'tables.md'}; learning curves: {args.out / 'curves.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""scripts/benchmark_tables.py: the benchmark's tables from run folders (fake ones here, in the
+layout and record format the engine writes; the grid itself takes hours)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark_tables.py"
+
+
+@pytest.fixture(scope="module")
+def bt():
+    spec = importlib.util.spec_from_file_location("benchmark_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark_tables"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(root: Path, method: str, fraction: float, seed: int, final: dict, *,
+             heads: str = "separate", stage: str = "train-tmkt", status: str = "complete",
+             shares: list[dict] = (), cka: list[float] = ()) -> Path:
+    folder = root / f"x-{method}" / f"f{fraction}-{heads}" / f"seed{seed}" / stage
+    folder.mkdir(parents=True)
+    cfg = {"seed": seed, "data": {"event_fraction": fraction},
+           "model": {"heads": heads, "test_head": "event"}, "method": {"name": method}}
+    (folder / "manifest.json").write_text(json.dumps({"status": status, "stage_config": cfg,
+                                                      "metrics": {}}))
+    records = [{"kind": "train", "step": 10 * (i + 1), "loss": 1.0, "cka": c}
+               for i, c in enumerate(cka)]
+    records += [{"kind": "grad_share", "step": 50 * i + 1, **s} for i, s in enumerate(shares)]
+    records += [{"kind": "eval", "step": 50, **{k: v / 2 for k, v in final.items()}},
+                {"kind": "eval", "step": 100, **final}]
+    (folder / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n{cut")
+    return folder
+
+
+def test_tables_from_run_folders(bt, tmp_path):
+    fake_run(tmp_path, "event_only", 0.01, 1, {"acc": 0.60, "val_acc": 0.61},
+             shares=[{"share_event": 1.0}])
+    fake_run(tmp_path, "event_only", 0.01, 2, {"acc": 0.64, "val_acc": 0.65},
+             shares=[{"share_event": 1.0}])
+    for seed, (event, static) in enumerate([(0.62, 0.80), (0.66, 0.84)], start=1):
+        fake_run(tmp_path, "kt", 0.01, seed,
+                 {"acc": event, "acc_static_head": static, "val_acc": event - 0.01,
+                  "val_acc_static_head": static - 0.01},
+                 shares=[{"share_event": 0.2, "share_static": 0.5, "share_da": 0.3},
+                         {"share_event": 0.4, "share_static": 0.4, "share_da": 0.2}],
+                 cka=[0.2, 0.5, 0.6])
+    fake_run(tmp_path, "kt", 0.01, 3, {"acc": 0.99}, status="running")  # not counted
+    runs = bt.collect([tmp_path])
+    assert len(runs) == 4
+    table = bt.accuracy_table(runs).splitlines()
+    assert table[0] == "| method | 1% |"
+    assert table[2] == "| event_only | 62.00 ± 2.83 (n=2) |"
+    assert table[3] == "| kt | 64.00 ± 2.83 (n=2) |"
+    heads = bt.heads_table(runs)
+    # validation prefers the static head for kt: its test top-1 is reported, chosen on val
+    assert "| kt | 1% | 64.00 ± 2.83 (n=2) | 82.00 ± 2.83 (n=2) | static | 82.00 ± 2.83 (n=2) |" \
+        in heads
+    assert "| event_only | 1% | 62.00 ± 2.83 (n=2) | – | event | 62.00 ± 2.83 (n=2) |" in heads
+    shares = bt.shares_table(runs)
+    assert "| kt | 1% | 0.20 / 0.30 | 0.50 / 0.45 | 0.30 / 0.25 | – | – | – |" in shares
+    assert "| event_only | 1% | 1.00 / 1.00 | – |" in shares
+    assert "| kt | 1% | 0.200 | 0.433 |" in bt.cka_table(runs)
+
+
+def test_labels_name_the_variant(bt):
+    assert bt.label("train-tmkt", {"method": {"name": "event_only", "equal_compute": True}}) \
+        == "event_only (equal compute)"
+    assert bt.label("train-tmkt", {"method": {"name": "tmkt"},
+                                   "model": {"heads": "shared"}}) == "tmkt, heads shared"
+    assert bt.label("distill", {"method": {"name": "tmkt"}}) == "ckd"
+
+
+def test_script_writes_tables_and_curves(bt, tmp_path):
+    fake_run(tmp_path / "runs", "event_only", 0.05, 1, {"acc": 0.5, "val_acc": 0.5})
+    out = tmp_path / "out"
+    sys.argv = ["benchmark_tables.py", str(tmp_path / "runs"), "--out", str(out)]
+    assert bt.main() == 0
+    assert (out / "curves.png").stat().st_size > 0
+    assert "| event_only | 50.00 ± 0.00 (n=1) |" in (out / "tables.md").read_text()
+    sys.argv = ["benchmark_tables.py", str(tmp_path / "empty"), "--out", str(out)]
+    assert bt.main() == 2
