@@ -135,6 +135,29 @@ def accuracy_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def headroom_table(runs: list[dict]) -> str:
+    """(a) event_only on each fraction, (b) the SNN on the images (static_only), (c)
+    event_only on every recording: the headroom measure (scripts/headroom.py) over seeds."""
+    images = [100 * r["final"]["acc"] for r in runs if r["method"] == "static_only"]
+    groups = by([r for r in runs if r["method"] == "event_only"], "fraction")
+    everything = [100 * r["final"]["acc"] for r in groups.get((1.0,), [])]
+    if not groups:
+        return "(no event_only runs)"
+    b = statistics.fmean(images) if images else None
+    c = statistics.fmean(everything) if everything else None
+    lines = ["| event recordings | (a) event_only on events | (b) the SNN on images | "
+             "(c) event_only on every recording | (b) - (a) | (c) - (a) |",
+             "|---|---|---|---|---|---|"]
+    for (f,) in sorted(groups):
+        a = statistics.fmean(100 * r["final"]["acc"] for r in groups[(f,)])
+        lines.append(f"| {fraction_name(f)} | {mean_sd([r['final']['acc'] for r in groups[(f,)]])}"
+                     f" | {mean_sd([x / 100 for x in images])} | "
+                     f"{mean_sd([x / 100 for x in everything])} | "
+                     f"{f'{b - a:+.1f}' if b is not None else '–'} | "
+                     f"{f'{c - a:+.1f}' if c is not None else '–'} |")
+    return "\n".join(lines)
+
+
 def heads_table(runs: list[dict]) -> str:
     lines = ["| method | events | event head on events | static head on events | "
              "head chosen on validation | its test top-1 |", "|---|---|---|---|---|---|"]
@@ -241,6 +264,8 @@ def main() -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     sections = [
+        ("Headroom: (a) event_only on the fraction, (b) the SNN on images, (c) every recording",
+         headroom_table(runs)),
         ("Top-1 on the event test split (last checkpoint, the run's test head)",
          accuracy_table(runs)),
         ("Heads: both heads on the same events; the head a validation split chooses",

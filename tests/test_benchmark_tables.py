@@ -64,6 +64,11 @@ def test_tables_from_run_folders(bt, tmp_path):
     assert "| kt | 1% | 64.00 ± 2.83 (n=2) | 82.00 ± 2.83 (n=2) | static | 82.00 ± 2.83 (n=2) |" \
         in heads
     assert "| event_only | 1% | 62.00 ± 2.83 (n=2) | – | event | 62.00 ± 2.83 (n=2) |" in heads
+    room = bt.headroom_table(runs + [
+        {"method": "static_only", "fraction": 0.01, "final": {"acc": 0.90}},
+        {"method": "event_only", "fraction": 1.0, "final": {"acc": 0.80}}])
+    assert "| 1% | 62.00 ± 2.83 (n=2) | 90.00 ± 0.00 (n=1) | 80.00 ± 0.00 (n=1) | +28.0 | " \
+        "+18.0 |" in room
     shares = bt.shares_table(runs)
     assert "| kt | 1% | 0.20 / 0.30 | 0.50 / 0.45 | 0.30 / 0.25 | – | – | – |" in shares
     assert "| event_only | 1% | 1.00 / 1.00 | – |" in shares

@@ -153,6 +153,32 @@ def test_report_markdown_and_figures(world, tmp_path):
     assert str(out / "data_efficiency.png") in printed
 
 
+def test_headroom_table_from_event_only_and_static_only_runs(tmp_path):
+    make_prepared_dataset(tmp_path / "prepared")
+    for seed, scarce, full in ((1, 0.5, 0.8), (2, 0.6, 0.9)):
+        fake_training_run(toy_recipe(tmp_path, "toy-event_only", f"seed={seed}",
+                                     "method.name=event_only", "data.event_fraction=0.1",
+                                     f"paths.runs={tmp_path}/scarce"),
+                          final={"test_acc": scarce, "best_acc": scarce})
+        fake_training_run(toy_recipe(tmp_path, "toy-event_only", f"seed={seed}",
+                                     "method.name=event_only"),
+                          final={"test_acc": full, "best_acc": full})
+    fake_training_run(toy_recipe(tmp_path, "toy-static_only", "seed=1",
+                                 "method.name=static_only", "model.test_head=static"),
+                      final={"test_acc": 0.95, "best_acc": 0.95})
+    groups = report.group_runs(report.collect_runs([tmp_path / "runs",
+                                                    tmp_path / "scarce"]).records)
+    rows = report.headroom_rows(groups)
+    assert rows == [["toy / digitsnet", "10%", "55.00 ± 7.07", "95.00", "85.00 ± 7.07",
+                     "+40.0", "+30.0"]]
+    # static_only has no event fraction to plot against
+    points = report.data_efficiency_points(groups)["toy / digitsnet"]
+    assert set(points) == {"event_only"}
+    # without a scarce run there is no table
+    full_only = report.collect_runs([tmp_path / "runs"]).records
+    assert report.headroom_rows(report.group_runs(full_only)) == []
+
+
 def test_report_command_line(world, tmp_path):
     from tmkt_cli.cli import app
 

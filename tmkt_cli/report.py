@@ -398,11 +398,49 @@ def data_efficiency_points(groups: list[Group]) -> dict[str, dict[str, list]]:
         defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for g in groups:
         for r in g.runs:
-            if r.stage in SNN_STAGES and r.top1 is not None:
+            if r.stage in SNN_STAGES and r.top1 is not None and r.method != "static_only":
                 pooled[f"{r.dataset} / {r.backbone}"][r.method][r.event_fraction].append(r.top1)
     return {panel: {method: [(f, seed_stats(v)) for f, v in sorted(points.items())]
                     for method, points in sorted(lines.items())}
             for panel, lines in sorted(pooled.items())}
+
+
+def headroom_rows(groups: list[Group]) -> list[list[str]]:
+    """The headroom measure (issue 14) per dataset and backbone, from the runs given: (a)
+    event_only on each event fraction, (b) the SNN on the images (``static_only``, tested on
+    the test images), (c) event_only on every recording; top-1 of the last checkpoint, mean
+    over seeds. Empty unless the runs hold a static_only run or event_only at 100% and at a
+    smaller fraction."""
+    by_panel: dict[str, dict] = defaultdict(lambda: {"images": [], "events": defaultdict(list)})
+    for g in groups:
+        for r in g.runs:
+            if r.stage != "train-tmkt" or r.top1 is None:
+                continue
+            panel = by_panel[f"{r.dataset} / {r.backbone}"]
+            if r.method == "static_only":
+                panel["images"].append(r.top1)
+            elif r.method == "event_only" and not r.config.get("method", {}).get(
+                    "equal_compute"):
+                panel["events"][r.event_fraction].append(r.top1)
+    rows = []
+    for name, panel in sorted(by_panel.items()):
+        images, events = seed_stats(panel["images"]), panel["events"]
+        everything = seed_stats(events.get(1.0, []))
+        scarce = sorted(f for f in events if f is not None and f < 1.0)
+        if not scarce or (images.n == 0 and everything.n == 0):
+            continue
+        for f in scarce:
+            a = seed_stats(events[f])
+            rows.append([name, f"{f:.1%}" if f < 0.01 else f"{f:.0%}", a.format(),
+                         images.format(), everything.format(),
+                         _gap(images, a), _gap(everything, a)])
+    return rows
+
+
+def _gap(high: SeedStats, low: SeedStats) -> str:
+    if high.n == 0 or low.n == 0:
+        return "–"
+    return f"{100 * (high.mean - low.mean):+.1f}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,6 +557,16 @@ def render_markdown(groups: list[Group], collection: Collection, figures: dict[s
                        [[p.dataset, p.backbone, p.method, str(p.time_steps), str(p.size),
                          f"{p.top1:.2f}", p.source, p.note] for p in PUBLISHED]), "",
     ]
+    headroom = headroom_rows(groups)
+    if headroom:
+        lines += ["## Headroom", "",
+                  "Is there anything for transfer to recover? A setting is informative when "
+                  "(b) and (c) both stand well above (a). Top-1 (%) of the last checkpoints, "
+                  "mean ± sd over seeds.", "",
+                  markdown_table(("dataset / backbone", "event recordings",
+                                  "(a) event_only on events", "(b) the SNN on images",
+                                  "(c) event_only on every recording", "(b) - (a)",
+                                  "(c) - (a)"), headroom), ""]
     if figures:
         lines += ["## Figures", ""]
         lines += [f"- {title}: [{path.name}]({_relative(path, out)})"
