@@ -109,9 +109,15 @@ def order(methods) -> list[str]:
     return sorted(methods, key=lambda m: (first.index(m) if m in first else len(first), m))
 
 
+TWO_HEADED = ("kt", "tmkt", "ckd")  # the methods that train both heads
+
+
 def head_accuracy(run: dict, head: str, split: str = "") -> float | None:
-    """Top-1 of ``head`` at the last evaluation (``split`` "val_" for validation)."""
+    """Top-1 of ``head`` at the last evaluation (``split`` "val_" for validation); None for a
+    head the method does not train."""
     final = run["final"]
+    if head != run["test_head"] and not run["method"].startswith(TWO_HEADED):
+        return None
     if head == run["test_head"]:
         return final.get(f"{split}acc")
     return final.get(f"{split}acc_{head}_head")
@@ -230,6 +236,8 @@ def plot_curves(runs: list[dict], path: Path, title: str) -> None:
                 ys = []
                 for s in steps:
                     at = [e for r in rs for e in r["evals"] if e["step"] == s]
+                    if head != rs[0]["test_head"] and not m.startswith(TWO_HEADED):
+                        continue
                     vals = [e["acc"] if head == rs[0]["test_head"] else e.get(f"acc_{head}_head")
                             for e in at]
                     vals = [v for v in vals if v is not None]

@@ -163,6 +163,14 @@ def test_grad_shares_are_logged_and_leave_training_unchanged(world):
     assert evals and all(0.0 <= r["acc_static_head"] <= 1.0 for r in evals)
 
 
+def test_event_only_logs_no_static_head(world):
+    recipe = toy_recipe_file(world, "toy-one-head")
+    tmkt("train-tmkt", str(recipe), "--set", "method.name=event_only", *STEPS)
+    folder = world / "runs" / "toy-one-head" / "seed42" / "train-tmkt"
+    evals = [r for r in read_metrics(folder) if r["kind"] == "eval"]
+    assert evals and not any("acc_static_head" in r for r in evals)  # it never trains
+
+
 def test_validation_logs_both_heads(world):
     recipe = toy_recipe_file(world, "toy-val-heads")
     tmkt("train-tmkt", str(recipe), "--set", "method.name=kt", *STEPS,

@@ -65,6 +65,10 @@ class SNNTransferTask:
         self.m = method
         self.threshold = threshold
         self.teacher = teacher
+        # Whether the static head trains (the two-stream methods): only then is its accuracy
+        # on events worth logging beside the test head's.
+        self.two_streams = bool(method.tsm or method.sliding_replacement or
+                                method.domain_alignment or teacher is not None)
         if teacher is not None:
             teacher.model.eval()
             for p in teacher.model.parameters():
@@ -100,9 +104,7 @@ class SNNTransferTask:
             return {"loss": loss, "acc": _acc(out.logits, y),
                     **self._grad_shares(ctx, {"static": loss})}
 
-        two_streams = m.tsm or m.sliding_replacement or m.domain_alignment or \
-            self.teacher is not None
-        if not two_streams:  # event_only, finetune phase 2
+        if not self.two_streams:  # event_only, finetune phase 2
             out = self._forward(events, "event")
             loss = self._cls_loss(out.logits, y)
             return {"loss": loss, "acc": _acc(out.logits, y),
@@ -199,11 +201,11 @@ class SNNTransferTask:
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, loader, device: torch.device) -> dict[str, float]:
-        """Event test split, time-averaged logits: the test head's figures, and the other
-        head's top-1 on the same events (``acc_static_head``: how much of what the images
-        taught the trunk the static head reads off events)."""
-        return evaluate_classifier(
-            lambda b: self.model.predict_heads(as_sequence(b["events"])), loader, device)
+        """Event test split, time-averaged logits: the test head's figures, and for the
+        two-stream methods the other head's top-1 on the same events (``acc_static_head``:
+        how much of what the images taught the trunk the static head reads off events)."""
+        predict = self.model.predict_heads if self.two_streams else self.model.predict
+        return evaluate_classifier(lambda b: predict(as_sequence(b["events"])), loader, device)
 
 
 class SNNImageTask(SNNTransferTask):
