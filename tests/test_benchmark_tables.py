@@ -92,3 +92,24 @@ def test_script_writes_tables_and_curves(bt, tmp_path):
     assert "| event_only | 50.00 ± 0.00 (n=1) |" in (out / "tables.md").read_text()
     sys.argv = ["benchmark_tables.py", str(tmp_path / "empty"), "--out", str(out)]
     assert bt.main() == 2
+
+
+def test_fidelity_table(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "fidelity_table", SCRIPT.parent / "fidelity_table.py")
+    ft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ft)
+    for variant, seed, acc, status in (("default", 1, 0.80, "complete"),
+                                       ("default", 2, 0.82, "complete"),
+                                       ("norm", 1, 0.85, "complete"),
+                                       ("norm", 2, 0.99, "running")):
+        folder = tmp_path / f"kt-{variant}" / f"seed{seed}" / "train-tmkt"
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps(
+            {"status": status, "metrics": {"test_acc": acc}}))
+    found = ft.results(tmp_path)
+    assert found == {"default": {1: pytest.approx(80.0), 2: pytest.approx(82.0)},
+                     "norm": {1: pytest.approx(85.0)}}  # the unfinished run is left out
+    lines = ft.table(found).splitlines()
+    assert lines[2] == "| default | 1, 2 | 80.00, 82.00 | 81.00 ± 1.41 | - |"
+    assert lines[3] == "| norm | 1 | 85.00 | 85.00 | +4.00 |"
