@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-TRAIN_METHODS = ("event_only", "finetune", "kt", "tmkt")
+TRAIN_METHODS = ("event_only", "finetune", "kt", "tmkt", "static_only")
 NOT_RUNS = ("logs", "report", "teacher")  # the CKD teachers are inputs, not results
 
 
@@ -67,6 +67,10 @@ def main() -> int:
 
     root = Path(args.runs)
     recipes = Path(args.recipes)
+    unknown = [m for m in args.methods if parse_method(m)[0] not in (*TRAIN_METHODS, "ckd")]
+    if unknown:  # before anything runs, not half way through the grid
+        ap.error(f"unknown method {', '.join(unknown)}: expected "
+                 f"{', '.join((*TRAIN_METHODS, 'ckd'))}")
     extra = [x for s in args.sets for x in ("--set", s)]
     base = recipes / "base.yaml"
     print(f"prepare: {base}")
