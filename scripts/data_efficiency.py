@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -92,7 +93,8 @@ def main() -> int:
         sets = ["--set", f"paths.runs={root}", "--set", f"seed={seed}",
                 "--set", f"data.event_fraction={fraction}",
                 *[x for o in overrides for x in ("--set", o)]]
-        log = root / "logs" / f"{method}-f{round(fraction * 100):03d}-s{seed}.log"
+        tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec)  # a variant's log is its own
+        log = root / "logs" / f"{tag}-f{round(fraction * 1000):04d}-s{seed}.log"
         if method == "ckd":
             sets += ["--set", f"distill.teacher={root}/teacher/seed{seed}/pretrain-ann"]
             rc, dt = tmkt("distill", recipe, *sets, *extra, log=log)
