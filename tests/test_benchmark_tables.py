@@ -113,3 +113,30 @@ def test_fidelity_table(tmp_path):
     lines = ft.table(found).splitlines()
     assert lines[2] == "| default | 1, 2 | 80.00, 82.00 | 81.00 ± 1.41 | - |"
     assert lines[3] == "| norm | 1 | 85.00 | 85.00 | +4.00 |"
+
+
+def test_demo_summary_sentence_matches_its_table(tmp_path):
+    spec = importlib.util.spec_from_file_location("demo_summary",
+                                                  SCRIPT.parent / "demo_summary.py")
+    ds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ds)
+
+    def run(method, final, stage="train-tmkt"):
+        folder = tmp_path / f"control-{method}" / "seed42" / stage
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({"status": "complete"}))
+        (folder / "metrics.jsonl").write_text(json.dumps({"kind": "eval", **final}) + "\n")
+
+    run("event_only", {"acc": 0.55, "acc_static_head": 0.10})  # untrained head: not shown
+    run("kt", {"acc": 0.56, "acc_static_head": 0.80})
+    run("ckd", {"acc": 0.60, "acc_static_head": 0.70}, stage="distill")
+    found = ds.rows(tmp_path, "control", 42)
+    table = ds.table(found)
+    assert "| event_only | 55.00 | – |" in table and "| ckd | 60.00 | 70.00 |" in table
+    text = ds.sentence(found, "the control")
+    assert "event_only reaches 55.0%" in text
+    assert "the best method, ckd, beats event_only by 5.0 points" in text
+    assert "kt's static head reads the same events at 80.0%, 20.0 points above" in text
+    found["ckd"]["event"] = 56.0  # within the noise: neither a gain nor a loss
+    assert "no transfer method moves the event head by 2 points" in ds.sentence(found, "x")
+    assert ds.sentence({}, "x").startswith("event_only has not finished")
