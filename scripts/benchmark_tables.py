@@ -249,13 +249,13 @@ def plot_curves(runs: list[dict], path: Path, title: str) -> None:
         ax.set_title(f"{fraction_name(f)} of the event recordings")
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test top-1 on events (%), mean over seeds")
-    fig.legend(loc="lower center", ncol=min(4, 2 * len(methods)), fontsize=7,
-               bbox_to_anchor=(0.5, -0.02))
+    axes[0][0].set_ylabel("test top-1 on events (%)\nmean over seeds")
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout()
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
+               title="solid: the head it tests with; dotted: the static head", title_fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
