@@ -214,48 +214,64 @@ def cka_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def mean_series(records: list[list[dict]], key: str) -> tuple[list[int], list[float]]:
+    """(steps, mean of ``key`` over the runs at each step) from each run's records."""
+    at: dict[int, list[float]] = defaultdict(list)
+    for run_records in records:
+        for r in run_records:
+            if r.get(key) is not None:
+                at[r["step"]].append(r[key])
+    steps = sorted(at)
+    return steps, [statistics.fmean(at[s]) for s in steps]
+
+
 def plot_curves(runs: list[dict], path: Path, title: str) -> None:
+    """Per fraction (columns): test top-1 of both heads, CKA between the streams, and the
+    event loss's share of the trunk gradient, against the step, mean over seeds (rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fractions = sorted({r["fraction"] for r in runs if r["method"] != "static_only"})
-    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 3.6),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(3, len(fractions), figsize=(4.2 * len(fractions), 9.0),
+                             squeeze=False, sharey="row", sharex="col")
     groups = by(runs, "method", "fraction")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     methods = order({r["method"] for r in runs if r["method"] != "static_only"})
-    for ax, f in zip(axes[0], fractions, strict=True):
+    for col, f in enumerate(fractions):
+        acc_ax, cka_ax, share_ax = axes[0][col], axes[1][col], axes[2][col]
         for i, m in enumerate(methods):
             rs = groups.get((m, f))
             if not rs:
                 continue
-            for head, style in (("event", "-"), ("static", ":")):
-                steps = sorted({e["step"] for r in rs for e in r["evals"]})
-                ys = []
-                for s in steps:
-                    at = [e for r in rs for e in r["evals"] if e["step"] == s]
-                    if head != rs[0]["test_head"] and not m.startswith(TWO_HEADED):
-                        continue
-                    vals = [e["acc"] if head == rs[0]["test_head"] else e.get(f"acc_{head}_head")
-                            for e in at]
-                    vals = [v for v in vals if v is not None]
-                    ys.append(100 * statistics.fmean(vals) if vals else None)
-                if all(y is None for y in ys):
-                    continue
-                ax.plot(steps, ys, style, color=colours[i % len(colours)], marker=".",
-                        label=f"{m} ({head} head)" if f == fractions[0] else None)
-        ax.set_title(f"{fraction_name(f)} of the event recordings")
-        ax.set_xlabel("optimizer step")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test top-1 on events (%)\nmean over seeds")
-    fig.suptitle(title)
+            colour = colours[i % len(colours)]
+            label = m if col == 0 else None
+            steps, ys = mean_series([r["evals"] for r in rs], "acc")
+            acc_ax.plot(steps, [100 * y for y in ys], "-", color=colour, marker=".", label=label)
+            if m.startswith(TWO_HEADED) and rs[0]["test_head"] == "event":
+                steps, ys = mean_series([r["evals"] for r in rs], "acc_static_head")
+                if steps:
+                    acc_ax.plot(steps, [100 * y for y in ys], ":", color=colour, marker=".")
+            steps, ys = mean_series([r["train"] for r in rs], "cka")
+            if steps:
+                cka_ax.plot(steps, ys, "-", color=colour)
+            steps, ys = mean_series([r["shares"] for r in rs], "share_event")
+            if steps:
+                share_ax.plot(steps, ys, "-", color=colour, marker=".")
+        acc_ax.set_title(f"{fraction_name(f)} of the event recordings")
+        share_ax.set_xlabel("optimizer step")
+        for ax in (acc_ax, cka_ax, share_ax):
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test top-1 on events (%)\nsolid: the head it tests with;\n"
+                          "dotted: the static head")
+    axes[1][0].set_ylabel("CKA, static vs event\nfeatures (training batches)")
+    axes[2][0].set_ylabel("event loss's share of\nthe trunk gradient")
+    fig.suptitle(f"{title} (mean over seeds)")
     fig.tight_layout()
-    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
-               title="solid: the head it tests with; dotted: the static head", title_fontsize=7)
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
