@@ -141,6 +141,33 @@ def accuracy_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(runs: list[dict]) -> str:
+    """Each method minus event_only at the same fraction and seed (the same event subset:
+    the subset is drawn from the seed), in points: mean +- sd over the seeds both have.
+    The spread between seeds of one method is mostly which recordings the subset holds; the
+    paired difference removes it."""
+    fractions = sorted({r["fraction"] for r in runs if r["method"] != "static_only"})
+    base = {(r["fraction"], r["seed"]): r["final"]["acc"] for r in runs
+            if r["method"] == "event_only"}
+    methods = [m for m in order({r["method"] for r in runs})
+               if m not in ("event_only", "static_only")]
+    groups = by(runs, "method", "fraction")
+    lines = ["| method - event_only (points) | " + " | ".join(fraction_name(f) for f in fractions)
+             + " |", "|---|" + "---|" * len(fractions)]
+    for m in methods:
+        cells = []
+        for f in fractions:
+            diffs = [100 * (r["final"]["acc"] - base[(f, r["seed"])])
+                     for r in groups.get((m, f), []) if (f, r["seed"]) in base]
+            if not diffs:
+                cells.append("–")
+                continue
+            sd = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+            cells.append(f"{statistics.fmean(diffs):+.2f}{sd} (n={len(diffs)})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def headroom_table(runs: list[dict]) -> str:
     """(a) event_only on each fraction, (b) the SNN on the images (static_only), (c)
     event_only on every recording: the headroom measure (scripts/headroom.py) over seeds."""
@@ -292,6 +319,8 @@ def main() -> int:
          headroom_table(runs)),
         ("Top-1 on the event test split (last checkpoint, the run's test head)",
          accuracy_table(runs)),
+        ("Against event_only, paired by seed (the same event recordings)",
+         paired_table(runs)),
         ("Heads: both heads on the same events; the head a validation split chooses",
          heads_table(runs)),
         ("Share of the trunk gradient per loss term (first measured step / mean over the run)",

@@ -59,6 +59,8 @@ def test_tables_from_run_folders(bt, tmp_path):
     assert table[0] == "| method | 1% |"
     assert table[2] == "| event_only | 62.00 ± 2.83 (n=2) |"
     assert table[3] == "| kt | 64.00 ± 2.83 (n=2) |"
+    paired = bt.paired_table(runs).splitlines()
+    assert paired[2] == "| kt | +2.00 ± 0.00 (n=2) |"  # 62-60 and 66-64, seed by seed
     heads = bt.heads_table(runs)
     # validation prefers the static head for kt: its test top-1 is reported, chosen on val
     assert "| kt | 1% | 64.00 ± 2.83 (n=2) | 82.00 ± 2.83 (n=2) | static | 82.00 ± 2.83 (n=2) |" \
