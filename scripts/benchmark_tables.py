@@ -56,8 +56,10 @@ def label(stage: str, cfg: dict) -> str:
 
 
 def collect(roots: list[Path]) -> list[dict]:
-    """One record per complete training run."""
+    """One record per complete training run (static_only once per seed: it reads no event
+    recording, so its runs at several fractions are the same computation)."""
     runs = []
+    static_seeds: set[int] = set()
     for root in roots:
         for manifest_path in sorted(root.rglob("manifest.json")):
             folder = manifest_path.parent
@@ -71,8 +73,13 @@ def collect(roots: list[Path]) -> list[dict]:
             evals = [r for r in records if r.get("kind") == "eval"]
             if not evals:
                 continue
+            method = label(folder.name, cfg)
+            if method == "static_only":
+                if int(cfg.get("seed", 0)) in static_seeds:
+                    continue
+                static_seeds.add(int(cfg.get("seed", 0)))
             runs.append({
-                "folder": folder, "method": label(folder.name, cfg),
+                "folder": folder, "method": method,
                 "fraction": float(cfg.get("data", {}).get("event_fraction", 1.0)),
                 "seed": int(cfg.get("seed", 0)),
                 "test_head": cfg.get("model", {}).get("test_head", "event"),
@@ -182,6 +189,8 @@ def headroom_table(runs: list[dict]) -> str:
              "(c) event_only on every recording | (b) - (a) | (c) - (a) |",
              "|---|---|---|---|---|---|"]
     for (f,) in sorted(groups):
+        if f >= 1.0:
+            continue  # (c) itself
         a = statistics.fmean(100 * r["final"]["acc"] for r in groups[(f,)])
         lines.append(f"| {fraction_name(f)} | {mean_sd([r['final']['acc'] for r in groups[(f,)]])}"
                      f" | {mean_sd([x / 100 for x in images])} | "

@@ -77,6 +77,16 @@ def test_tables_from_run_folders(bt, tmp_path):
     assert "| kt | 1% | 0.200 | 0.433 |" in bt.cka_table(runs)
 
 
+def test_static_only_counts_once_per_seed_and_full_data_is_no_headroom_row(bt, tmp_path):
+    for fraction in (0.05, 1.0):  # the same computation: the fraction plays no part
+        fake_run(tmp_path, "static_only", fraction, 1, {"acc": 0.9})
+        fake_run(tmp_path, "event_only", fraction, 1, {"acc": fraction})
+    runs = bt.collect([tmp_path])
+    assert [r["method"] for r in runs].count("static_only") == 1
+    rows = bt.headroom_table(runs).splitlines()[2:]
+    assert len(rows) == 1 and rows[0].startswith("| 5% | 5.00")
+
+
 def test_labels_name_the_variant(bt):
     assert bt.label("train-tmkt", {"method": {"name": "event_only", "equal_compute": True}}) \
         == "event_only (equal compute)"
