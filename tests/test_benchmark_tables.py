@@ -3,23 +3,17 @@ layout and record format the engine writes; the grid itself takes hours)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark_tables.py"
+from support.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bt():
-    spec = importlib.util.spec_from_file_location("benchmark_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_tables"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark_tables")
 
 
 def fake_run(root: Path, method: str, fraction: float, seed: int, final: dict, *,
@@ -95,22 +89,21 @@ def test_labels_name_the_variant(bt):
     assert bt.label("distill", {"method": {"name": "tmkt"}}) == "ckd"
 
 
-def test_script_writes_tables_and_curves(bt, tmp_path):
+def test_script_writes_tables_and_curves(bt, tmp_path, monkeypatch):
     fake_run(tmp_path / "runs", "event_only", 0.05, 1, {"acc": 0.5, "val_acc": 0.5})
     out = tmp_path / "out"
-    sys.argv = ["benchmark_tables.py", str(tmp_path / "runs"), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["benchmark_tables.py", str(tmp_path / "runs"),
+                                      "--out", str(out)])
     assert bt.main() == 0
     assert (out / "curves.png").stat().st_size > 0
     assert "| event_only | 50.00 ± 0.00 (n=1) |" in (out / "tables.md").read_text()
-    sys.argv = ["benchmark_tables.py", str(tmp_path / "empty"), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["benchmark_tables.py", str(tmp_path / "empty"),
+                                      "--out", str(out)])
     assert bt.main() == 2
 
 
 def test_fidelity_table(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "fidelity_table", SCRIPT.parent / "fidelity_table.py")
-    ft = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ft)
+    ft = load_script("fidelity_table")
     for variant, seed, acc, status in (("default", 1, 0.80, "complete"),
                                        ("default", 2, 0.82, "complete"),
                                        ("norm", 1, 0.85, "complete"),
@@ -128,10 +121,7 @@ def test_fidelity_table(tmp_path):
 
 
 def test_demo_summary_sentence_matches_its_table(tmp_path):
-    spec = importlib.util.spec_from_file_location("demo_summary",
-                                                  SCRIPT.parent / "demo_summary.py")
-    ds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ds)
+    ds = load_script("demo_summary")
 
     def run(method, final, stage="train-tmkt"):
         folder = tmp_path / f"control-{method}" / "seed42" / stage

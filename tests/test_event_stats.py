@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from support.scripts import load_script
 
 from tmkt_cli.data.sources import EVENT_DTYPE
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "event_stats.py"
 
 
 @pytest.fixture(scope="module")
 def stats():
-    spec = importlib.util.spec_from_file_location("event_stats", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("event_stats")
 
 
 def events(rows: list[tuple[int, int, int, int]]) -> np.ndarray:

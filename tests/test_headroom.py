@@ -3,23 +3,16 @@ real CLI and takes minutes)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "headroom.py"
+from support.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def headroom():
-    spec = importlib.util.spec_from_file_location("headroom", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["headroom"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("headroom")
 
 
 def fake_eval(path: Path, top1: float) -> None:

@@ -1,6 +1,7 @@
-"""Progress bars: the one rich bar the engine draws during training, and :func:`track` for the
-long loops outside training (eval's pass over the test split, cam's choice of samples). Shown
-only on a terminal, so logs and pipes stay clean."""
+"""Progress bars: the one rich bar the engine draws during training and prepare draws over
+its images and recordings, and :func:`track` for the long loops outside training (eval's pass
+over the test split, cam's choice of samples). Shown only on a terminal, so logs and pipes
+stay clean (prepare also records its progress in the manifest)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ The equations are in docs/methods.md; the maths lives in tmkt_cli/methods/.
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +40,11 @@ from tmkt_cli.methods.tsm import (
 def as_sequence(events: torch.Tensor) -> torch.Tensor:
     """Loader batches are [B, T, 2, H, W]; the networks read [T, B, 2, H, W]."""
     return events.transpose(0, 1).contiguous()
+
+
+def repeated(image: torch.Tensor, time_steps: int) -> torch.Tensor:
+    """A static image batch [B, 2, H, W] as a sequence [T, B, 2, H, W] (a view, no copy)."""
+    return image.unsqueeze(0).expand(time_steps, *image.shape)
 
 
 @dataclass
@@ -98,8 +105,7 @@ class SNNTransferTask:
         m = self.m
 
         if self._is_static_phase(ctx):  # finetune, phase 1: static sequences only
-            static = batch["static"].unsqueeze(0).expand(T, *batch["static"].shape)
-            out = self._forward(static, "event")
+            out = self._forward(repeated(batch["static"], T), "event")
             loss = self._cls_loss(out.logits, y)
             return {"loss": loss, "acc": _acc(out.logits, y),
                     **self._grad_shares(ctx, {"static": loss})}
@@ -111,8 +117,7 @@ class SNNTransferTask:
                     **self._grad_shares(ctx, {"event": loss})}
 
         # The static/mixed stream starts as the partner image repeated over T.
-        static = batch["static"].unsqueeze(0).expand(T, *batch["static"].shape)
-        source = static
+        source = repeated(batch["static"], T)
         event_mask = torch.zeros(T, B, dtype=torch.bool, device=events.device)
         logs: dict[str, torch.Tensor] = {}
         if m.sliding_replacement:
@@ -138,8 +143,9 @@ class SNNTransferTask:
         event_weights = 1 - torch.sigmoid(eta) if eta is not None else None
         loss_s = self._cls_loss(out_s.logits, y)
         loss_e = self._cls_loss(out_e.logits, y, event_weights)
-        loss = loss_s + loss_e
-        terms = {"static": loss_s, "event": loss_e}  # each term of the total, weighted
+        # The total loss is the sum of these weighted terms, in this order (the gradient
+        # shares measure each one on the trunk).
+        terms = {"static": loss_s, "event": loss_e}
         logs.update(loss_static=loss_s.detach(), loss_event=loss_e.detach(),
                     acc=_acc(out_e.logits, y), acc_static=_acc(out_s.logits, y))
         # Per-step CKA, computed once: the alignment loss's input, and logged for every
@@ -148,7 +154,6 @@ class SNNTransferTask:
             cka = linear_cka(out_s.features, out_e.features)
             loss_da = domain_alignment_loss(cka=cka, eta=eta)
             terms["da"] = m.da_weight * loss_da
-            loss = loss + terms["da"]
             logs["loss_da"] = loss_da.detach()
         else:
             with torch.no_grad():
@@ -157,13 +162,11 @@ class SNNTransferTask:
         if m.tsm and m.mag:
             loss_mag = mag_loss(self.model.mag_head(out_s.features), event_mask)
             terms["mag"] = m.mag_weight * loss_mag
-            loss = loss + terms["mag"]
             logs["loss_mag"] = loss_mag.detach()
         if m.tsm and m.mrp:
             ratio = event_mask.float().mean(0)
             loss_mrp = mrp_loss(self.model.mrp_head(out_s.features), ratio)
             terms["mrp"] = m.mrp_weight * loss_mrp
-            loss = loss + terms["mrp"]
             logs["loss_mrp"] = loss_mrp.detach()
         if self.teacher is not None:
             t = self.teacher
@@ -176,8 +179,8 @@ class SNNTransferTask:
                     teacher_logits = t.model(batch[t.input_key])
                 loss_kd = kd_loss(out_s.logits.mean(0), teacher_logits, t.temperature)
                 terms["kd"] = t.weight * w * loss_kd
-                loss = loss + terms["kd"]
                 logs["loss_kd"] = loss_kd.detach()
+        loss = functools.reduce(operator.add, terms.values())
         return {"loss": loss, **logs, **self._grad_shares(ctx, terms)}
 
     def _grad_shares(self, ctx: StepContext, terms: dict[str, torch.Tensor]
@@ -215,18 +218,16 @@ class SNNImageTask(SNNTransferTask):
 
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
         y = batch["label"]
-        out = self._forward(self._sequence(batch["image"]), "static")
+        out = self._forward(repeated(batch["image"], self.model.time_steps), "static")
         loss = self._cls_loss(out.logits, y)
         return {"loss": loss, "acc": _acc(out.logits, y),
                 **self._grad_shares(ctx, {"static": loss})}
 
-    def _sequence(self, image: torch.Tensor) -> torch.Tensor:
-        return image.unsqueeze(0).expand(self.model.time_steps, *image.shape)
-
     def evaluate(self, loader, device: torch.device) -> dict[str, float]:
         """Static test images, static head, time-averaged logits."""
         return evaluate_classifier(
-            lambda b: self.model.predict(self._sequence(b["image"])), loader, device)
+            lambda b: self.model.predict(repeated(b["image"], self.model.time_steps)), loader,
+            device)
 
 
 class ImageClassifierTask:

@@ -22,14 +22,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from tmkt_cli.artifacts import StageRun, Upstream
 from tmkt_cli.config import PrepareConfig, Recipe, dump_yaml, require_path, stage_config
@@ -47,6 +39,7 @@ from tmkt_cli.data.store import (
     pack_recording,
 )
 from tmkt_cli.errors import TmktError
+from tmkt_cli.progress import progress_bar
 
 CHUNK = 4
 """Recordings (or images) per pool task: amortises the inter-process round trip (about 0.5 ms)
@@ -308,14 +301,11 @@ def _write_all(writer: DatasetWriter, pool: OrderedPool, cfg: PrepareConfig,
     todo_images = {s: len(images[s]) - writer.committed(s, "images") for s in SPLITS}
     todo_recordings = {s: len(recordings[s]) - writer.committed(s, "recordings")
                        for s in SPLITS}
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("{task.fields[rates]}"),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=ui, transient=False)
+    progress = progress_bar(ui, info=True)
     with progress:
-        image_bar = progress.add_task("images", total=sum(todo_images.values()), rates="")
+        image_bar = progress.add_task("images", total=sum(todo_images.values()), info="")
         recording_bar = progress.add_task("recordings", total=sum(todo_recordings.values()),
-                                          rates="")
+                                          info="")
         for split in SPLITS:
             start = writer.committed(split, "images")
             for image in pool.map(load_image, images[split][start:], cfg.size):
@@ -333,7 +323,7 @@ def _write_all(writer: DatasetWriter, pool: OrderedPool, cfg: PrepareConfig,
                 fresh["events"] += result.event_count
                 now = time.perf_counter()
                 elapsed = max(now - t0, 1e-9)
-                progress.update(recording_bar, advance=1, rates=(
+                progress.update(recording_bar, advance=1, info=(
                     f"{fresh['recordings'] / elapsed:,.0f} rec/s  "
                     f"{fresh['events'] / elapsed / 1e6:,.2f} M events/s"))
                 if now - last_update > 30:  # progress in the manifest, for `cat` and scripts
