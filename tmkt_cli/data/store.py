@@ -18,8 +18,11 @@ known before the heavy work (labels, sources, pairing indices) is written when t
 created. Samples are then appended in order and committed in blocks: the block's data is
 flushed, then the split's ``committed_*`` attribute is advanced and flushed again. So the
 committed count never covers data that has not reached the file, whatever moment a SIGKILL
-arrives, and a rerun continues after the last committed sample, rewriting anything past it.
-Process kills are covered; a power cut is not (HDF5 does not fsync on flush).
+arrives. A rerun copies the committed samples into a fresh file, checking each against the
+split's hash chain, and continues after them; it never writes into the killed file, whose
+HDF5 metadata may be half-flushed (:meth:`DatasetWriter._copy_committed` says why). A partial
+that fails the check is started again. Process kills are covered; a power cut is not (HDF5
+does not fsync on flush).
 
 **Content hash.** While writing, each split keeps a hash chain over its samples
 (``chain = sha256(chain + sha256(sample))``), stored beside the committed count, so a resumed
@@ -51,6 +54,9 @@ SCHEMA_VERSION = 1
 TOOL = "tmkt"
 FILENAME = "dataset.h5"
 PARTIAL_SUFFIX = ".partial"
+COPY_SUFFIX = ".copy"
+"""A resumed partial's committed samples are copied into ``dataset.h5.partial.copy``, which
+then replaces the partial (:meth:`DatasetWriter._copy_committed`)."""
 """Unfinished files are ``dataset.h5.partial``. Not a ``.tmp-`` name: the run folder's start
 deletes those, and this one must survive to be resumed."""
 SPLITS = ("train", "test")
@@ -227,24 +233,55 @@ class DatasetWriter:
     # -- file life ---------------------------------------------------------------------------
     def _open_or_create(self, log: Callable[[str], None]):
         h5py = _h5py()
-        if self.partial.exists():
-            try:
-                f = h5py.File(self.partial, "r+")
-            except OSError as e:
-                log(f"{self.partial}: unreadable ({first_line(e)}); starting it again")
-            else:
-                reason = self._mismatch(f)
-                if reason is None:
-                    done = sum(int(f[s].attrs[f"committed_{k}"]) for s in SPLITS for k in KINDS)
-                    log(f"resuming {self.partial} after {done} committed samples")
-                    return f
-                f.close()
-                log(f"{self.partial}: {reason}; starting it again")
-            self.partial.unlink()
         self.partial.parent.mkdir(parents=True, exist_ok=True)
+        copy = self.partial.with_name(self.partial.name + COPY_SUFFIX)
+        if self.partial.exists():
+            reason = self._copy_committed(copy)
+            if reason is None:
+                os.replace(copy, self.partial)
+                f = h5py.File(self.partial, "r+")
+                done = sum(int(f[s].attrs[f"committed_{k}"]) for s in SPLITS for k in KINDS)
+                log(f"resuming {self.partial} after {done} committed samples (checked against "
+                    f"their hash chains and copied into a fresh file)")
+                return f
+            log(f"{self.partial}: {reason}; starting it again")
+            self.partial.unlink()
+        copy.unlink(missing_ok=True)
         self._check_space(sum(_metadata_bytes(plan) for plan in self.plans.values()))
         with self._disk_full_is_one_line():
-            return self._create()
+            return self._create(self.partial)
+
+    def _copy_committed(self, copy: Path) -> str | None:
+        """Copy the committed samples of the partial file into a new file at ``copy``, each
+        checked against the split's hash chain. Returns why the partial cannot be resumed, or
+        None once ``copy`` holds them.
+
+        Why copy rather than reopen the partial for writing: HDF5 is not crash-consistent. A
+        kill inside a flush can leave a chunk indexed while the superblock still holds the old
+        end-of-allocation address, and writing that chunk again then fails ("addr overflow":
+        CI, and tests/test_store.py builds the state). Nothing is ever written into a killed
+        file; the copy is created whole (a kill during it leaves the partial as it was)."""
+        h5py = _h5py()
+        try:
+            old = h5py.File(self.partial, "r")
+        except OSError as e:
+            return f"unreadable ({first_line(e)})"
+        with old:
+            reason = self._mismatch(old)
+            if reason is not None:
+                return reason
+            self._check_space(self.partial.stat().st_size)
+            try:
+                with self._disk_full_is_one_line(), self._create(copy) as new:
+                    for split in SPLITS:
+                        _copy_split(old[split], new[split])
+            except (OSError, ValueError, KeyError, zlib.error) as e:
+                copy.unlink(missing_ok=True)
+                return f"damaged ({first_line(e)})"
+            except BaseException:
+                copy.unlink(missing_ok=True)
+                raise
+        return None
 
     # -- a full disk -------------------------------------------------------------------------
     def _space_error(self, reason: str, detail: str = "") -> TmktError:
@@ -297,10 +334,9 @@ class DatasetWriter:
             return f"damaged ({first_line(e)})"
         return None
 
-    def _create(self):
+    def _create(self, path: Path):
         h5py = _h5py()
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(self.partial, "w")
+        f = h5py.File(path, "w")
         h = self.header
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["tool"] = TOOL
@@ -478,6 +514,46 @@ class DatasetWriter:
             finally:
                 os.close(fd)
         return digest
+
+
+def _copy_split(src, dst) -> None:
+    """Copy one split's committed samples from ``src`` to ``dst`` (HDF5 groups of the same
+    plan), recomputing each kind's hash chain on the way; raises ValueError when a chain does
+    not match the one stored, zlib.error or OSError when a chunk cannot be read."""
+    for kind in KINDS:
+        done = int(src.attrs[f"committed_{kind}"])
+        chain = EMPTY_CHAIN
+        if kind == "recordings":
+            frames, shape = src["frames"].id, src["frames"].shape[1:]
+            zeros = (0,) * len(shape)
+            counts, dropped = src["event_counts"][:done], src["dropped_events"][:done]
+            sensors = src["sensor_size"][:done]
+            for i in range(done):
+                mask, chunk = frames.read_direct_chunk((i, *zeros))
+                if mask:
+                    raise ValueError(f"{src.name}/frames[{i}] was stored without its filter")
+                data = np.frombuffer(zlib.decompress(chunk), "<f4").reshape(shape)
+                chain = extend_chain(chain, recording_digest(
+                    data, int(counts[i]), int(dropped[i]), (int(sensors[i][0]),
+                                                            int(sensors[i][1]))))
+                dst["frames"].id.write_direct_chunk((i, *zeros), chunk)
+            dst["event_counts"][:done] = counts
+            dst["dropped_events"][:done] = dropped
+            dst["sensor_size"][:done] = sensors
+        else:
+            for start in range(0, done, COPY_BLOCK):
+                block = src["images"][start:min(done, start + COPY_BLOCK)]
+                for image in block:
+                    chain = extend_chain(chain, image_digest(image))
+                dst["images"][start:start + len(block)] = block
+        if chain != src.attrs[f"chain_{kind}"].decode():
+            raise ValueError(f"the committed {kind} of {src.name} do not match their hash chain")
+        dst.attrs.modify(f"committed_{kind}", np.int64(done))
+        dst.attrs.modify(f"chain_{kind}", np.bytes_(chain))
+
+
+COPY_BLOCK = 256
+"""Images copied per read when a partial file is resumed."""
 
 
 def _json(data: dict) -> str:
