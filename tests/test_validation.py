@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tmkt_cli.artifacts import read_manifest
 from tmkt_cli.cli import app
-from tmkt_cli.data.loaders import validation_split
+from tmkt_cli.data.loaders import held_out_images, validation_split
 
 runner = CliRunner()
 
@@ -93,3 +93,67 @@ def test_without_validation_best_is_the_best_on_test(world):
     assert res.exit_code == 0, res.output
     report = json.loads((folder.parent / "eval-best" / "eval.json").read_text())
     assert report["source"]["chosen"] == "best on test (optimistic)"
+
+
+def test_held_out_images_are_the_sources_of_the_held_out_recordings():
+    image_index = np.array([4, 4, 0, 1, -1, 2, 3, 3])
+    assert held_out_images(image_index, np.array([0, 4, 6])).tolist() == [3, 4]
+    assert held_out_images(image_index, np.array([], dtype=np.int64)).size == 0
+
+
+def _held_out(recipe_path, *overrides):
+    from tmkt_cli.config import load_recipe
+    from tmkt_cli.data.store import open_dataset
+    from tmkt_cli.stages.shared import validation_split_of
+
+    recipe = load_recipe(recipe_path, list(overrides))
+    with open_dataset(recipe.dataset_dir() / "dataset.h5") as info:
+        return validation_split_of(recipe, info)
+
+
+def test_no_stream_trains_on_the_held_out_recordings_images(world, monkeypatch):
+    """With a validation split, the static stream (pairing by class draws any training image
+    of the class) never draws the source image of a held-out recording: otherwise the static
+    head would have seen the validation recordings' own pictures."""
+    from tmkt_cli.data import loaders
+
+    recipe = toy_recipe_file(world, "toy-val-kt")
+    split = _held_out(recipe, "data.val_fraction=0.25")
+    assert split.images.size == 4 and split.recordings.size == 4
+    drawn = []
+    getitem = loaders.EventDataset.__getitem__
+
+    def spy(self, key):
+        item = getitem(self, key)
+        if "static_index" in item:
+            drawn.append(item["static_index"])
+        return item
+
+    monkeypatch.setattr(loaders.EventDataset, "__getitem__", spy)
+    res = runner.invoke(app, ["train-tmkt", str(recipe), "--set", "data.val_fraction=0.25",
+                              *STEPS, "--set", "method.name=kt", "--set", "train.max_steps=8"])
+    assert res.exit_code == 0, res.output
+    assert len(drawn) >= 8 * 4
+    assert not np.isin(drawn, split.images).any()
+    # the other training images are all still drawn from (16 images, 12 left)
+    assert set(drawn) == set(np.setdiff1d(np.arange(16), split.images).tolist())
+
+
+def test_static_only_and_the_teacher_validate_on_the_held_out_images(world):
+    split = _held_out(toy_recipe_file(world, "toy-val-static"), "data.val_fraction=0.25")
+    recipe = toy_recipe_file(world, "toy-val-static")
+    res = runner.invoke(app, ["train-tmkt", str(recipe), "--set", "data.val_fraction=0.25",
+                              *STEPS, "--set", "method.name=static_only", "--set",
+                              "model.test_head=static"])
+    assert res.exit_code == 0, res.output
+    m = read_manifest(world / "runs" / "toy-val-static" / "seed42" / "train-tmkt")["metrics"]
+    assert m["best_chosen_on"] == "validation" and m["val_samples"] == split.images.size == 4
+    res = runner.invoke(app, ["pretrain-ann", str(recipe), "--set", "data.val_fraction=0.25",
+                              "--set", "pretrain_ann.train.max_steps=2", "--set",
+                              "pretrain_ann.train.epochs=0", "--set",
+                              "pretrain_ann.train.batch_size=4", "--set",
+                              "pretrain_ann.train.device=cpu"])
+    assert res.exit_code == 0, res.output
+    m = read_manifest(world / "runs" / "toy-val-static" / "seed42" / "pretrain-ann")["metrics"]
+    assert m["train_images"] == 12 and m["val_images"] == 4
+    assert m["best_chosen_on"] == "validation"

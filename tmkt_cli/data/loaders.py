@@ -14,7 +14,8 @@ worker process and after a resume.
 
 **Pairing.** ``pairing: class`` draws, for every access, a random image of the sample's class
 from the *training* images (``/train/images``; ``static_index`` indexes them), whatever split
-the event sample comes from. ``pairing: instance`` returns the recording's own image from its
+the event sample comes from, except the rows in ``exclude_images`` (with a validation split,
+the held-out recordings' source images: :func:`held_out_images`). ``pairing: instance`` returns the recording's own image from its
 split's images (``/<split>/images[image_index]``; ``static_index`` is that row).
 
 **Memory.** Only labels and pairing indices are read at construction. Frames and images are
@@ -82,6 +83,16 @@ def validation_split(labels: np.ndarray, groups: np.ndarray, fraction: float, se
     val_positions = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
     train_positions = np.setdiff1d(np.arange(labels.size), val_positions)
     return train_positions.astype(np.int64), val_positions.astype(np.int64)
+
+
+def held_out_images(image_index: np.ndarray, held_out: np.ndarray) -> np.ndarray:
+    """Sorted rows of ``/train/images`` that are the source images of the held-out (validation)
+    recordings ``held_out`` (positions into ``image_index``, the recordings' source rows; < 0:
+    none). Training must not see them either: a static stream paired by class draws any
+    training image of the class, and would otherwise train on the validation recordings' own
+    pictures."""
+    rows = np.asarray(image_index)[np.asarray(held_out, dtype=np.int64)]
+    return np.unique(rows[rows >= 0]).astype(np.int64)
 
 
 def event_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -247,7 +258,7 @@ class EventDataset(torch.utils.data.Dataset):
 
     def __init__(self, path: str | Path, split: str, cfg: DataConfig, *, seed: int,
                  augment: bool, with_static: bool, indices=None,
-                 teacher_rgb: bool = False) -> None:
+                 teacher_rgb: bool = False, exclude_images=None) -> None:
         self.path = Path(path)
         _check_split(self.path, split)
         self.split, self.cfg, self.seed = split, cfg, seed
@@ -262,21 +273,25 @@ class EventDataset(torch.utils.data.Dataset):
             self.labels = split_labels[self.rows]
             self.partner_image_index = ds.image_index(split)[self.rows]
             train_image_labels = ds.image_labels("train")
+            # rows ``pairing: class`` may draw: every training image but those held out
+            pairable = np.setdiff1d(np.arange(train_image_labels.size),
+                                    np.asarray(exclude_images if exclude_images is not None
+                                               else [], dtype=np.int64))
             if with_static:
-                self._check_pairing(train_image_labels)
+                self._check_pairing(train_image_labels[pairable])
             self._frames = self._images = None
             self._image_slot = None
             if cfg.in_memory:
                 self._frames = read_rows(ds.split(split)["frames"], self.rows, self.path)
                 if with_static:
                     images = ds.split(self.image_split)["images"]
-                    used = (np.flatnonzero(np.isin(train_image_labels, self.labels))
+                    used = (pairable[np.isin(train_image_labels[pairable], self.labels)]
                             if cfg.pairing == "class" else self.partner_image_index)
                     used = np.unique(used)
                     self._images = read_rows(images, used, self.path)
                     self._image_slot = np.full(images.shape[0], -1, np.int64)
                     self._image_slot[used] = np.arange(used.size)
-        self.class_images = {int(c): np.flatnonzero(train_image_labels == c)
+        self.class_images = {int(c): pairable[train_image_labels[pairable] == c]
                              for c in np.unique(self.labels)} \
             if with_static and cfg.pairing == "class" else {}
         self._file = _LazyFile(self.path)

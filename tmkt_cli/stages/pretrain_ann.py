@@ -14,7 +14,7 @@ from tmkt_cli.artifacts import StageRun, Upstream
 from tmkt_cli.checkpoints import ann_model_info
 from tmkt_cli.config import Recipe
 from tmkt_cli.errors import TmktError
-from tmkt_cli.stages.shared import dataset_input, training_outputs
+from tmkt_cli.stages.shared import dataset_input, training_outputs, validation_split_of
 
 STAGE = "pretrain-ann"
 
@@ -45,7 +45,13 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     info = open_dataset(h5)
     rgb = cfg.input == "rgb"
-    train = ImageDataset(h5, "train", recipe.data, augment=True, rgb=rgb)
+    split = validation_split_of(recipe, info)  # the students' split: the teacher keeps the
+    rows = np.arange(len(info.image_labels("train")))  # held-out recordings' images out too
+    if split is not None:
+        rows = np.setdiff1d(rows, split.images)
+    train = ImageDataset(h5, "train", recipe.data, augment=True, rgb=rgb, indices=rows)
+    val = (ImageDataset(h5, "train", recipe.data, augment=False, rgb=rgb, indices=split.images)
+           if split is not None else None)
     test = ImageDataset(h5, "test", recipe.data, augment=False, rgb=rgb)
     if len(train) == 0:
         raise TmktError(f"{h5}: the dataset has no training images (an event-only dataset "
@@ -59,12 +65,15 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
              f"{len(test)} test images, {len(info.classes)} classes")
     result = engine.fit(ImageClassifierTask(model), train, test, np.arange(len(train)),
                         cfg.train, seed=recipe.seed, run=run, ui=ui,
-                        num_workers=recipe.data.num_workers,
+                        num_workers=recipe.data.num_workers, val_set=val,
                         model_info=ann_model_info(cfg.backbone, info.classes, info.size,
                                                   3 if rgb else 2))
     run.complete(outputs=training_outputs(run),
                  metrics={"test_acc": result.metrics.get("acc"),
-                          "best_acc": result.best.get("acc"), "steps": result.steps})
+                          "best_acc": result.best.get("acc"), "steps": result.steps,
+                          "best_chosen_on": "validation" if val is not None else "test",
+                          "train_images": len(train),
+                          "val_images": len(val) if val is not None else 0})
     ui.print(f"{STAGE}: done, image test accuracy {result.metrics.get('acc', float('nan')):.4f}"
              f" -> {run.folder}")
 

@@ -6,8 +6,10 @@ so each stage can be read and changed on its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
 from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
@@ -53,28 +55,56 @@ def checkpoint_input(run_input: Upstream, which: str, key: str) -> Upstream:
 # Training stages
 # --------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ValidationSplit:
+    """The training split of a run with ``data.val_fraction`` > 0: which training recordings
+    it trains on and which it validates on, and which training images their sources are."""
+
+    train: np.ndarray
+    """Positions of the training recordings left for training."""
+    recordings: np.ndarray
+    """Positions of the held-out (validation) recordings."""
+    images: np.ndarray
+    """Rows of ``/train/images`` that are the held-out recordings' source images: no stream
+    trains on them (:func:`tmkt_cli.data.loaders.held_out_images`)."""
+
+
+def validation_split_of(recipe: Recipe, info) -> ValidationSplit | None:
+    """The run's validation split (None without ``data.val_fraction``): whole groups of one
+    source image per class, seeded by the recipe's seed; every stage carves the same one."""
+    from tmkt_cli.data.loaders import held_out_images, validation_split
+
+    if recipe.data.val_fraction <= 0:
+        return None
+    image_index = info.image_index("train")
+    rest, held_out = validation_split(info.labels("train"), image_index,
+                                      recipe.data.val_fraction, recipe.seed)
+    return ValidationSplit(rest, held_out, held_out_images(image_index, held_out))
+
+
 def build_training_data(recipe: Recipe, run: StageRun, with_static: bool,
                         teacher_rgb: bool = False):
-    """The event training subset, the event test split, and the store's facts."""
-    import numpy as np
-
-    from tmkt_cli.data.loaders import EventDataset, event_subset, validation_split
+    """The event training subset, the event test split, and the store's facts. With a
+    validation split, the held-out recordings become ``train.validation`` and their source
+    images are kept out of the static stream."""
+    from tmkt_cli.data.loaders import EventDataset, event_subset
     from tmkt_cli.data.store import open_dataset
 
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     info = open_dataset(h5)
+    split = validation_split_of(recipe, info)
     train = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=True,
-                         with_static=with_static, teacher_rgb=teacher_rgb)
+                         with_static=with_static, teacher_rgb=teacher_rgb,
+                         exclude_images=split.images if split else None)
     test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
                         with_static=False)
     subset_seed = recipe.seed if recipe.data.subset_seed < 0 else recipe.data.subset_seed
     labels = np.asarray(train.labels)
     val = None
-    if recipe.data.val_fraction > 0:  # carved out first; the event subset comes from the rest
-        rest, held_out = validation_split(labels, train.partner_image_index,
-                                          recipe.data.val_fraction, recipe.seed)
+    if split is not None:  # carved out first; the event subset comes from the rest
         val = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=False,
-                           with_static=False, indices=held_out)
+                           with_static=False, indices=split.recordings)
+        rest = split.train
         indices = rest[event_subset(labels[rest], recipe.data.event_fraction, subset_seed)]
     else:
         indices = event_subset(labels, recipe.data.event_fraction, subset_seed)
