@@ -142,3 +142,21 @@ def test_demo_summary_sentence_matches_its_table(tmp_path):
     found["ckd"]["event"] = 56.0  # within the noise: neither a gain nor a loss
     assert "no transfer method moves the event head by 2 points" in ds.sentence(found, "x")
     assert ds.sentence({}, "x").startswith("event_only has not finished")
+
+
+def test_cka_leaves_out_the_partial_batch_of_each_epoch(bt):
+    """100 samples in batches of 32: 4 batches an epoch, the 4th holding 4 samples. Linear CKA
+    on 4 samples is biased upwards, so steps 4, 8, 12, ... are not compared with the rest."""
+    train = [{"kind": "train", "step": s, "cka": 0.99 if s % 4 == 0 else 0.5}
+             for s in range(1, 21)]
+    kept = bt.full_batch_cka(train, 100, {"batch_size": 32})
+    assert [r["step"] for r in kept] == [s for s in range(1, 21) if s % 4]
+    assert {r["cka"] for r in kept} == {0.5}
+    # drop_last: 3 full batches an epoch, nothing left out
+    assert len(bt.full_batch_cka(train, 100, {"batch_size": 32, "drop_last": True})) == 20
+    # a last batch of one sample is always dropped (96 + 1): 3 batches an epoch, all full
+    assert len(bt.full_batch_cka(train, 97, {"batch_size": 32})) == 20
+    # fewer samples than a batch: every batch is the whole subset
+    assert len(bt.full_batch_cka(train, 10, {"batch_size": 32})) == 20
+    assert len(bt.full_batch_cka(train, None, {"batch_size": 32})) == 20
+
