@@ -24,15 +24,9 @@ RECIPE=${1:?usage: slurm/pipeline.sh RECIPE [tmkt options]}
 shift
 HERE=$(cd "$(dirname "$0")" && pwd)
 VENV=${TMKT_VENV:-.venv}
-GPUS=${GPUS:-1}
+# shellcheck source=slurm/resources.sh
+. "$HERE/resources.sh"
 NODES=${NODES:-1}
-TASKS=${TASKS:-$([ "$GPUS" -gt 0 ] && echo "$GPUS" || echo 1)}
-CPUS=${CPUS:-8}
-MEM=${MEM:-64G}
-TIME=${TIME:-24:00:00}
-SIGNAL_LEAD=${SIGNAL_LEAD:-180}
-PREP_CPUS=${PREP_CPUS:-16}
-PREP_TIME=${PREP_TIME:-12:00:00}
 EVAL_TIME=${EVAL_TIME:-02:00:00}
 CAM_TIME=${CAM_TIME:-01:00:00}
 ONE_GPU=$([ "$GPUS" -gt 0 ] && echo 1 || echo 0)

@@ -11,8 +11,9 @@
 # trained on all the images: <runs>/teacher/seedS/pretrain-ann): each run
 # is a variant of its recipe and gets its own folder (<runs>/<name>/event_fraction-F/seedS/),
 # so nothing here builds a path. The tasks are written to <runs>/sweep-<time>.tasks, one line
-# each, which is also the record of what the array ran. Resources come from the environment as
-# in slurm/pipeline.sh (GPUS, CPUS, MEM, TIME, SIGNAL_LEAD, PREP_CPUS, PREP_TIME); MAX_PARALLEL
+# each, which is also the record of what the array ran. Resources come from the environment, with
+# the defaults of slurm/resources.sh (GPUS, TASKS, CPUS, MEM, TIME, SIGNAL_LEAD, PREP_CPUS,
+# PREP_TIME), shared with slurm/pipeline.sh; MAX_PARALLEL
 # caps the tasks running at once (sbatch --array=...%N). Tasks are preempted, requeued and
 # resumed like any stage.sbatch job.
 set -euo pipefail
@@ -34,14 +35,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 HERE=$(cd "$(dirname "$0")" && pwd)
-GPUS=${GPUS:-1}
-TASKS=$([ "$GPUS" -gt 0 ] && echo "$GPUS" || echo 1)
-CPUS=${CPUS:-8}
-MEM=${MEM:-64G}
-TIME=${TIME:-24:00:00}
-SIGNAL_LEAD=${SIGNAL_LEAD:-180}
-PREP_CPUS=${PREP_CPUS:-16}
-PREP_TIME=${PREP_TIME:-12:00:00}
+# shellcheck source=slurm/resources.sh
+. "$HERE/resources.sh"
 MAX_PARALLEL=${MAX_PARALLEL:-}
 for word in ${extra[@]+"${extra[@]}"}; do
   case $word in *" "*) echo "slurm/sweep.sh: a --set value may not hold spaces: $word" >&2

@@ -305,6 +305,11 @@ def test_landscape_command_and_the_deprecated_report_option(world, tmp_path):
     assert res.exit_code == 0, res.output
     assert "deprecated" in res.output and "tmkt landscape" in res.output
     assert "landscape-toy-tmkt-seed1-train-tmkt.png" in (tmp_path / "r" / "report.md").read_text()
+    # a wrong run folder is one line naming the argument it came from
+    res = CliRunner().invoke(app, ["landscape", str(tmp_path / "nowhere"), "--out",
+                                   str(tmp_path / "l2")])
+    assert res.exit_code == 2
+    assert "nowhere: not found (from tmkt landscape RUN)" in res.output
 
 
 def test_report_imports_no_torch():

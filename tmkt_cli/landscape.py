@@ -33,12 +33,12 @@ def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
     from tmkt_cli.checkpoints import load_trained_model, read_dataset_facts
     from tmkt_cli.config import load_recipe
 
-    up = read_upstream(run_folder, MODEL_STAGES, "--landscape")
+    up = read_upstream(run_folder, MODEL_STAGES, "tmkt landscape RUN")
     recipe = load_recipe(run_folder / "config.yaml")
     stage = up.manifest["stage"]
     dataset = up.manifest.get("inputs", {}).get("dataset", {}).get("path")
     if not dataset:
-        raise TmktError(f"{run_folder / MANIFEST}: records no dataset input (--landscape)")
+        raise TmktError(f"{run_folder / MANIFEST}: records no dataset input (tmkt landscape RUN)")
     h5 = Path(dataset) / "dataset.h5"
     facts = read_dataset_facts(h5)
     expected = {"classes": facts.classes, "size": facts.size}
@@ -46,7 +46,7 @@ def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
         expected.update(kind="snn", time_steps=facts.time_steps)
     else:
         expected["kind"] = "ann"
-    trained = load_trained_model(run_folder / LAST, expected, "its dataset (--landscape)")
+    trained = load_trained_model(run_folder / LAST, expected, "its dataset (tmkt landscape RUN)")
     inputs, labels = _landscape_data(recipe, h5, stage, samples)
     model = trained.model
     model.eval()
