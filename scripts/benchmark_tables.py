@@ -364,7 +364,8 @@ def main() -> int:
     ]
     text = "\n\n".join(f"### {title}\n\n{table}" for title, table in sections) + "\n"
     (args.out / "tables.md").write_text(text)
-    plot_curves(runs, args.out / "curves.png", args.title or str(args.roots[0]))
+    title = args.title or (str(args.roots[0]) if len(args.roots) == 1 else args.out.name)
+    plot_curves(runs, args.out / "curves.png", title)
     print(text)
     print(f"tables: {args.out / 'tables.md'}; learning curves: {args.out / 'curves.png'}")
     return 0
