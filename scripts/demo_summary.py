@@ -105,7 +105,7 @@ def main() -> int:
     ap.add_argument("prefix", help="the recipes' name prefix, e.g. control for control-kt")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--setting", default="the positive control (one event recording per "
-                                         "class, all the images)")
+                                         "class, the training images)")
     args = ap.parse_args()
     found = rows(args.runs, args.prefix, args.seed)
     if not found:
