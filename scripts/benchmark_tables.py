@@ -12,8 +12,8 @@ Markdown tables and PNGs:
   top-1: no choice here reads the test split;
 * gradient shares: each loss term's share of the trunk gradient, at the first measured step
   and averaged over the run (``train.grad_share_every``);
-* CKA between the two streams' features, first and last training records (full batches
-  only: :func:`full_batch_cka`);
+* CKA between the two streams' features, first and last training records, on batches of
+  one size (:func:`full_batch_cka`);
 * learning curves: test top-1 of both heads against the step, mean over seeds.
 
     python scripts/benchmark_tables.py runs/benchmark/control --out docs/benchmark/control
@@ -95,26 +95,27 @@ def collect(roots: list[Path]) -> list[dict]:
 
 
 def full_batch_cka(train: list[dict], n: int | None, train_cfg: dict) -> list[dict]:
-    """The training records' CKA, leaving out steps whose batch was an epoch's last, partial
-    one. Linear CKA is measured on the training batch and is biased upwards on few samples
-    (kt on digits at 5%, seed 42: 196 recordings in batches of 64, the last of 4 samples;
-    CKA 0.91-0.99 on it against 0.48-0.72 on full batches over the first 400 steps: the
-    saw-tooth of the first curves), so only full batches are compared."""
+    """The training records' CKA on batches of one size: the size most records were measured
+    on (the larger one on a tie), usually a full batch. Linear CKA is measured on the training
+    batch and is biased upwards on few samples (kt on digits at 5%, seed 42: 196 recordings in
+    batches of 64, the last of 4 samples; CKA 0.91-0.99 on it against 0.48-0.72 on full
+    batches over the first 400 steps: the saw-tooth of the first curves), so records on other
+    sizes are left out. Each record gets its ``batch`` size (None when unknown)."""
+    from collections import Counter
+
     from tmkt_cli.data.sampling import batches_per_epoch
 
     batch = int(train_cfg.get("batch_size", 0))
-    records = [{"step": r["step"], "cka": r["cka"]} for r in train if "cka" in r]
-    if not n or not batch:
+    records = [{"step": r["step"], "cka": r["cka"], "batch": None} for r in train if "cka" in r]
+    per_epoch = batches_per_epoch(n, batch, bool(train_cfg.get("drop_last", False))) \
+        if n and batch else 0
+    if not records or per_epoch == 0:
         return records
-    per_epoch = batches_per_epoch(n, batch, bool(train_cfg.get("drop_last", False)))
-    if per_epoch == 0:
-        return records
-
-    def size(step: int) -> int:  # step counts from 1: the step-th batch of the run
-        return min(batch, n - ((step - 1) % per_epoch) * batch)
-
-    full = min(batch, n)
-    return [r for r in records if size(r["step"]) == full]
+    for r in records:  # step counts from 1: the step-th batch of the run
+        r["batch"] = min(batch, n - ((r["step"] - 1) % per_epoch) * batch)
+    counts = Counter(r["batch"] for r in records)
+    size = max(counts, key=lambda b: (counts[b], b))
+    return [r for r in records if r["batch"] == size]
 
 
 def mean_sd(values: list[float]) -> str:
@@ -263,16 +264,20 @@ def shares_table(runs: list[dict]) -> str:
 
 
 def cka_table(runs: list[dict]) -> str:
-    lines = ["| method | events | CKA, first record | CKA, last 5 records |", "|---|---|---|---|"]
+    lines = ["| method | events | CKA, first record | CKA, last 5 records | measured on batches of |",
+             "|---|---|---|---|---|"]
     groups = by([r for r in runs if r.get("cka")], "method", "fraction")
     for (m, f) in sorted(groups, key=lambda k: (k[1], k[0])):
-        first, last = [], []
+        first, last, sizes = [], [], set()
         for r in groups[(m, f)]:
             values = [t["cka"] for t in r["cka"]]
             first.append(values[0])
             last.append(statistics.fmean(values[-5:]))
+            sizes |= {t["batch"] for t in r["cka"]}
+        batches = ", ".join("–" if b is None else str(b)
+                            for b in sorted(sizes, key=lambda b: (b is None, b or 0)))
         lines.append(f"| {m} | {fraction_name(f)} | {statistics.fmean(first):.3f} | "
-                     f"{statistics.fmean(last):.3f} |")
+                     f"{statistics.fmean(last):.3f} | {batches} |")
     return "\n".join(lines)
 
 

@@ -68,7 +68,7 @@ def test_tables_from_run_folders(bt, tmp_path):
     shares = bt.shares_table(runs)
     assert "| kt | 1% | 0.20 / 0.30 | 0.50 / 0.45 | 0.30 / 0.25 | – | – | – |" in shares
     assert "| event_only | 1% | 1.00 / 1.00 | – |" in shares
-    assert "| kt | 1% | 0.200 | 0.433 |" in bt.cka_table(runs)
+    assert "| kt | 1% | 0.200 | 0.433 | – |" in bt.cka_table(runs)
 
 
 def test_static_only_counts_once_per_seed_and_full_data_is_no_headroom_row(bt, tmp_path):
@@ -144,19 +144,23 @@ def test_demo_summary_sentence_matches_its_table(tmp_path):
     assert ds.sentence({}, "x").startswith("event_only has not finished")
 
 
-def test_cka_leaves_out_the_partial_batch_of_each_epoch(bt):
+def test_cka_is_compared_on_batches_of_one_size(bt):
     """100 samples in batches of 32: 4 batches an epoch, the 4th holding 4 samples. Linear CKA
     on 4 samples is biased upwards, so steps 4, 8, 12, ... are not compared with the rest."""
     train = [{"kind": "train", "step": s, "cka": 0.99 if s % 4 == 0 else 0.5}
              for s in range(1, 21)]
     kept = bt.full_batch_cka(train, 100, {"batch_size": 32})
     assert [r["step"] for r in kept] == [s for s in range(1, 21) if s % 4]
-    assert {r["cka"] for r in kept} == {0.5}
+    assert {r["cka"] for r in kept} == {0.5} and {r["batch"] for r in kept} == {32}
     # drop_last: 3 full batches an epoch, nothing left out
     assert len(bt.full_batch_cka(train, 100, {"batch_size": 32, "drop_last": True})) == 20
     # a last batch of one sample is always dropped (96 + 1): 3 batches an epoch, all full
     assert len(bt.full_batch_cka(train, 97, {"batch_size": 32})) == 20
     # fewer samples than a batch: every batch is the whole subset
-    assert len(bt.full_batch_cka(train, 10, {"batch_size": 32})) == 20
+    assert {r["batch"] for r in bt.full_batch_cka(train, 10, {"batch_size": 32})} == {10}
     assert len(bt.full_batch_cka(train, None, {"batch_size": 32})) == 20
-
+    # logged every 10 steps with 2 batches an epoch (78 = 64 + 14): every record falls on the
+    # small batch; they are kept (comparable with each other) and say their size
+    every_10 = [{"kind": "train", "step": s, "cka": 0.9} for s in range(10, 101, 10)]
+    kept = bt.full_batch_cka(every_10, 78, {"batch_size": 64})
+    assert len(kept) == 10 and {r["batch"] for r in kept} == {14}
