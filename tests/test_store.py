@@ -310,19 +310,26 @@ def test_partial_only_says_how_to_finish(tmp_path):
         open_dataset(tmp_path)
 
 
+def stopped_partial(tmp_path: Path, stop_after: int):
+    """An uninterrupted reference file (and its digest), and a writer stopped after
+    ``stop_after`` additions: (reference, digest, path, partial, committed train recordings)."""
+    reference, reference_digest = build(tmp_path / "ref", flush_every=2)
+    p = plans()
+    path = tmp_path / "run" / FILENAME
+    with DatasetWriter(path, header(), p, flush_every=2) as w:
+        write_all(w, p, stop_after=stop_after)
+        committed = w.committed("train", "recordings")
+    return reference, reference_digest, path, path.with_name(FILENAME + ".partial"), committed
+
+
 def test_a_partial_whose_superblock_lags_its_chunk_index_resumes_to_the_same_arrays(tmp_path):
     """HDF5 is not crash-consistent: a SIGKILL inside a flush can leave a chunk written and
     indexed while the superblock still holds the old end-of-allocation address. Writing that
     chunk again in place then fails ("addr overflow"; seen in CI, 1 run in 6 of 60 kills under
     load). Built here directly: commit some samples, write the next chunk past the count, then
     put back the superblock's end-of-file address from before."""
-    reference, reference_digest = build(tmp_path / "ref", flush_every=2)
+    reference, reference_digest, path, partial, nxt = stopped_partial(tmp_path, stop_after=10)
     p = plans()
-    path = tmp_path / "run" / FILENAME
-    partial = path.with_name(FILENAME + ".partial")
-    with DatasetWriter(path, header(), p, flush_every=2) as w:
-        write_all(w, p, stop_after=10)
-        nxt = w.committed("train", "recordings")
     eoa_field = slice(40, 48)  # superblock version 0: the end-of-file address
     old_eoa = partial.read_bytes()[eoa_field]
     with h5py.File(partial, "r+") as f:
@@ -348,13 +355,9 @@ def test_a_partial_whose_superblock_lags_its_chunk_index_resumes_to_the_same_arr
 def test_a_partial_whose_committed_samples_do_not_check_is_started_again(tmp_path, damage):
     """Resuming checks every committed sample against its split's hash chain: a chunk that
     no longer decodes, or one that decodes to other data, means the partial is not trusted."""
-    reference, reference_digest = build(tmp_path / "ref", flush_every=2)
+    reference, reference_digest, path, partial, nxt = stopped_partial(tmp_path, stop_after=12)
+    assert nxt >= 4
     p = plans()
-    path = tmp_path / "run" / FILENAME
-    partial = path.with_name(FILENAME + ".partial")
-    with DatasetWriter(path, header(), p, flush_every=2) as w:
-        write_all(w, p, stop_after=12)
-        assert w.committed("train", "recordings") >= 4
     with h5py.File(partial, "r+") as f:
         frames = f["train/frames"].id
         if damage == "other samples":

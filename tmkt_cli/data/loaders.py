@@ -15,8 +15,9 @@ worker process and after a resume.
 **Pairing.** ``pairing: class`` draws, for every access, a random image of the sample's class
 from the *training* images (``/train/images``; ``static_index`` indexes them), whatever split
 the event sample comes from, except the rows in ``exclude_images`` (with a validation split,
-the held-out recordings' source images: :func:`held_out_images`). ``pairing: instance`` returns the recording's own image from its
-split's images (``/<split>/images[image_index]``; ``static_index`` is that row).
+the held-out recordings' source images: :func:`held_out_images`). ``pairing: instance``
+returns the recording's own image from its split's images (``/<split>/images[image_index]``;
+``static_index`` is that row).
 
 **Memory.** Only labels and pairing indices are read at construction. Frames and images are
 read per access through an HDF5 handle opened on first use in each process (h5py handles do

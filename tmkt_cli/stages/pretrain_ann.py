@@ -14,7 +14,7 @@ from tmkt_cli.artifacts import StageRun, Upstream
 from tmkt_cli.checkpoints import ann_model_info
 from tmkt_cli.config import Recipe
 from tmkt_cli.errors import TmktError
-from tmkt_cli.stages.shared import dataset_input, training_outputs, validation_split_of
+from tmkt_cli.stages.shared import dataset_input, training_image_rows, training_outputs
 
 STAGE = "pretrain-ann"
 
@@ -45,13 +45,10 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     info = open_dataset(h5)
     rgb = cfg.input == "rgb"
-    split = validation_split_of(recipe, info)  # the students' split: the teacher keeps the
-    rows = np.arange(len(info.image_labels("train")))  # held-out recordings' images out too
-    if split is not None:
-        rows = np.setdiff1d(rows, split.images)
+    rows, val_rows = training_image_rows(recipe, info)  # the students' validation split
     train = ImageDataset(h5, "train", recipe.data, augment=True, rgb=rgb, indices=rows)
-    val = (ImageDataset(h5, "train", recipe.data, augment=False, rgb=rgb, indices=split.images)
-           if split is not None else None)
+    val = (ImageDataset(h5, "train", recipe.data, augment=False, rgb=rgb, indices=val_rows)
+           if val_rows is not None else None)
     test = ImageDataset(h5, "test", recipe.data, augment=False, rgb=rgb)
     if len(train) == 0:
         raise TmktError(f"{h5}: the dataset has no training images (an event-only dataset "

@@ -82,6 +82,17 @@ def validation_split_of(recipe: Recipe, info) -> ValidationSplit | None:
     return ValidationSplit(rest, held_out, held_out_images(image_index, held_out))
 
 
+def training_image_rows(recipe: Recipe, info) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows of ``/train/images`` to train on, rows to validate on or None): without a
+    validation split every training image trains; with one, the held-out recordings' source
+    images validate instead (static_only and the ANN teacher)."""
+    rows = np.arange(len(info.image_labels("train")))
+    split = validation_split_of(recipe, info)
+    if split is None:
+        return rows, None
+    return np.setdiff1d(rows, split.images), split.images
+
+
 def build_training_data(recipe: Recipe, run: StageRun, with_static: bool,
                         teacher_rgb: bool = False):
     """The event training subset, the event test split, and the store's facts. With a

@@ -17,7 +17,7 @@ from tmkt_cli.stages.shared import (
     build_training_data,
     dataset_input,
     fit_and_record,
-    validation_split_of,
+    training_image_rows,
 )
 
 STAGE = "train-tmkt"
@@ -79,13 +79,10 @@ def run_static_only(recipe: Recipe, run: StageRun, ui: Console) -> None:
                         "model.test_head: static (recipe key model.test_head)")
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"
     info = open_dataset(h5)
-    split = validation_split_of(recipe, info)
-    rows = np.arange(len(info.image_labels("train")))
-    if split is not None:  # validated on the held-out recordings' source images
-        rows = np.setdiff1d(rows, split.images)
+    rows, val_rows = training_image_rows(recipe, info)
     train = ImageDataset(h5, "train", recipe.data, seed=recipe.seed, augment=True, indices=rows)
     train.validation = (ImageDataset(h5, "train", recipe.data, seed=recipe.seed, augment=False,
-                                     indices=split.images) if split is not None else None)
+                                     indices=val_rows) if val_rows is not None else None)
     test = ImageDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False)
     if len(train) == 0 or len(test) == 0:
         raise TmktError(f"{h5}: the dataset has no training or test images (method "
