@@ -14,7 +14,9 @@ Markdown tables and PNGs:
   and averaged over the run (``train.grad_share_every``);
 * CKA between the two streams' features, first and last training records, on batches of
   one size (:func:`full_batch_cka`);
-* learning curves: test top-1 of both heads against the step, mean over seeds.
+* learning curves: test top-1 of both heads against the step, mean over seeds;
+* data efficiency: test top-1, and the paired difference from event_only, against the
+  fraction of event recordings.
 
     python scripts/benchmark_tables.py runs/benchmark/control --out docs/benchmark/control
 """
@@ -292,6 +294,72 @@ def mean_series(records: list[list[dict]], key: str) -> tuple[list[int], list[fl
     return steps, [statistics.fmean(at[s]) for s in steps]
 
 
+def efficiency_series(runs: list[dict], paired: bool = False) -> dict[str, list[tuple]]:
+    """Per method, (fraction, mean, sd, n) of the test top-1 in points over seeds, fractions
+    in order; with ``paired``, of the difference from event_only on the same fraction and seed
+    (event_only itself left out)."""
+    base = {(r["fraction"], r["seed"]): r["final"]["acc"] for r in runs
+            if r["method"] == "event_only"}
+    out: dict[str, list[tuple]] = {}
+    groups = by([r for r in runs if r["method"] != "static_only"], "method", "fraction")
+    for m in order({m for m, _ in groups}):
+        if paired and m == "event_only":
+            continue
+        points = []
+        for f in sorted(f for mm, f in groups if mm == m):
+            values = [100 * (r["final"]["acc"] - base[(f, r["seed"])]) if paired
+                      else 100 * r["final"]["acc"] for r in groups[(m, f)]
+                      if not paired or (f, r["seed"]) in base]
+            if values:
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                points.append((f, statistics.fmean(values), sd, len(values)))
+        if points:
+            out[m] = points
+    return out
+
+
+def plot_efficiency(runs: list[dict], path: Path, title: str) -> None:
+    """Top-1 on the event test split against the fraction of event recordings (left), and
+    each method's paired difference from event_only (right), mean +- sd over seeds; the SNN on
+    the images (static_only, the headroom's (b)) as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (abs_ax, diff_ax) = plt.subplots(1, 2, figsize=(12.0, 4.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    absolute = efficiency_series(runs)
+    fractions = sorted({f for points in absolute.values() for f, *_ in points})
+    style = {m: (colours[i % len(colours)], "--" if "heads" in m else "-")
+             for i, m in enumerate(absolute)}
+    for ax, series in ((abs_ax, absolute), (diff_ax, efficiency_series(runs, paired=True))):
+        for i, (m, points) in enumerate(series.items()):
+            colour, line = style[m]
+            nudge = 1.0 + 0.025 * (i - len(series) / 2)  # error bars side by side
+            ax.errorbar([f * nudge for f, *_ in points], [y for _, y, _, _ in points],
+                        yerr=[sd for _, _, sd, _ in points], fmt="o" + line, color=colour,
+                        capsize=3, markersize=4, label=m)
+        ax.set_xscale("log")
+        ax.set_xticks(fractions, [fraction_name(f) for f in fractions])
+        ax.minorticks_off()
+        ax.set_xlabel("fraction of the event training recordings")
+        ax.grid(alpha=0.3)
+    static = [100 * r["final"]["acc"] for r in runs if r["method"] == "static_only"]
+    if static:
+        abs_ax.axhline(statistics.fmean(static), color="grey", linestyle=":",
+                       label="static_only on the test images")
+    diff_ax.axhline(0.0, color="black", linewidth=0.8)
+    abs_ax.set_ylabel("top-1 on the event test split (%)")
+    diff_ax.set_ylabel("minus event_only on the same recordings (points)")
+    abs_ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: last checkpoint, mean ± sd over seeds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_curves(runs: list[dict], path: Path, title: str) -> None:
     """Per fraction (columns): test top-1 of both heads, CKA between the streams, and the
     event loss's share of the trunk gradient, against the step, mean over seeds (rows)."""
@@ -371,8 +439,10 @@ def main() -> int:
     (args.out / "tables.md").write_text(text)
     title = args.title or (str(args.roots[0]) if len(args.roots) == 1 else args.out.name)
     plot_curves(runs, args.out / "curves.png", title)
+    plot_efficiency(runs, args.out / "efficiency.png", title)
     print(text)
-    print(f"tables: {args.out / 'tables.md'}; learning curves: {args.out / 'curves.png'}")
+    print(f"tables: {args.out / 'tables.md'}; learning curves: {args.out / 'curves.png'}; "
+          f"top-1 against the fraction: {args.out / 'efficiency.png'}")
     return 0
 
 

@@ -96,6 +96,7 @@ def test_script_writes_tables_and_curves(bt, tmp_path, monkeypatch):
                                       "--out", str(out)])
     assert bt.main() == 0
     assert (out / "curves.png").stat().st_size > 0
+    assert (out / "efficiency.png").stat().st_size > 0
     assert "| event_only | 50.00 ± 0.00 (n=1) |" in (out / "tables.md").read_text()
     monkeypatch.setattr(sys, "argv", ["benchmark_tables.py", str(tmp_path / "empty"),
                                       "--out", str(out)])
@@ -164,3 +165,21 @@ def test_cka_is_compared_on_batches_of_one_size(bt):
     every_10 = [{"kind": "train", "step": s, "cka": 0.9} for s in range(10, 101, 10)]
     kept = bt.full_batch_cka(every_10, 78, {"batch_size": 64})
     assert len(kept) == 10 and {r["batch"] for r in kept} == {14}
+
+
+def test_efficiency_series_are_per_method_over_fractions_and_paired_by_seed(bt, tmp_path):
+    for seed, (base, kt) in enumerate([(0.50, 0.55), (0.60, 0.61)], start=1):
+        fake_run(tmp_path, "event_only", 0.05, seed, {"acc": base})
+        fake_run(tmp_path, "kt", 0.05, seed, {"acc": kt})
+    fake_run(tmp_path, "event_only", 1.0, 1, {"acc": 0.9})
+    fake_run(tmp_path, "kt", 1.0, 2, {"acc": 0.8})  # no event_only on seed 2 at 100%
+    fake_run(tmp_path, "static_only", 0.05, 1, {"acc": 0.95})
+    runs = bt.collect([tmp_path])
+    absolute = bt.efficiency_series(runs)
+    assert list(absolute) == ["event_only", "kt"]  # static_only is a line, not a series
+    assert absolute["event_only"] == [(0.05, pytest.approx(55.0), pytest.approx(7.0711, abs=1e-4),
+                                       2), (1.0, pytest.approx(90.0), 0.0, 1)]
+    paired = bt.efficiency_series(runs, paired=True)
+    assert list(paired) == ["kt"]
+    # +5 and +1 on the same recordings; at 100% nothing to pair with, so no point
+    assert paired["kt"] == [(0.05, pytest.approx(3.0), pytest.approx(2.8284, abs=1e-4), 2)]
