@@ -177,31 +177,56 @@ def accuracy_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_cells(runs: list[dict], method: str, base: str, fractions: list[float]) -> list[str]:
+    """``method`` minus ``base`` at each fraction, seed by seed, in points: "mean ± sd (n=..)"
+    over the seeds both have ("–" where none)."""
+    base_acc = {(r["fraction"], r["seed"]): r["final"]["acc"] for r in runs
+                if r["method"] == base}
+    groups = by(runs, "method", "fraction")
+    cells = []
+    for f in fractions:
+        diffs = [100 * (r["final"]["acc"] - base_acc[(f, r["seed"])])
+                 for r in groups.get((method, f), []) if (f, r["seed"]) in base_acc]
+        if not diffs:
+            cells.append("–")
+            continue
+        sd = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+        cells.append(f"{statistics.fmean(diffs):+.2f}{sd} (n={len(diffs)})")
+    return cells
+
+
 def paired_table(runs: list[dict]) -> str:
     """Each method minus event_only at the same fraction and seed (the same event subset:
     the subset is drawn from the seed), in points: mean +- sd over the seeds both have.
     The spread between seeds of one method is mostly which recordings the subset holds; the
     paired difference removes it."""
     fractions = sorted({r["fraction"] for r in runs if r["method"] != "static_only"})
-    base = {(r["fraction"], r["seed"]): r["final"]["acc"] for r in runs
-            if r["method"] == "event_only"}
     methods = [m for m in order({r["method"] for r in runs})
                if m not in ("event_only", "static_only")]
-    groups = by(runs, "method", "fraction")
     lines = ["| method - event_only (points) | " + " | ".join(fraction_name(f) for f in fractions)
              + " |", "|---|" + "---|" * len(fractions)]
     for m in methods:
-        cells = []
-        for f in fractions:
-            diffs = [100 * (r["final"]["acc"] - base[(f, r["seed"])])
-                     for r in groups.get((m, f), []) if (f, r["seed"]) in base]
-            if not diffs:
-                cells.append("–")
-                continue
-            sd = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
-            cells.append(f"{statistics.fmean(diffs):+.2f}{sd} (n={len(diffs)})")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | " + " | ".join(paired_cells(runs, m, "event_only", fractions))
+                     + " |")
     return "\n".join(lines)
+
+
+def tmkt_vs_kt_table(runs: list[dict]) -> str:
+    """TMKT minus KT with the same output layout (``model.heads``), fraction and seed: the
+    comparison the TMKT paper makes, in points."""
+    fractions = sorted({r["fraction"] for r in runs if r["method"] != "static_only"})
+    methods = {r["method"] for r in runs}
+    lines = ["| layout: tmkt - kt (points) | " + " | ".join(fraction_name(f) for f in fractions)
+             + " |", "|---|" + "---|" * len(fractions)]
+    for m in order(methods):
+        if not m.startswith("tmkt"):
+            continue
+        base = "kt" + m[len("tmkt"):]
+        if base in methods:
+            layout = m[len("tmkt, "):] if m != "tmkt" else "heads separate"
+            lines.append(f"| {layout} | " + " | ".join(paired_cells(runs, m, base, fractions))
+                         + " |")
+    return "\n".join(lines) if len(lines) > 2 else "(no tmkt and kt runs with the same heads)"
 
 
 def headroom_table(runs: list[dict]) -> str:
@@ -429,6 +454,8 @@ def main() -> int:
          accuracy_table(runs)),
         ("Against event_only, paired by seed (the same event recordings)",
          paired_table(runs)),
+        ("TMKT against KT, paired by seed (the same recordings, the same heads)",
+         tmkt_vs_kt_table(runs)),
         ("Heads: both heads on the same events; the head a validation split chooses",
          heads_table(runs)),
         ("Share of the trunk gradient per loss term (first measured step / mean over the run)",

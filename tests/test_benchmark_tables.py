@@ -55,6 +55,7 @@ def test_tables_from_run_folders(bt, tmp_path):
     assert table[3] == "| kt | 64.00 ± 2.83 (n=2) |"
     paired = bt.paired_table(runs).splitlines()
     assert paired[2] == "| kt | +2.00 ± 0.00 (n=2) |"  # 62-60 and 66-64, seed by seed
+    assert bt.tmkt_vs_kt_table(runs).startswith("(no tmkt")  # nothing to compare with
     heads = bt.heads_table(runs)
     # validation prefers the static head for kt: its test top-1 is reported, chosen on val
     assert "| kt | 1% | 64.00 ± 2.83 (n=2) | 82.00 ± 2.83 (n=2) | static | 82.00 ± 2.83 (n=2) |" \
@@ -183,3 +184,16 @@ def test_efficiency_series_are_per_method_over_fractions_and_paired_by_seed(bt, 
     assert list(paired) == ["kt"]
     # +5 and +1 on the same recordings; at 100% nothing to pair with, so no point
     assert paired["kt"] == [(0.05, pytest.approx(3.0), pytest.approx(2.8284, abs=1e-4), 2)]
+
+
+def test_tmkt_is_compared_with_kt_of_the_same_heads_on_the_same_seed(bt, tmp_path):
+    for seed, (kt, tmkt, kt_shared, tmkt_shared) in enumerate(
+            [(0.60, 0.62, 0.70, 0.75), (0.70, 0.71, 0.80, 0.83)], start=1):
+        fake_run(tmp_path, "kt", 0.01, seed, {"acc": kt})
+        fake_run(tmp_path, "tmkt", 0.01, seed, {"acc": tmkt})
+        fake_run(tmp_path, "kt", 0.01, seed, {"acc": kt_shared}, heads="shared")
+        fake_run(tmp_path, "tmkt", 0.01, seed, {"acc": tmkt_shared}, heads="shared")
+    fake_run(tmp_path, "tmkt", 0.01, 1, {"acc": 0.9}, heads="residual")  # no kt to pair with
+    lines = bt.tmkt_vs_kt_table(bt.collect([tmp_path])).splitlines()
+    assert lines[2:] == ["| heads separate | +1.50 ± 0.71 (n=2) |",
+                         "| heads shared | +4.00 ± 1.41 (n=2) |"]
