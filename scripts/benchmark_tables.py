@@ -15,8 +15,8 @@ Markdown tables and PNGs:
 * CKA between the two streams' features, first and last training records, on batches of
   one size (:func:`full_batch_cka`);
 * learning curves: test top-1 of both heads against the step, mean over seeds;
-* data efficiency: test top-1, and the paired difference from event_only, against the
-  fraction of event recordings.
+* data efficiency (when the runs span more than one fraction): test top-1, and the paired
+  difference from event_only, against the fraction of event recordings.
 
     python scripts/benchmark_tables.py runs/benchmark/control --out docs/benchmark/control
 """
@@ -466,10 +466,11 @@ def main() -> int:
     (args.out / "tables.md").write_text(text)
     title = args.title or (str(args.roots[0]) if len(args.roots) == 1 else args.out.name)
     plot_curves(runs, args.out / "curves.png", title)
-    plot_efficiency(runs, args.out / "efficiency.png", title)
     print(text)
-    print(f"tables: {args.out / 'tables.md'}; learning curves: {args.out / 'curves.png'}; "
-          f"top-1 against the fraction: {args.out / 'efficiency.png'}")
+    print(f"tables: {args.out / 'tables.md'}; learning curves: {args.out / 'curves.png'}")
+    if len({r["fraction"] for r in runs if r["method"] != "static_only"}) > 1:
+        plot_efficiency(runs, args.out / "efficiency.png", title)
+        print(f"top-1 against the fraction of event recordings: {args.out / 'efficiency.png'}")
     return 0
 
 

@@ -97,6 +97,9 @@ def test_script_writes_tables_and_curves(bt, tmp_path, monkeypatch):
                                       "--out", str(out)])
     assert bt.main() == 0
     assert (out / "curves.png").stat().st_size > 0
+    assert not (out / "efficiency.png").exists()  # one fraction: nothing to draw against
+    fake_run(tmp_path / "runs", "event_only", 1.0, 1, {"acc": 0.7, "val_acc": 0.7})
+    assert bt.main() == 0
     assert (out / "efficiency.png").stat().st_size > 0
     assert "| event_only | 50.00 ± 0.00 (n=1) |" in (out / "tables.md").read_text()
     monkeypatch.setattr(sys, "argv", ["benchmark_tables.py", str(tmp_path / "empty"),
