@@ -399,6 +399,7 @@ def plot_curves(runs: list[dict], path: Path, title: str) -> None:
     groups = by(runs, "method", "fraction")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     methods = order({r["method"] for r in runs if r["method"] != "static_only"})
+    labelled: set[str] = set()
     for col, f in enumerate(fractions):
         acc_ax, cka_ax, share_ax = axes[0][col], axes[1][col], axes[2][col]
         for i, m in enumerate(methods):
@@ -406,7 +407,8 @@ def plot_curves(runs: list[dict], path: Path, title: str) -> None:
             if not rs:
                 continue
             colour = colours[i % len(colours)]
-            label = m if col == 0 else None
+            label = None if m in labelled else m  # once, in the first column it appears in
+            labelled.add(m)
             steps, ys = mean_series([r["evals"] for r in rs], "acc")
             acc_ax.plot(steps, [100 * y for y in ys], "-", color=colour, marker=".", label=label)
             if m.startswith(TWO_HEADED) and rs[0]["test_head"] == "event":
