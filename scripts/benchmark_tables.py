@@ -177,21 +177,31 @@ def accuracy_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def paired_cells(runs: list[dict], method: str, base: str, fractions: list[float]) -> list[str]:
-    """``method`` minus ``base`` at each fraction, seed by seed, in points: "mean ± sd (n=..)"
-    over the seeds both have ("–" where none)."""
+def paired_diffs(runs: list[dict], method: str, base: str) -> dict[float, list[float]]:
+    """Per fraction, ``method`` minus ``base`` seed by seed, in points, over the seeds both
+    have (the event subset is drawn from the seed, so the same recordings)."""
     base_acc = {(r["fraction"], r["seed"]): r["final"]["acc"] for r in runs
                 if r["method"] == base}
-    groups = by(runs, "method", "fraction")
+    diffs: dict[float, list[float]] = defaultdict(list)
+    for r in runs:
+        if r["method"] == method and (r["fraction"], r["seed"]) in base_acc:
+            diffs[r["fraction"]].append(
+                100 * (r["final"]["acc"] - base_acc[(r["fraction"], r["seed"])]))
+    return diffs
+
+
+def paired_cells(runs: list[dict], method: str, base: str, fractions: list[float]) -> list[str]:
+    """``method`` minus ``base`` at each fraction (:func:`paired_diffs`): "mean ± sd (n=..)"
+    ("–" where no seed pairs)."""
+    diffs = paired_diffs(runs, method, base)
     cells = []
     for f in fractions:
-        diffs = [100 * (r["final"]["acc"] - base_acc[(f, r["seed"])])
-                 for r in groups.get((method, f), []) if (f, r["seed"]) in base_acc]
-        if not diffs:
+        values = diffs.get(f, [])
+        if not values:
             cells.append("–")
             continue
-        sd = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
-        cells.append(f"{statistics.fmean(diffs):+.2f}{sd} (n={len(diffs)})")
+        sd = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        cells.append(f"{statistics.fmean(values):+.2f}{sd} (n={len(values)})")
     return cells
 
 
@@ -322,19 +332,17 @@ def mean_series(records: list[list[dict]], key: str) -> tuple[list[int], list[fl
 def efficiency_series(runs: list[dict], paired: bool = False) -> dict[str, list[tuple]]:
     """Per method, (fraction, mean, sd, n) of the test top-1 in points over seeds, fractions
     in order; with ``paired``, of the difference from event_only on the same fraction and seed
-    (event_only itself left out)."""
-    base = {(r["fraction"], r["seed"]): r["final"]["acc"] for r in runs
-            if r["method"] == "event_only"}
+    (:func:`paired_diffs`; event_only itself left out)."""
     out: dict[str, list[tuple]] = {}
     groups = by([r for r in runs if r["method"] != "static_only"], "method", "fraction")
     for m in order({m for m, _ in groups}):
         if paired and m == "event_only":
             continue
+        diffs = paired_diffs(runs, m, "event_only") if paired else {}
         points = []
         for f in sorted(f for mm, f in groups if mm == m):
-            values = [100 * (r["final"]["acc"] - base[(f, r["seed"])]) if paired
-                      else 100 * r["final"]["acc"] for r in groups[(m, f)]
-                      if not paired or (f, r["seed"]) in base]
+            values = diffs.get(f, []) if paired else [100 * r["final"]["acc"]
+                                                       for r in groups[(m, f)]]
             if values:
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 points.append((f, statistics.fmean(values), sd, len(values)))
