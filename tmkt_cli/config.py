@@ -222,9 +222,11 @@ class TrainConfig:
     """Evaluate (and checkpoint) every N steps and at the end; 0: at the end of every epoch."""
     batch_size: int = param(64, ge=1)
     """Samples per optimizer step (global, over all processes)."""
-    drop_last: bool = False
-    """Drop each epoch's last partial batch (KT's training loaders, ``drop_last=True``); false:
-    train on it too (a partial batch of one sample is always dropped)."""
+    drop_last: bool = True
+    """Drop each epoch's last partial batch (KT's training loaders, ``drop_last=True``); a split
+    smaller than one batch is still one batch. false: train on the partial batch too (one of a
+    single sample is always dropped). A last batch of a few samples costs BatchNorm and the
+    gradient dearly: docs/methods.md, "The last partial batch"."""
     lr: float = param(5e-3, gt=0)
     """Base learning rate; with ``lr_scaling`` the rate used is lr x batch_size / 1024."""
     lr_scaling: bool = True

@@ -31,11 +31,12 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 
 def batches_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
-    """Full batches plus a last partial one, unless ``drop_last`` (KT's training loaders) or
-    that one would hold a single sample (BatchNorm in training mode cannot normalise a batch
-    of one)."""
+    """Full batches, plus the last partial one when ``drop_last`` is false; with ``drop_last``
+    (KT's training loaders) a split smaller than one batch is still one batch, since dropping
+    it would leave nothing to train on. A partial batch of one sample is always dropped
+    (BatchNorm in training mode cannot normalise a batch of one)."""
     full, rest = divmod(n, batch_size)
-    return full + (1 if rest > 1 and not drop_last else 0)
+    return full + (1 if rest > 1 and (not drop_last or full == 0) else 0)
 
 
 def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -63,7 +64,7 @@ class KeyedBatchSampler:
 
     ``weights`` (one per index, summing to 1): draw the epoch with replacement instead of
     permuting it (``data.sampler: class_balanced``). ``drop_last``: no last partial batch
-    (``train.drop_last``). Use as a DataLoader ``batch_sampler``.
+    after a full one (``train.drop_last``). Use as a DataLoader ``batch_sampler``.
     """
 
     def __init__(self, indices: np.ndarray, batch_size: int, seed: int, epoch: int,
