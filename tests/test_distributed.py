@@ -53,6 +53,31 @@ def test_two_ranks_match_one_process(tmp_path):
     assert evals[-1]["samples"] == 30
 
 
+def test_ranks_leave_the_process_group_before_the_interpreter_finalises(tmp_path):
+    # A gloo group still alive at interpreter exit can abort a rank whose run completed
+    # (SIGABRT, "terminate called without an active exception"). atexit handlers run last
+    # registered first, so this probe, registered before the stage joins the group, sees
+    # the state the interpreter finalises with.
+    probe = (
+        "import atexit, sys\n"
+        "import torch.distributed as dist\n"
+        "atexit.register(lambda: print('group alive at exit:', dist.is_initialized()))\n"
+        "from pathlib import Path\n"
+        "import toy\n"
+        "toy.train_via_stage(Path(sys.argv[1]))\n")
+    env = {**os.environ, "PYTHONPATH": str(TOY.parent), "OMP_NUM_THREADS": "1"}
+    port = free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", probe, str(tmp_path / "run")],
+        env={**env, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
+        assert "group alive at exit: False" in out.decode(), out.decode()[-2000:]
+
+
 def test_srun_tasks_become_ranks_but_a_batch_script_does_not():
     from tmkt_cli.runtime import _adopt_slurm_tasks
 

@@ -5,6 +5,7 @@ Imports torch lazily inside functions so the CLI's ``--help`` stays fast.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -195,6 +196,10 @@ class Distributed:
         if backend == "nccl":
             torch.cuda.set_device(self.local_rank)
         dist.init_process_group(backend=backend)
+        # Leave the group while the interpreter is whole: a gloo group still alive at
+        # finalisation can abort the process (SIGABRT, "terminate called without an active
+        # exception") after a run that completed, failing the job (pytorch/pytorch#190489).
+        atexit.register(_leave_process_group)
 
     def broadcast(self, obj):
         """Rank 0's ``obj`` on every rank."""
@@ -235,6 +240,13 @@ class Distributed:
         if self.enabled:
             import torch.distributed as dist
             dist.barrier()
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 DIST = Distributed()
