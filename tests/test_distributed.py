@@ -24,21 +24,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_ranks_match_one_process(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(TOY.parent), "OMP_NUM_THREADS": "1"}
-    single = tmp_path / "single"
-    subprocess.run([sys.executable, str(TOY), "stage", str(single)], env=env, check=True)
+ENV = {**os.environ, "PYTHONPATH": str(TOY.parent), "OMP_NUM_THREADS": "1"}
 
-    multi = tmp_path / "multi"
+
+def two_ranks(args: list[str]) -> list[str]:
+    """Run ``python ARGS`` as ranks 0 and 1 of a gloo group; each rank's stdout."""
     port = free_port()
     procs = [subprocess.Popen(
-        [sys.executable, str(TOY), "stage", str(multi)],
-        env={**env, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
+        [sys.executable, *args],
+        env={**ENV, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
+    outs = []
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()[-2000:]
+        outs.append(out.decode())
+    return outs
+
+
+def test_two_ranks_match_one_process(tmp_path):
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, str(TOY), "stage", str(single)], env=ENV, check=True)
+
+    multi = tmp_path / "multi"
+    two_ranks([str(TOY), "stage", str(multi)])
 
     assert read_manifest(multi)["status"] == "complete"
     a = engine.load_checkpoint(single / engine.LAST)["model"]
@@ -65,17 +75,8 @@ def test_ranks_leave_the_process_group_before_the_interpreter_finalises(tmp_path
         "from pathlib import Path\n"
         "import toy\n"
         "toy.train_via_stage(Path(sys.argv[1]))\n")
-    env = {**os.environ, "PYTHONPATH": str(TOY.parent), "OMP_NUM_THREADS": "1"}
-    port = free_port()
-    procs = [subprocess.Popen(
-        [sys.executable, "-c", probe, str(tmp_path / "run")],
-        env={**env, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
-             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(2)]
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()[-2000:]
-        assert "group alive at exit: False" in out.decode(), out.decode()[-2000:]
+    for out in two_ranks(["-c", probe, str(tmp_path / "run")]):
+        assert "group alive at exit: False" in out, out[-2000:]
 
 
 def test_srun_tasks_become_ranks_but_a_batch_script_does_not():
