@@ -58,9 +58,10 @@ def test_tables_from_run_folders(bt, tmp_path):
     assert bt.tmkt_vs_kt_table(runs).startswith("(no tmkt")  # nothing to compare with
     heads = bt.heads_table(runs)
     # validation prefers the static head for kt: its test top-1 is reported, chosen on val
-    assert "| kt | 1% | 64.00 ± 2.83 (n=2) | 82.00 ± 2.83 (n=2) | static | 82.00 ± 2.83 (n=2) |" \
-        in heads
-    assert "| event_only | 1% | 62.00 ± 2.83 (n=2) | – | event | 62.00 ± 2.83 (n=2) |" in heads
+    assert "| kt | 1% | 64.00 ± 2.83 (n=2) | 82.00 ± 2.83 (n=2) | static | 82.00 ± 2.83 (n=2) " \
+        "| static on 2 of 2 | 82.00 ± 2.83 (n=2) |" in heads
+    assert "| event_only | 1% | 62.00 ± 2.83 (n=2) | – | event | 62.00 ± 2.83 (n=2) | event " \
+        "| 62.00 ± 2.83 (n=2) |" in heads
     room = bt.headroom_table(runs + [
         {"method": "static_only", "fraction": 0.01, "final": {"acc": 0.90}},
         {"method": "event_only", "fraction": 1.0, "final": {"acc": 0.80}}])
@@ -70,6 +71,23 @@ def test_tables_from_run_folders(bt, tmp_path):
     assert "| kt | 1% | 0.20 / 0.30 | 0.50 / 0.45 | 0.30 / 0.25 | – | – | – |" in shares
     assert "| event_only | 1% | 1.00 / 1.00 | – |" in shares
     assert "| kt | 1% | 0.200 | 0.433 | – |" in bt.cka_table(runs)
+
+
+def test_each_run_may_choose_another_head_than_the_seeds_mean(bt, tmp_path):
+    # seed 1's validation prefers the event head, seed 2's the static one; over both seeds
+    # the event head is ahead on validation (0.60 against 0.59), so the two choices differ
+    for seed, (event, static, val_event, val_static) in enumerate(
+            [(0.70, 0.65, 0.70, 0.60), (0.55, 0.60, 0.50, 0.58)], start=1):
+        fake_run(tmp_path, "tmkt", 0.05, seed,
+                 {"acc": event, "acc_static_head": static, "val_acc": val_event,
+                  "val_acc_static_head": val_static})
+    fake_run(tmp_path, "tmkt", 0.2, 1, {"acc": 0.8, "acc_static_head": 0.7, "val_acc": 0.5,
+                                        "val_acc_static_head": 0.5})  # a tie keeps the event head
+    heads = bt.heads_table(bt.collect([tmp_path]))
+    assert "| tmkt | 5% | 62.50 ± 10.61 (n=2) | 62.50 ± 3.54 (n=2) | event | " \
+        "62.50 ± 10.61 (n=2) | static on 1 of 2 | 65.00 ± 7.07 (n=2) |" in heads
+    assert "| tmkt | 20% | 80.00 ± 0.00 (n=1) | 70.00 ± 0.00 (n=1) | event | " \
+        "80.00 ± 0.00 (n=1) | event | 80.00 ± 0.00 (n=1) |" in heads
 
 
 def test_static_only_counts_once_per_seed_and_full_data_is_no_headroom_row(bt, tmp_path):
