@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tmkt_cli import engine
@@ -95,3 +96,30 @@ def test_srun_tasks_become_ranks_but_a_batch_script_does_not():
         before = dict(env)
         _adopt_slurm_tasks(env)
         assert env == before
+
+
+def test_a_stage_returns_only_when_every_rank_has_finished_it(tmp_path, monkeypatch):
+    # The ranks leave a completed stage together (a barrier), so no rank exits, taking the
+    # rendezvous store with it, while another still finishes; a stage that failed skips the
+    # barrier (its peers may never reach it) and raises.
+    import toy
+    from rich.console import Console
+
+    from tmkt_cli.config import load_recipe
+    from tmkt_cli.errors import TmktError
+    from tmkt_cli.runtime import DIST
+    from tmkt_cli.stages.common import execute
+
+    calls = []
+    monkeypatch.setattr(DIST, "barrier", lambda: calls.append("barrier"))
+    toy.train_via_stage(tmp_path / "done")
+    assert calls == ["barrier"]
+
+    def broken(recipe, run, ui):
+        raise TmktError("broken input")
+
+    calls.clear()
+    with pytest.raises(TmktError, match="broken input"):
+        execute("train-tmkt", load_recipe(None, ["name=toy"]), tmp_path / "failed",
+                lambda r: {}, broken, Console(quiet=True))
+    assert calls == []

@@ -55,6 +55,22 @@ def execute(stage: str, recipe: Recipe, folder: Path,
     from tmkt_cli.runtime import DIST
 
     DIST.init()
+    run = _run_on_every_rank(stage, recipe, folder, inputs, body, ui, cfg, chash,
+                             force=force, resume=resume, verify=verify)
+    # The ranks leave the stage together: none exits (rank 0 takes the rendezvous store with
+    # it) while another still finishes its part; a rank that raised skips this and fails.
+    DIST.barrier()
+    return run
+
+
+def _run_on_every_rank(stage: str, recipe: Recipe, folder: Path,
+                       inputs: Callable[[Recipe], dict[str, Upstream]],
+                       body: Callable[[Recipe, StageRun, Console], None], ui: Console,
+                       cfg: dict, chash: str, *, force: bool, resume: Literal["auto", "never"],
+                       verify: bool) -> StageRun:
+    """Rank 0 checks, locks and writes the folder; the other ranks follow its decision."""
+    from tmkt_cli.runtime import DIST
+
     if DIST.enabled and not DIST.is_main:
         # Follow rank 0: it alone checks, locks and writes the folder.
         outcome = DIST.broadcast(None)
