@@ -283,8 +283,7 @@ def heads_table(runs: list[dict]) -> str:
             cells[head] = (test, val)
         chosen = max((h for h in cells if cells[h][1]),
                      key=lambda h: statistics.fmean(cells[h][1]), default=None)
-        own = [run_choice(r) for r in rs]
-        own = [c for c in own if c is not None]
+        own = [c for r in rs if (c := run_choice(r)) is not None]
         statics = sum(head == "static" for head, _ in own)
         own_cell = (f"static on {statics} of {len(own)}" if statics else "event") if own else "–"
         lines.append(f"| {m} | {fraction_name(f)} | {mean_sd(cells['event'][0])} | "

@@ -72,7 +72,6 @@ def _run_on_every_rank(stage: str, recipe: Recipe, folder: Path,
     from tmkt_cli.runtime import DIST
 
     if DIST.enabled and not DIST.is_main:
-        # Follow rank 0: it alone checks, locks and writes the folder.
         outcome = DIST.broadcast(None)
         if outcome[0] == "error":
             raise TmktError(outcome[1])
