@@ -138,6 +138,11 @@ class DataConfig:
     always all used: scarce events and plentiful images is the setting these methods target."""
     subset_seed: int = param(-1, ge=-1)
     """Seed of the event subset; -1 uses the recipe's ``seed`` so the subset varies with it."""
+    subset_draw: Literal["nested", "independent"] = "nested"
+    """How the event subset is drawn: ``nested`` (each fraction's recordings contain every
+    smaller fraction's at the same subset seed, so a data-efficiency curve adds recordings
+    instead of redrawing them) or ``independent`` (a fresh draw per fraction: tmkt before
+    issue 25; the subsets of 1% and 2% shared one or two recordings)."""
     static_input: Literal["v", "grey"] = "v"
     """Static image to network input: HSV V channel (KT's choice) or grey, repeated to
     [T, 2, H, W]."""
@@ -488,7 +493,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 # Keys inside those sections that a stage does not read: left out of its hash, so e.g. the
 # CKD teacher (images only) is not retrained when the fraction of event recordings changes.
 STAGE_IGNORED_KEYS: dict[str, tuple[str, ...]] = {
-    "pretrain-ann": ("data.event_fraction", "data.subset_seed", "data.pairing"),
+    "pretrain-ann": ("data.event_fraction", "data.subset_seed", "data.subset_draw",
+                     "data.pairing"),
     # where the teacher lives is not configuration: its identity is the input hash
     "distill": ("distill.teacher",),
 }

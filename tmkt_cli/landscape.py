@@ -94,7 +94,8 @@ def _landscape_data(recipe, h5: Path, stage: str, samples: int):
         train = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=False,
                              with_static=False)
         subset_seed = recipe.seed if recipe.data.subset_seed < 0 else recipe.data.subset_seed
-        pool = event_subset(np.asarray(train.labels), recipe.data.event_fraction, subset_seed)
+        pool = event_subset(np.asarray(train.labels), recipe.data.event_fraction, subset_seed,
+                            recipe.data.subset_draw)
         key = "events"
     else:
         train = ImageDataset(h5, "train", recipe.data, augment=False,

@@ -96,16 +96,23 @@ def held_out_images(image_index: np.ndarray, held_out: np.ndarray) -> np.ndarray
     return np.unique(rows[rows >= 0]).astype(np.int64)
 
 
-def event_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def event_subset(labels: np.ndarray, fraction: float, seed: int,
+                 draw: str = "nested") -> np.ndarray:
     """Sorted indices of a stratified subset: ``round(fraction * n_c)`` items of each class
     ``c`` (at least one, at most all), chosen at random from ``seed``.
 
     Each class draws from its own stream (seed, class), so one class's draw does not depend on
-    the others.
+    the others. ``nested``: the first items of one random order of the class, so a smaller
+    fraction's subset is part of every larger one at the same seed (a curve across fractions
+    then adds recordings instead of redrawing them). ``independent``: a fresh draw per size
+    (numpy's ``choice`` without replacement; subsets of two fractions share few recordings).
     """
     if not 0 < fraction <= 1:
         raise TmktError(f"recipe key 'data.event_fraction': expected a value in (0, 1], "
                         f"got {fraction}")
+    if draw not in ("nested", "independent"):
+        raise TmktError(f"recipe key 'data.subset_draw': expected nested or independent, "
+                        f"got {draw!r}")
     labels = np.asarray(labels)
     if fraction == 1:
         return np.arange(labels.size, dtype=np.int64)
@@ -114,7 +121,8 @@ def event_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
         members = np.flatnonzero(labels == c)
         take = min(members.size, max(1, round(fraction * members.size)))
         rng = np.random.default_rng(np.random.SeedSequence([seed % 2**64, _SUBSET, int(c)]))
-        chosen.append(rng.choice(members, size=take, replace=False))
+        chosen.append(rng.permutation(members)[:take] if draw == "nested"
+                      else rng.choice(members, size=take, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 

@@ -116,9 +116,11 @@ def build_training_data(recipe: Recipe, run: StageRun, with_static: bool,
         val = EventDataset(h5, "train", recipe.data, seed=recipe.seed, augment=False,
                            with_static=False, indices=split.recordings)
         rest = split.train
-        indices = rest[event_subset(labels[rest], recipe.data.event_fraction, subset_seed)]
+        indices = rest[event_subset(labels[rest], recipe.data.event_fraction, subset_seed,
+                                    recipe.data.subset_draw)]
     else:
-        indices = event_subset(labels, recipe.data.event_fraction, subset_seed)
+        indices = event_subset(labels, recipe.data.event_fraction, subset_seed,
+                               recipe.data.subset_draw)
     train.validation = val
     return info, train, test, indices
 
