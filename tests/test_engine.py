@@ -250,6 +250,20 @@ def test_speed_switches_train_on_cpu(tmp_path, switch):
     assert set(state) == set(toy.ToyTask().model.state_dict())
 
 
+def test_an_epoch_budget_with_a_floor_of_steps_grows_with_the_data():
+    """train.min_steps: a budget in epochs never below the floor (issue 25): a split of one
+    batch trains the floor's steps, a large split its epochs; max_steps still caps."""
+    from tmkt_cli.config import TrainConfig
+
+    cfg = TrainConfig(epochs=100, min_steps=600, batch_size=64, warmup_steps=30)
+    assert engine.step_budget(cfg, 40) == (1, 600, 30)  # 1% of digits: one batch
+    assert engine.step_budget(cfg, 194) == (3, 600, 30)  # 5%: 300 steps of epochs < floor
+    assert engine.step_budget(cfg, 776) == (12, 1200, 30)  # 20%: the epochs exceed it
+    capped = TrainConfig(epochs=100, min_steps=600, max_steps=900, batch_size=64)
+    assert engine.step_budget(capped, 776)[1] == 900
+    assert engine.step_budget(TrainConfig(epochs=0, max_steps=600), 776)[1] == 600
+
+
 def test_fixed_step_budget_and_eval_every_steps(tmp_path):
     """epochs: 0 trains for exactly max_steps (crossing epoch boundaries); evaluations come
     every eval_every_steps and at the end."""

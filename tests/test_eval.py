@@ -483,8 +483,24 @@ def test_eval_stage_end_to_end(toy_world):
     manifest = read_manifest(folder)
     assert manifest["status"] == "complete"
     assert set(manifest["outputs"]) == {"eval", "confusion", "accuracy_vs_time_steps",
-                                        "firing_rates"}
+                                        "firing_rates", "predictions"}
     assert manifest["metrics"]["top1"] == report["top1"]
+    # per-recording predictions of both heads (tmkt trains both), for grouped bootstraps;
+    # the other head is read off the same trunk pass and counted in no operation
+    rows = (folder / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "index,label,image_index,pred_event,pred_static"
+    table = np.array([[int(v) for v in r.split(",")] for r in rows[1:]])
+    np.testing.assert_array_equal(table[:, 0], np.arange(6))
+    np.testing.assert_array_equal(table[:, 1], labels)
+    np.testing.assert_array_equal(table[:, 3], final.argmax(1))
+    with torch.no_grad():
+        static = model(x, head="static").logits.numpy().mean(0)
+    functional.reset_net(model)
+    np.testing.assert_array_equal(table[:, 4], static.argmax(1))
+    assert report["heads"]["static"] == pytest.approx((static.argmax(1) == labels).mean())
+    assert report["test_head"] == "event" and report["heads"]["event"] == report["top1"]
+    assert not any(r["layer"].startswith("heads.static") for r in ops["layers"])
+    assert "top-1, static head" in text
     assert "top-1" in text and "accuracy after t time steps" in text and "lif1" in text
     # every count says its unit: the SNN's over its T steps, the ANN's over one frame
     assert f"synaptic ops (AC) / sample, {T} steps" in text

@@ -4,6 +4,8 @@ SNN (``method.name: static_only``): what the transfer benchmark reads (issue 14)
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from test_eval import CLASSES, SIZE, T, make_prepared_dataset, toy_recipe_file
@@ -179,6 +181,65 @@ def test_validation_logs_both_heads(world):
     evals = [r for r in read_metrics(folder) if r["kind"] == "eval"]
     assert evals and all({"val_acc", "val_acc_static_head", "acc_static_head"} <= set(r)
                          for r in evals)
+
+
+def test_the_validation_rule_reports_the_head_validation_chose_everywhere(world):
+    """model.test_head: validation changes no weight, and the chosen head is the run's
+    number in every place: the eval records, the manifest, the done line, the checkpoint
+    (load_model predicts with it) and tmkt eval."""
+    recipe = toy_recipe_file(world, "toy-rule")
+    common = ("--set", "method.name=kt", *STEPS, "--set", "data.val_fraction=0.34")
+    tmkt("train-tmkt", str(recipe), *common, "--set", "paths.runs=" + str(world / "fixed"))
+    res = tmkt("train-tmkt", str(recipe), *common, "--set", "model.test_head=validation")
+    fixed = world / "fixed" / "toy-rule" / "seed42" / "train-tmkt"
+    folder = world / "runs" / "toy-rule" / "seed42" / "train-tmkt"
+    a = torch.load(fixed / "last.pt", weights_only=False)["model"]
+    b = torch.load(folder / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the rule only reads
+    plain = [r for r in read_metrics(fixed) if r["kind"] == "eval"][-1]
+    last = [r for r in read_metrics(folder) if r["kind"] == "eval"][-1]
+    val = {"event": plain["val_acc"], "static": plain["val_acc_static_head"]}
+    test = {"event": plain["acc"], "static": plain["acc_static_head"]}
+    head = "static" if val["static"] > val["event"] else "event"
+    other = "event" if head == "static" else "static"
+    assert last["head"] == head
+    assert last["acc"] == test[head] and last[f"acc_{other}_head"] == test[other]
+    assert last["val_acc"] == val[head] and last[f"val_acc_{other}_head"] == val[other]
+    metrics = read_manifest(folder)["metrics"]
+    assert metrics["test_acc"] == test[head] and metrics["test_head"] == head
+    assert metrics["head_rule"] == "validation"
+    assert metrics["heads"] == {h: {"test": test[h], "val": val[h]} for h in test}
+    assert f"({head} head, chosen on validation; {other} head" in " ".join(res.output.split())
+    assert load_model(folder).test_head == head
+    assert torch.load(folder / "model.pt", weights_only=False)["loop"]["head"] == head
+    out = tmkt("eval", str(recipe), "--set", "method.name=kt", *STEPS,
+               "--set", "data.val_fraction=0.34", "--set", "model.test_head=validation")
+    report = json.loads((world / "runs" / "toy-rule" / "seed42" / "eval" / "eval.json")
+                        .read_text())
+    assert report["test_head"] == head and report["top1"] == pytest.approx(test[head])
+    assert report["heads"][other] == pytest.approx(test[other])
+    assert f"top-1 ({head} head)" in out.output
+
+
+def test_the_validation_rule_without_a_validation_split_keeps_the_event_head(world):
+    recipe = toy_recipe_file(world, "toy-rule-noval")
+    res = tmkt("train-tmkt", str(recipe), "--set", "method.name=tmkt", *STEPS,
+               "--set", "model.test_head=validation")
+    folder = world / "runs" / "toy-rule-noval" / "seed42" / "train-tmkt"
+    assert read_manifest(folder)["metrics"]["test_head"] == "event"
+    assert "no validation split: the event head" in " ".join(res.output.split())
+    assert load_model(folder).test_head == "event"
+
+
+def test_the_validation_rule_leaves_a_one_head_run_alone(world):
+    recipe = toy_recipe_file(world, "toy-rule-one")
+    tmkt("train-tmkt", str(recipe), "--set", "method.name=event_only", *STEPS,
+         "--set", "data.val_fraction=0.34", "--set", "model.test_head=validation")
+    folder = world / "runs" / "toy-rule-one" / "seed42" / "train-tmkt"
+    evals = [r for r in read_metrics(folder) if r["kind"] == "eval"]
+    assert evals and not any("head" in r or "acc_static_head" in r for r in evals)
+    metrics = read_manifest(folder)["metrics"]
+    assert metrics["test_head"] == "event" and "heads" not in metrics
 
 
 # --------------------------------------------------------------------------------------------

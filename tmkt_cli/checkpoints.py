@@ -229,6 +229,8 @@ def load_trained_model(path: Path, expected: dict, what: str) -> TrainedModel:
         raise TmktError(f"{path}: weights do not fit the {info.get('backbone')} network its "
                         f"model_info describes ({first[:160]})") from None
     loop = state.get("loop") or {}
+    if loop.get("head") and hasattr(model, "head_rule"):
+        model.test_head = loop["head"]  # model.test_head: validation's choice at this step
     return TrainedModel(model=model, kind=info["kind"], info=info, path=Path(path),
                         epoch=loop.get("epoch"), step=loop.get("step"))
 

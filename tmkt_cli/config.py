@@ -203,10 +203,13 @@ class ModelConfig:
     one for both (``shared``, KT's N-Omniglot SCNN), or the event head as the static head
     plus a learned correction that starts at zero (``residual``: initialised from the static
     head and tied to it; weight decay pulls the correction back to zero)."""
-    test_head: Literal["event", "static"] = "event"
-    """The head that predicts events at evaluation (the logged accuracy, ``best.pt``'s
-    choice, ``tmkt eval``). The other head's accuracy on the same events is logged beside it
-    (``acc_static_head`` / ``acc_event_head``)."""
+    test_head: Literal["event", "static", "validation"] = "event"
+    """The head that predicts events (the logged accuracy, the manifest's ``test_acc``,
+    ``best.pt``'s choice, ``tmkt eval``, ``tmkt report``): ``event`` (KT's), ``static``, or
+    ``validation``: at every evaluation the head with the higher top-1 on the run's own
+    validation split, the event head on a tie or without a validation split (a one-head run
+    has nothing to choose). The other head's accuracy on the same events is logged beside it
+    (``acc_static_head`` / ``acc_event_head``). docs/methods.md, "Which head predicts"."""
 
 
 THREADS_DEFAULT = 1
@@ -223,6 +226,10 @@ class TrainConfig:
     max_steps: int = param(0, ge=0)
     """Stop after this many optimizer steps (0: run all epochs). With ``epochs: 0`` a fixed
     step budget, which keeps runs on 5% and 100% of the data comparable."""
+    min_steps: int = param(0, ge=0)
+    """With a budget in epochs, train at least this many optimizer steps (0: no floor): the
+    budget then grows with the data from where ``epochs`` passes exceed the floor, and a
+    split of one batch still gets the floor's steps (``max_steps`` still caps)."""
     eval_every_steps: int = param(0, ge=0)
     """Evaluate (and checkpoint) every N steps and at the end; 0: at the end of every epoch."""
     batch_size: int = param(64, ge=1)
@@ -522,6 +529,15 @@ def resolve_method(method: MethodConfig) -> MethodConfig:
     values = {k: (defaults[k] if getattr(method, k) is None else getattr(method, k))
               for k in defaults}
     return dataclasses.replace(method, **values)
+
+
+def trains_both_heads(method: MethodConfig, distilled: bool = False) -> bool:
+    """Whether a run trains the static head too (a static stream through the trunk: KT,
+    TMKT, or a CKD student): only then is that head's accuracy on events worth reading, or
+    choosing. event_only and finetune train the event head alone. ``method`` as a loaded
+    recipe holds it (its switches resolved)."""
+    return bool(method.tsm or method.sliding_replacement or method.domain_alignment
+                or distilled)
 
 
 # --------------------------------------------------------------------------------------------

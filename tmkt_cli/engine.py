@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tmkt_cli import recovery
+from tmkt_cli.analysis.heads import head_accuracies
 from tmkt_cli.artifacts import StageRun
 from tmkt_cli.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importable)
     BEST,
@@ -134,6 +135,9 @@ class _Loop:
     best: dict = field(default_factory=dict)
     last_eval: dict = field(default_factory=dict)
     best_test: dict = field(default_factory=dict)
+    head: str = ""
+    """The test head ``model.test_head: validation`` chose at the last evaluation ("": no
+    choice); checkpoints carry it, so a loaded model predicts with the head it was scored on."""
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -449,6 +453,7 @@ def step_budget(cfg: TrainConfig, train_samples: int) -> tuple[int, int, int]:
     if cfg.epochs == 0 and cfg.max_steps == 0:
         raise TmktError("train.epochs and train.max_steps are both 0: set one of them")
     total = cfg.epochs * steps_per_epoch if cfg.epochs else cfg.max_steps
+    total = max(total, cfg.min_steps)
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     warmup = cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
@@ -503,6 +508,8 @@ def start_or_resume(f: Fit) -> int | None:
     f.opt.scaler.load_state_dict(state["scaler"])
     _set_rng_state(state["rng"])
     f.loop = _Loop(**state["loop"])
+    if f.loop.head:
+        f.model.test_head = f.loop.head
     f.ui.print(f"resuming at step {f.loop.step}/{f.total} (epoch {f.loop.epoch + 1})")
     return f.loop.step
 
@@ -688,11 +695,8 @@ def after_step(f: Fit, epoch_done: bool, finished: bool) -> None:
                                   loop.step % cfg.checkpoint_every_steps == 0):
         f.guard.raise_if_seen(f)  # never evaluate or checkpoint after a non-finite step
     if eval_due:
-        metrics = evaluate(f)
+        metrics = evaluate_and_choose_head(f)
         if f.val_set is not None:
-            val = evaluate(f, f.val_set)
-            metrics["val_acc"] = val.get("acc", -1.0)
-            metrics.update({f"val_{k}": v for k, v in val.items() if k.endswith("_head")})
             improved_test = metrics.get("acc", -1.0) > loop.best_test.get("acc", -1.0)
             if improved_test:
                 loop.best_test = {"epoch": epoch_label, "step": loop.step, **metrics}
@@ -700,7 +704,8 @@ def after_step(f: Fit, epoch_done: bool, finished: bool) -> None:
         f.log.write("eval", loop.step, {"epoch": epoch_label, **metrics})
         f.ui.print(f"epoch {epoch_label} step {loop.step}/{f.total}: " + "  ".join(
             f"{k} {v:.4f}" for k, v in metrics.items()
-            if isinstance(v, float) and k != "samples"))
+            if isinstance(v, float) and k != "samples")
+            + (f"  head {loop.head}" if loop.head else ""))
         chosen = metrics.get("val_acc" if f.val_set is not None else "acc", -1.0)
         improved = chosen > loop.best_acc
         if improved:
@@ -715,6 +720,29 @@ def after_step(f: Fit, epoch_done: bool, finished: bool) -> None:
             save_state(f, f.run.folder / BEST_TEST)
         f.run.update(metrics={"step": loop.step, "epoch": loop.epoch,
                               "last": loop.last_eval, "best": loop.best})
+
+
+def evaluate_and_choose_head(f: Fit) -> dict[str, float]:
+    """The evaluation's metrics: the test split's, and the validation split's as ``val_*``.
+    The validation split is measured first, so a head chosen on it
+    (``model.test_head: validation``, the task's ``select_head``) is the one the test
+    figures (``acc``, ``top5``, ``loss``) belong to; the other head's are ``*_<head>_head``."""
+    if f.val_set is None:
+        return evaluate(f)
+    tested = getattr(f.model, "test_head", "")
+    val = evaluate(f, f.val_set)
+    select = getattr(f.task, "select_head", None)
+    head = select(val) if select else None
+    metrics = evaluate(f)
+    if head is None:
+        metrics["val_acc"] = val.get("acc", -1.0)
+        metrics.update({f"val_{k}": v for k, v in val.items() if k.endswith("_head")})
+        return metrics
+    f.loop.head = metrics["head"] = head
+    accs = head_accuracies(val, tested)
+    metrics["val_acc"] = accs[head]
+    metrics.update({f"val_acc_{h}_head": a for h, a in accs.items() if h != head})
+    return metrics
 
 
 def evaluate(f: Fit, dataset=None) -> dict[str, float]:

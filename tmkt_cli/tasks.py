@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from tmkt_cli.config import MethodConfig
+from tmkt_cli.analysis.heads import choose_head, head_accuracies
+from tmkt_cli.config import MethodConfig, trains_both_heads
 from tmkt_cli.engine import StepContext, evaluate_classifier
 from tmkt_cli.methods.losses import (
     domain_alignment_loss,
@@ -74,8 +75,7 @@ class SNNTransferTask:
         self.teacher = teacher
         # Whether the static head trains (the two-stream methods): only then is its accuracy
         # on events worth logging beside the test head's.
-        self.two_streams = bool(method.tsm or method.sliding_replacement or
-                                method.domain_alignment or teacher is not None)
+        self.two_streams = trains_both_heads(method, distilled=teacher is not None)
         if teacher is not None:
             teacher.model.eval()
             for p in teacher.model.parameters():
@@ -203,6 +203,17 @@ class SNNTransferTask:
                 **{f"share_{k}": v / total for k, v in norms.items()}}
 
     # -- evaluation ----------------------------------------------------------------------------
+    def select_head(self, val: dict[str, float]) -> str | None:
+        """``model.test_head: validation``: make the head with the higher top-1 on the
+        validation split (``val``, this task's metrics there) the test head, the event head
+        on a tie. None where nothing is chosen: a fixed head, or one head that trains."""
+        model = self.model
+        if model.head_rule != "validation" or not self.two_streams or model.shared_heads:
+            return None
+        accs = head_accuracies(val, model.test_head)
+        model.test_head = choose_head("validation", accs["event"], accs["static"])
+        return model.test_head
+
     def evaluate(self, loader, device: torch.device) -> dict[str, float]:
         """Event test split, time-averaged logits: the test head's figures, and for the
         two-stream methods the other head's top-1 on the same events (``acc_static_head``:

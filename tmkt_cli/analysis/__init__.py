@@ -1,5 +1,7 @@
 """Analysis maths behind ``tmkt eval``, ``tmkt cam`` and ``tmkt report``.
 
+- :mod:`heads`: which head of a two-head SNN predicts (``model.test_head``);
+- :mod:`stats`: paired differences with 95% intervals, over seeds or test recordings;
 - :mod:`metrics`: top-k, per-class accuracy, confusion, accuracy against time steps, seed
   statistics (pure numpy);
 - :mod:`energy`: firing rates, synaptic operations, MACs and the energy estimate (hooks that

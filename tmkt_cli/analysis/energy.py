@@ -20,6 +20,7 @@ Counting rules (docs/evaluation.md):
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -142,6 +143,7 @@ class ActivityMonitor:
     synapses: dict[str, SynapseCount] = field(default_factory=dict)
     call_order: list[str] = field(default_factory=list)
     _handles: list = field(default_factory=list)
+    _paused: bool = False
 
     def __enter__(self) -> ActivityMonitor:
         for name, module in self.spiking_layers:
@@ -157,8 +159,20 @@ class ActivityMonitor:
             h.remove()
         self._handles.clear()
 
+    @contextmanager
+    def paused(self):
+        """Count nothing inside: work a deployed network would not do (eval reads the other
+        head of a two-head SNN beside its test head)."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+
     def _spike_hook(self, name: str):
         def hook(module, inputs, output):
+            if self._paused:
+                return
             out = output.detach()
             count = self.spikes[name]
             count.neurons = math.prod(out.shape[2:])
@@ -168,6 +182,8 @@ class ActivityMonitor:
 
     def _synapse_hook(self, name: str):
         def hook(module, inputs, output):
+            if self._paused:
+                return
             x = inputs[0]
             if name not in self.synapses:
                 self.synapses[name] = SynapseCount()

@@ -20,6 +20,16 @@ HEADS = ("event", "static")
 RULES = (*HEADS, "validation")
 
 
+def head_accuracies(metrics: dict, test_head: str, prefix: str = "") -> dict[str, float]:
+    """Each head's top-1 from one evaluation's metrics, in which ``acc`` is the test head's
+    and ``acc_<head>_head`` every other head's (``prefix``: ``val_`` for the validation
+    split's keys)."""
+    accs = {test_head: metrics[f"{prefix}acc"]}
+    accs.update({h: metrics[f"{prefix}acc_{h}_head"] for h in HEADS
+                 if f"{prefix}acc_{h}_head" in metrics})
+    return accs
+
+
 def choose_head(rule: str, val_event: float | None = None,
                 val_static: float | None = None) -> str:
     """The head ``rule`` picks, given each head's validation top-1 (None: not measured)."""

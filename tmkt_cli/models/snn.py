@@ -532,11 +532,14 @@ class TwoStreamSNN(nn.Module):
             self.heads = nn.ModuleDict({"static": static, "event": ResidualHead(static)})
         else:
             raise ValueError(f"unknown heads {heads!r}; expected separate, shared or residual")
-        if test_head not in self.HEADS:
+        if test_head not in (*self.HEADS, "validation"):
             raise ValueError(f"unknown test head {test_head!r}; expected one of "
-                             f"{', '.join(self.HEADS)}")
+                             f"{', '.join(self.HEADS)} or validation")
         self.shared_heads = heads == "shared"
-        self.test_head = test_head
+        self.head_rule = test_head
+        """``model.test_head``; with ``validation`` the engine sets ``test_head`` at every
+        evaluation (tmkt_cli/analysis/heads.py), and checkpoints record the choice."""
+        self.test_head = "event" if test_head == "validation" else test_head
         self.mag_head = ModalityHead(trunk.feature_shape)
         self.mrp_head = MixRatioHead(trunk.feature_shape)
         self.eta = nn.Parameter(torch.ones(time_steps))
@@ -568,6 +571,16 @@ class TwoStreamSNN(nn.Module):
         tap.charge_seq = None  # handed over: the tap keeps no sequence between calls
         return hidden, charge.flatten(2)
 
+    def head_order(self) -> list[str]:
+        """The distinct heads, the test head first (one name when the heads are shared)."""
+        return [self.test_head] + ([] if self.shared_heads else
+                                   [h for h in self.HEADS if h != self.test_head])
+
+    def trunk_output(self, x: torch.Tensor) -> torch.Tensor:
+        """What every head reads: the trunk's output [T, B, F] (``self.heads[h]`` of it are
+        head h's per-step logits). Does not reset the neurons (as ``forward``)."""
+        return self._trunk(x)[0]
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Test-time prediction: the test head's logits averaged over time, [B, K]."""
@@ -578,9 +591,7 @@ class TwoStreamSNN(nn.Module):
         """Time-averaged logits [B, K] of each distinct head (one trunk pass), the test head
         first; resets the neurons afterwards."""
         hidden, _ = self._trunk(x)
-        names = [self.test_head] + ([] if self.shared_heads else
-                                    [h for h in self.HEADS if h != self.test_head])
-        logits = {h: self.heads[h](hidden).mean(0) for h in names}
+        logits = {h: self.heads[h](hidden).mean(0) for h in self.head_order()}
         functional.reset_net(self)
         return logits
 

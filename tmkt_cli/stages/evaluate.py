@@ -31,7 +31,7 @@ from tmkt_cli.checkpoints import (
     load_trained_model,
     read_dataset_facts,
 )
-from tmkt_cli.config import Recipe
+from tmkt_cli.config import Recipe, trains_both_heads
 from tmkt_cli.errors import TmktError
 from tmkt_cli.progress import track
 from tmkt_cli.stages.shared import dataset_input, source_input
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 STAGE = "eval"
 EVAL_JSON = "eval.json"
+PREDICTIONS = "predictions.csv"
+"""One row per test recording: its label, its source image (``/test/image_index``: the
+group a bootstrap over test recordings resamples) and each head's predicted class."""
 FIGURES = {"confusion": "confusion.png", "accuracy_vs_time_steps": "accuracy_vs_time_steps.png",
            "firing_rates": "firing_rates.png"}
 ENERGY_SOURCE = ("Horowitz, 'Computing's energy problem', ISSCC 2014: 45 nm, 32-bit float "
@@ -127,8 +130,12 @@ def _to(batch: dict, device) -> dict:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def evaluate_snn(model: nn.Module, loader, facts: PreparedFacts, device: torch.device) -> dict:
-    """One pass over the test split with counting hooks: every SNN figure but throughput."""
+def evaluate_snn(model: nn.Module, loader, facts: PreparedFacts, device: torch.device,
+                 both_heads: bool = False) -> dict:
+    """One pass over the test split with counting hooks: every SNN figure but throughput.
+    Every figure is the test head's; with ``both_heads`` (a run that trained both) the other
+    head reads the same trunk output, uncounted, for its top-1 and predictions."""
+    import numpy as np
     import torch
     from spikingjelly.activation_based import functional
 
@@ -137,15 +144,31 @@ def evaluate_snn(model: nn.Module, loader, facts: PreparedFacts, device: torch.d
     from tmkt_cli.tasks import as_sequence
 
     tally = ClassificationTally(len(facts.classes), facts.time_steps)
+    heads = model.head_order() if both_heads else [model.test_head]
+    predicted: dict[str, list] = {h: [] for h in heads}
+    labels = []
     model.eval()
     with torch.no_grad(), ActivityMonitor(model, model.spiking_layers()) as monitor:
         for batch in loader:
             x = as_sequence(batch["events"]).to(device)
             # Not model.predict: accuracy against T needs the logits of every time step.
-            logits = model(x, head=model.test_head).logits
+            hidden = model.trunk_output(x)
+            logits = model.heads[model.test_head](hidden)
+            with monitor.paused():  # a deployed network computes one head
+                by_head = {model.test_head: logits,
+                           **{h: model.heads[h](hidden) for h in heads[1:]}}
             functional.reset_net(model)
             tally.update(logits.float().cpu().numpy(), batch["label"].numpy())
+            for h, step_logits in by_head.items():
+                predicted[h].append(step_logits.float().mean(0).argmax(-1).cpu().numpy())
+            labels.append(batch["label"].numpy())
     results = tally.summary(facts.classes)
+    labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    results["predictions"] = {h: np.concatenate(p) if p else np.zeros(0, dtype=np.int64)
+                              for h, p in predicted.items()}
+    results["labels"] = labels
+    results["heads"] = {h: float((p == labels).mean()) if labels.size else None
+                        for h, p in results["predictions"].items()}
     rates = monitor.firing_rates()
     total_spikes = sum(c.spikes for c in monitor.spikes.values())
     total_elements = sum(c.elements for c in monitor.spikes.values())
@@ -214,7 +237,9 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
             else batches
 
     if trained.kind == "snn":
-        results = evaluate_snn(model, loader(), facts, device)
+        both = (not model.shared_heads
+                and trains_both_heads(recipe.method, distilled=cfg.source == "distill"))
+        results = evaluate_snn(model, loader(), facts, device, both_heads=both)
 
         def predict(batch: dict) -> torch.Tensor:
             return model.predict(as_sequence(batch["events"]))
@@ -261,16 +286,38 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
             run.folder / FIGURES["firing_rates"])
         outputs.update(accuracy_vs_time_steps=FIGURES["accuracy_vs_time_steps"],
                        firing_rates=FIGURES["firing_rates"])
+    if trained.kind == "snn":
+        write_predictions(run.folder / PREDICTIONS, h5, results.pop("labels"),
+                          results.pop("predictions"))
+        outputs["predictions"] = PREDICTIONS
+        report["test_head"] = model.test_head
+        report["head_rule"] = getattr(model, "head_rule", model.test_head)
     write_json(run.folder / EVAL_JSON, report)
     print_results(report, ui, title)
     run.complete(outputs=outputs, metrics=summary_metrics(report))
     ui.print(f"{STAGE}: done -> {run.folder / EVAL_JSON}")
 
 
+def write_predictions(path: Path, h5: Path, labels, predictions: dict) -> None:
+    """``predictions.csv`` (:data:`PREDICTIONS`), written whole or not at all."""
+    from tmkt_cli.artifacts import write_text
+    from tmkt_cli.data.store import open_dataset
+
+    with open_dataset(h5) as ds:
+        groups = ds.image_index("test")
+    heads = list(predictions)
+    lines = [",".join(["index", "label", "image_index", *(f"pred_{h}" for h in heads)])]
+    lines += [",".join(map(str, (i, int(y), int(groups[i]),
+                                 *(int(predictions[h][i]) for h in heads))))
+              for i, y in enumerate(labels)]
+    write_text(path, "\n".join(lines) + "\n")
+
+
 def summary_metrics(report: dict) -> dict:
     """The manifest's metrics: the headline figures of eval.json."""
     energy = report["energy"]
     return {"top1": report["top1"], "top5": report["top5"], "loss": report["loss"],
+            "test_head": report.get("test_head"), "heads": report.get("heads"),
             "samples": report["samples"],
             "mean_firing_rate": report.get("mean_firing_rate"),
             "ac_ops": report["operations"].get("ac_ops"),
@@ -310,7 +357,11 @@ def print_results(report: dict, ui: Console, title: str) -> None:
     table.add_column("figure", style="bold")
     table.add_column("value", justify="right")
     table.add_row("samples", str(report["samples"]))
-    table.add_row("top-1", f"{100 * report['top1']:.2f} %")
+    heads = report.get("heads") or {}
+    head = f" ({report['test_head']} head)" if len(heads) > 1 else ""
+    table.add_row(f"top-1{head}", f"{100 * report['top1']:.2f} %")
+    for other in [h for h in heads if h != report.get("test_head")]:
+        table.add_row(f"top-1, {other} head", f"{100 * heads[other]:.2f} %")
     table.add_row("top-5", f"{100 * report['top5']:.2f} %")
     table.add_row("loss", f"{report['loss']:.4f}")
     # An SNN's counts are per sample over its T time steps; the ANN it is compared with

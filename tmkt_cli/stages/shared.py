@@ -162,7 +162,38 @@ def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train
                           # chosen on test: optimistic, the published numbers' way
                           "best_test_acc": result.best_test.get("acc"),
                           "val_samples": int(len(val)) if val is not None else 0,
+                          **head_metrics(recipe, task, result.metrics),
                           "steps": result.steps,
                           "event_train_samples": int(len(indices))})
     ui.print(f"{run.stage}: done, test accuracy {result.metrics.get('acc', float('nan')):.4f}"
+             f"{head_note(task, result.metrics)}"
              f" (best {result.best.get('acc', float('nan')):.4f}) -> {run.folder}")
+
+
+def head_metrics(recipe: Recipe, task, last: dict) -> dict:
+    """The manifest's record of which head ``test_acc`` is (``test_head``, by the rule
+    ``head_rule``) and, for a run whose two heads both train, each head's top-1 on the test
+    and validation splits (``heads``)."""
+    from tmkt_cli.analysis.heads import head_accuracies
+
+    model = task.model
+    out = {"head_rule": recipe.model.test_head, "test_head": getattr(model, "test_head", None)}
+    if getattr(task, "two_streams", False) and not model.shared_heads and "acc" in last:
+        test = head_accuracies(last, model.test_head)
+        val = head_accuracies(last, model.test_head, "val_") if "val_acc" in last else {}
+        out["heads"] = {h: {"test": test.get(h), "val": val.get(h)} for h in model.HEADS}
+    return out
+
+
+def head_note(task, last: dict) -> str:
+    """`` (static head, chosen on validation; event head 0.6202)`` for a two-head run."""
+    from tmkt_cli.analysis.heads import head_accuracies
+
+    model = task.model
+    if not getattr(task, "two_streams", False) or model.shared_heads or "acc" not in last:
+        return ""
+    how = {"validation": "chosen on validation" if last.get("val_acc") is not None
+           else "no validation split: the event head"}.get(model.head_rule, "model.test_head")
+    others = "; ".join(f"{h} head {a:.4f}" for h, a in
+                       head_accuracies(last, model.test_head).items() if h != model.test_head)
+    return f" ({model.test_head} head, {how}; {others})"
