@@ -27,7 +27,6 @@ VENV=${TMKT_VENV:-.venv}
 # shellcheck source=slurm/resources.sh
 . "$HERE/resources.sh"
 NODES=${NODES:-1}
-EVAL_TIME=${EVAL_TIME:-02:00:00}
 CAM_TIME=${CAM_TIME:-01:00:00}
 ONE_GPU=$([ "$GPUS" -gt 0 ] && echo 1 || echo 0)
 

@@ -261,7 +261,7 @@ def test_nested_subsets_grow_by_adding_recordings_and_independent_ones_redraw():
     labels = np.repeat(np.arange(5), 200)
     fractions = (0.005, 0.01, 0.05, 0.2, 1.0)
     nested = [set(event_subset(labels, f, seed=42)) for f in fractions]
-    assert all(small < large for small, large in zip(nested, nested[1:]))
+    assert all(small < large for small, large in zip(nested, nested[1:], strict=False))
     assert [len(s) for s in nested] == [5, 10, 50, 200, 1000]
     independent = [set(event_subset(labels, f, 42, draw="independent")) for f in fractions]
     assert not independent[1] <= independent[2]  # the draw the switch keeps, for old runs

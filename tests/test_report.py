@@ -132,13 +132,15 @@ def test_report_markdown_and_figures(world, tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:9] == ["toy-tmkt", "train-tmkt", "tmkt", "toy", "digitsnet", "4", "16",
                          "100%", "3"]
-    # last, best on validation (these runs have no validation split), best on test
-    assert cells[9] == "90.00 ± 10.00" and cells[10] == "–" and cells[11] == "91.00 ± 10.00"
-    assert cells[12] == "100.00"  # top-5 from the one eval
-    assert cells[15] == "–"       # no published number for the toy dataset
+    # last (no validation split: the event head), each head beside it, best on validation
+    # (these runs have no validation split), best on test
+    assert cells[9] == "90.00 ± 10.00" and cells[10] == "90.00 ± 10.00" and cells[11] == "–"
+    assert cells[12] == "–" and cells[13] == "91.00 ± 10.00"
+    assert cells[14] == "100.00"  # top-5 from the one eval
+    assert cells[17] == "–"       # no published number for the toy dataset
     teacher = next(line for line in text.splitlines() if line.startswith("| toy-ckd |"))
     assert "| pretrain-ann | ann | toy | resnet18 |" in teacher and \
-        "| – | 1 | 95.00 | – | 95.00 |" in teacher
+        "| – | 1 | 95.00 | – | – | – | 95.00 |" in teacher
     assert "| ncaltech101 | vggsnn | tmkt | 10 | 48 | 97.93 |" in text
     assert "toy-kt/seed3/train-tmkt" in text and "## Skipped" in text
     summary = json.loads((out / "summary.json").read_text())

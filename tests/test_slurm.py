@@ -1,12 +1,13 @@
 """The SLURM scripts on a real single-node SLURM (``make test-slurm``; CI runs it).
 
-Every job goes through ``slurm/stage.sbatch`` or ``slurm/pipeline.sh`` as a user would submit
-it, on the embedded digits data at tiny settings (T=4, 8x8 frames, one emulated recording per
-image, a few hundred optimizer steps of a digitsnet), with the resources overridden for a 2-CPU
-node without GPUs. Preemption is ``scancel --signal=USR1 --batch`` (what SLURM sends before a
-time limit with ``--signal=B:USR1@N``); a job stopped that way must be requeued, resume, and end
-bitwise equal to an uninterrupted run made by calling tmkt directly. The cluster is brought up
-by :mod:`slurm_cluster` and the tests are skipped, with the reason, where it cannot start.
+Every job goes through ``slurm/stage.sbatch``, ``slurm/pipeline.sh`` or ``tmkt sweep --slurm``
+as a user would submit it, on the embedded digits data at tiny settings (T=4, 8x8 frames, one
+emulated recording per image, a few hundred optimizer steps of a digitsnet), with the resources
+overridden for a 2-CPU node without GPUs. Preemption is ``scancel --signal=USR1 --batch`` (what
+SLURM sends before a time limit with ``--signal=B:USR1@N``); a job stopped that way must be
+requeued, resume, and end bitwise equal to an uninterrupted run made by calling tmkt directly.
+The cluster is brought up by :mod:`slurm_cluster` and the tests are skipped, with the reason,
+where it cannot start.
 """
 
 from __future__ import annotations
@@ -351,21 +352,13 @@ def test_a_failing_stage_cancels_the_stages_waiting_on_it(world):
         assert (info["JobState"], info["Reason"]) == ("CANCELLED", "DependencyNeverSatisfied")
 
 
-SWEEP = REPO / "slurm" / "sweep.sh"
-
-
-def test_a_sweep_is_one_job_array_of_variant_runs(world):
-    """slurm/sweep.sh: prepare, then one job array (a task per method x fraction x seed), then
-    the report; every run lands in its recipe's variant folder, with no path built by hand."""
+def test_a_sweep_is_one_chain_of_job_arrays_of_variant_runs(world):
+    """tmkt sweep --slurm (through slurm/sweep.sh): prepare, then one job array (a task per
+    method x fraction x seed), an eval array (task N after training task N), then the report;
+    every run lands in its recipe's variant folder, with no path built by hand, and has its
+    eval."""
     runs = world.work / "sweep-runs"
-    sets = set_args({**PREPARE_SETS, **TRAIN_SETS, "train.max_steps": 20,
-                     "paths.dataset": world.work / "prepared"})
-    proc = world.cluster.run(
-        "bash", str(SWEEP), str(REPO / "recipes" / "digits"), "--methods", "event_only kt",
-        "--fractions", "0.5", "--seeds", "7", "--runs", str(runs), *sets, cwd=world.work,
-        env={**world.env, **PIPELINE_ENV})
-    jobs = dict(re.findall(r"^(\w+)\s+job (\d+)", proc.stdout, flags=re.M))
-    assert set(jobs) == {"prepare", "array", "report"}, proc.stdout
+    jobs = submit_sweep(world, runs)
     report = world.cluster.wait_for(jobs["report"], {"COMPLETED", "FAILED", "CANCELLED"},
                                     JOB_TIMEOUT_S)
     assert report["JobState"] == "COMPLETED", report
@@ -375,14 +368,57 @@ def test_a_sweep_is_one_job_array_of_variant_runs(world):
         ["train-tmkt", str(REPO / "recipes/digits/event_only.yaml")],
         ["train-tmkt", str(REPO / "recipes/digits/kt.yaml")]]
     for method in ("event_only", "kt"):
-        recipe = REPO / "recipes" / "digits" / f"{method}.yaml"
-        task = [*sets, "--set", "seed=7", "--set", "data.event_fraction=0.5",
-                "--set", f"paths.runs={runs}"]
-        folder = world.folder(recipe, task, "train-tmkt")
+        folder = sweep_run(world, runs, method)
         assert folder.parent.parent.name.startswith("event_fraction-0.5+")  # a variant
         assert folder.is_relative_to(runs / f"digits-{method}")
         assert read_manifest(folder)["status"] == "complete", folder
+        assert read_manifest(folder.parent / "eval")["status"] == "complete", folder
     assert (runs / "report" / "report.md").is_file()
+
+
+def test_a_failed_sweep_task_cancels_only_its_own_eval(world):
+    """Training task 0 refuses its folder: its eval task is cancelled (aftercorr), task 1 and
+    its eval complete, and the report still runs (afterany)."""
+    runs = world.work / "failing-sweep-runs"
+    blocker = sweep_run(world, runs, "event_only")
+    blocker.mkdir(parents=True)
+    (blocker / "notes.txt").write_text("not a tmkt run: train-tmkt refuses to write here\n")
+    jobs = submit_sweep(world, runs)
+    report = world.cluster.wait_for(jobs["report"], {"COMPLETED", "FAILED", "CANCELLED"},
+                                    JOB_TIMEOUT_S)
+    assert report["JobState"] == "COMPLETED", report
+    state = {f"{name} {task}": world.cluster.job(f"{jobs[name]}_{task}")
+             for name in ("array", "eval") for task in ("0", "1")}
+    assert state["array 0"]["JobState"] == "FAILED", state["array 0"]
+    assert (state["eval 0"]["JobState"], state["eval 0"]["Reason"]) == (
+        "CANCELLED", "DependencyNeverSatisfied"), state["eval 0"]
+    assert state["array 1"]["JobState"] == state["eval 1"]["JobState"] == "COMPLETED", state
+    assert read_manifest(sweep_run(world, runs, "kt").parent / "eval")["status"] == "complete"
+    assert (runs / "report" / "report.md").is_file()
+
+
+SWEEP_SETS = set_args({**PREPARE_SETS, **TRAIN_SETS, "train.max_steps": 20})
+
+
+def submit_sweep(world: World, runs: Path) -> dict[str, str]:
+    """``tmkt sweep --slurm`` of event_only and kt on digits, at half the recordings, seed 7:
+    the job ids it printed, by name."""
+    proc = world.cluster.run(
+        sys.executable, "-m", "tmkt_cli", "sweep", str(REPO / "recipes" / "digits"),
+        "--methods", "event_only", "kt", "--fractions", "0.5", "--seeds", "7", "--runs",
+        str(runs), "--slurm", *SWEEP_SETS, "--set", f"paths.dataset={world.work / 'prepared'}",
+        cwd=world.work, env={**world.env, **PIPELINE_ENV})
+    jobs = dict(re.findall(r"^(\w+)\s+job (\d+)", proc.stdout, flags=re.M))
+    assert set(jobs) == {"prepare", "array", "eval", "report"}, proc.stdout
+    return jobs
+
+
+def sweep_run(world: World, runs: Path, method: str) -> Path:
+    """The training folder of ``method`` in :func:`submit_sweep`'s grid, as ``tmkt paths``
+    says."""
+    task = ["--set", "seed=7", "--set", "data.event_fraction=0.5", "--set", f"paths.runs={runs}",
+            *SWEEP_SETS, "--set", f"paths.dataset={world.work / 'prepared'}"]
+    return world.folder(REPO / "recipes" / "digits" / f"{method}.yaml", task, "train-tmkt")
 
 
 # --------------------------------------------------------------------------------------------

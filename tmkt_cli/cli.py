@@ -259,19 +259,48 @@ def cam(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
 
 @app.command()
 def report(
-    runs: Annotated[list[Path], typer.Argument(
-        help="Run folders (or folders holding them, e.g. runs/) to gather.",
-        show_default=False)],
+    runs: Annotated[list[Path] | None, typer.Argument(
+        help="Run folders (or folders holding them, e.g. runs/) to gather; with --docs or "
+             "--check-docs, the Markdown files whose generated blocks to rewrite or check.",
+        show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Folder for report.md and the figures.")] = Path(
         "runs/report"),
+    table: Annotated[Path | None, typer.Option(
+        help="A runs.csv written by tmkt report: render the benchmark's tables (tables.md) "
+             "and figures from it (and curves.csv beside it) into --out, instead of reading "
+             "run folders.", show_default=False)] = None,
+    docs: Annotated[bool, typer.Option(
+        "--docs", help="With --table: rewrite every `<!-- tmkt:begin NAME -->` ... "
+                       "`<!-- tmkt:end NAME -->` block of the Markdown files given with "
+                       "table NAME rendered from it (e.g. digits/paired).")] = False,
+    check_docs: Annotated[bool, typer.Option(
+        "--check-docs", help="With --table: list the generated blocks of the Markdown files "
+                             "given that differ from the table, and exit 1 if any; write "
+                             "nothing.")] = False,
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="With --table: print the runs of one seed as a table of both output "
+                          "layouts and a paragraph that follows from it (make demo's "
+                          "ending).")] = False,
+    evidence: Annotated[Path | None, typer.Option(
+        help="With --summary: a multi-seed runs.csv (docs/benchmark/runs.csv) whose paired "
+             "95% intervals for the same setting the paragraph quotes.",
+        show_default=False)] = None,
     landscape: Annotated[list[Path] | None, typer.Option(
         help="Deprecated (use `tmkt landscape`): also draw the loss landscape around these "
              "run folders' checkpoints.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Gather finished runs into a table (mean and spread over seeds, beside the published
-    numbers) and draw training curves and the data-efficiency curve."""
+    numbers), write runs.csv and curves.csv (one row per run), and draw training curves and
+    the data-efficiency curve. With --table runs.csv: the benchmark's tables and figures, with
+    95% intervals, from that CSV; with --docs, its generated blocks in Markdown files."""
     def body():
+        if summary:
+            return _summary(table, evidence)
+        if table is not None or docs or check_docs:
+            return _report_from_table(table, list(runs or []), out, docs, check_docs)
+        if not runs:
+            raise TmktError("tmkt report: give run folders (RUNS), or --table PATH/runs.csv")
         from tmkt_cli.report import make_report
         figures, grids = {}, []
         if landscape:
@@ -281,6 +310,48 @@ def report(
             figures, grids = draw_landscapes(list(landscape), out, ui)
         make_report(list(runs), out, ui, extra_figures=figures, grids=grids)
     _guarded(body, debug)
+
+
+def _summary(table: Path | None, evidence: Path | None) -> None:
+    """tmkt report --table runs.csv --summary: the one-seed story of one setting."""
+    from tmkt_cli import benchmark, summary
+
+    if table is None:
+        raise TmktError("--summary needs --table PATH/runs.csv (the runs to summarise)")
+    rows = [r for r in benchmark.read_runs(table) if r["method"] != "teacher"]
+    if not rows:
+        raise TmktError(f"{table}: no runs to summarise")
+    event = [r for r in rows if r["method"] not in ("static_only", "teacher")]
+    setting, seed = event[0]["setting"] if event else rows[0]["setting"], rows[0]["seed"]
+    fraction = event[0]["fraction"] if event else None
+    runs = summary.pick([r for r in rows if r["setting"] == setting or
+                         r["method"] == "static_only"], seed)
+    multi = (summary.evidence(benchmark.read_runs(evidence), setting, fraction, str(evidence))
+             if evidence is not None and evidence.is_file()
+             else "The multi-seed intervals are in recipes/README.md.")
+    where = f"{setting} ({benchmark.fraction_text(fraction)} of the event recordings)"
+    ui.print(summary.table(runs), markup=False)
+    ui.print()
+    ui.print(summary.paragraph(runs, where, seed, multi), markup=False)
+
+
+def _report_from_table(table: Path | None, files: list[Path], out: Path, docs: bool,
+                       check_docs: bool) -> None:
+    """tmkt report --table: the benchmark's tables and figures, or its doc blocks."""
+    from tmkt_cli import benchmark
+
+    if table is None:
+        raise TmktError("--docs and --check-docs need --table PATH/runs.csv (the table the "
+                        "blocks are rendered from)")
+    if docs or check_docs:
+        stale = benchmark.update_docs(table, files, ui, check=check_docs)
+        if check_docs and stale:
+            raise typer.Exit(1)
+        return
+    if files:
+        raise TmktError(f"tmkt report --table renders from {table} alone: drop the run "
+                        f"folders, or add --docs to rewrite the blocks of Markdown files")
+    benchmark.make_tables(table, out, ui)
 
 
 @app.command()
@@ -301,6 +372,77 @@ def landscape(
         from tmkt_cli.landscape import draw_landscapes
         draw_landscapes(list(runs), out, ui, grid=grid, samples=samples)
     _guarded(body, debug)
+
+
+class _SweepCommand(_Command):
+    def parse_args(self, ctx, args):
+        from tmkt_cli.sweep import spread_list_options  # --methods a b c, as argparse's
+        return super().parse_args(ctx, spread_list_options(args))
+
+
+@app.command(cls=_SweepCommand)
+def sweep(
+    folder: Annotated[str, typer.Argument(
+        help="A folder of recipes, one per method (event_only.yaml, kt.yaml, ckd.yaml, ...; "
+             "base.yaml is prepared first), or a shipped one's name (digits, control, glyphs).",
+        show_default=False, metavar="RECIPE_FOLDER")],
+    methods: Annotated[list[str] | None, typer.Option(
+        "--methods", metavar="METHOD...",
+        help="Recipe files of the folder, each optionally with :key=value,... overrides that "
+             "make a variant of it: --methods event_only kt kt:model.heads=shared ckd "
+             "[default: event_only kt tmkt].", show_default=False)] = None,
+    fractions: Annotated[list[str] | None, typer.Option(
+        "--fractions", metavar="F...",
+        help="Fractions of the event training recordings (data.event_fraction) "
+             "[default: 0.05 0.2 1.0].", show_default=False)] = None,
+    seeds: Annotated[list[str] | None, typer.Option(
+        "--seeds", metavar="SEED...", help="Seeds [default: 42 1024 90210].",
+        show_default=False)] = None,
+    set_: SetOpt = None,
+    runs: Annotated[str, typer.Option(
+        help="Root of the run folders (paths.runs); logs/ and report/ go there too.")]
+        = "runs/sweep",
+    jobs: Annotated[int, typer.Option(help="Runs at a time, one math thread each.")] = 1,
+    evaluate: Annotated[bool, typer.Option(
+        "--eval/--no-eval", help="Follow each training with `tmkt eval` of the same run.")]
+        = True,
+    slurm: Annotated[bool, typer.Option(
+        "--slurm", help="Submit the sweep as SLURM job arrays (slurm/sweep.sh) instead of "
+                        "running it here.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the commands it would run, one per line; run nothing.")]
+        = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a grid: every method x fraction of the event recordings x seed, as ordinary run
+    folders (`<runs>/<name>/event_fraction-F/seedS/`), each training followed by its eval,
+    then `tmkt report` into `<runs>/report`. Everything is checked before anything runs; a
+    second call resumes or says up to date; a failed run is reported and the others go on
+    (exit code 1 at the end)."""
+    def body():
+        from tmkt_cli import sweep as grid
+
+        if jobs < 1:
+            raise TmktError(f"--jobs: expected at least 1, got {jobs}")
+        plan = grid.plan_sweep(folder, methods or list(grid.DEFAULT_METHODS),
+                               fractions or list(grid.DEFAULT_FRACTIONS),
+                               seeds or list(grid.DEFAULT_SEEDS), set_ or [], runs, evaluate)
+        if slurm:
+            code = grid.submit_slurm(plan, _echo, dry_run=dry_run)
+        elif dry_run:
+            code = 0
+            for line in grid.dry_run_lines(plan):
+                _echo(line)
+        else:
+            code = grid.run_local(plan, jobs, _echo)
+        if code:
+            raise typer.Exit(code)
+    _guarded(body, debug)
+
+
+def _echo(line: str) -> None:
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
 
 
 @app.command()

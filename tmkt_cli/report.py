@@ -4,12 +4,16 @@ Runs are found by their ``manifest.json`` (the folders given, or any folder belo
 training runs (``train-tmkt``, ``distill``, ``pretrain-ann``) and the ``eval`` runs of their
 checkpoints. Runs that differ only in their seed form a group (same recipe name, stage and
 configuration): the table shows the mean and the sample standard deviation over its seeds.
+A two-head run's top-1 is the head the validation rule picks (the benchmark's rule,
+:func:`tmkt_cli.benchmark.chosen_head`), with both heads beside it.
 Figures: training curves (loss and accuracy per epoch, from metrics.jsonl), the
 data-efficiency curve (top-1 against ``data.event_fraction``, one line per method). The
 report only reads run folders; loss landscapes, which run networks, are ``tmkt landscape``
 (:mod:`tmkt_cli.landscape`), whose figures the report can list.
 
-Writes ``report.md``, ``summary.json`` and PNGs into ``--out``; prints the table and the paths.
+Writes ``report.md``, ``summary.json``, PNGs and the per-run tables ``runs.csv`` and
+``curves.csv`` (:mod:`tmkt_cli.benchmark`, which renders the benchmark's tables from them:
+``tmkt report --table``) into ``--out``; prints the table and the paths.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tmkt_cli import __version__
+from tmkt_cli import __version__, benchmark
 from tmkt_cli.analysis.metrics import SeedStats, seed_stats
 from tmkt_cli.artifacts import MANIFEST, read_manifest, write_json, write_text
 from tmkt_cli.checkpoints import MODEL_STAGES, SNN_STAGES
 from tmkt_cli.config import config_hash
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runlog import read_metrics
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
@@ -117,15 +122,36 @@ class RunRecord:
     metrics: dict
     evaluation: dict | None = None
     """eval.json of an eval run of this run."""
+    recipe: dict = field(default_factory=dict)
+    """The run's config.yaml (the whole recipe as it ran)."""
+    manifest: dict = field(default_factory=dict)
+    last_eval: dict | None = None
+    """The last ``eval`` record of metrics.jsonl: every head on the test and validation
+    splits at the last checkpoint."""
 
     @property
     def group_key(self) -> tuple[str, str, str]:
         return (self.name, self.stage, config_hash(self.config))
 
     @property
+    def heads(self) -> tuple[dict[str, float | None], str] | None:
+        """(each head's top-1 on the test and validation splits, the head the validation
+        rule picks) from the last evaluation; None without one."""
+        return benchmark.record_heads(self)
+
+    def head_top1(self, head: str) -> float | None:
+        """Test accuracy of ``head`` (event or static) at the last checkpoint."""
+        heads = self.heads
+        return heads[0][f"test_{head}"] if heads else None
+
+    @property
     def top1(self) -> float | None:
-        """Test accuracy at the end of training (the last checkpoint)."""
-        return self.metrics.get("test_acc")
+        """Test accuracy at the end of training (the last checkpoint): for a two-head run,
+        of the head its validation split picks (the event head on a tie or without one)."""
+        heads = self.heads
+        if heads is None or heads[0][f"test_{heads[1]}"] is None:
+            return self.metrics.get("test_acc")
+        return heads[0][f"test_{heads[1]}"]
 
     @property
     def top5(self) -> float | None:
@@ -183,7 +209,8 @@ def read_run(folder: Path, manifest: dict) -> RunRecord:
         event_fraction=(None if stage == "pretrain-ann"
                         else float(cfg.get("data", {}).get("event_fraction", 1.0))),
         config=shared,
-        output_hash=manifest.get("output_hash") or "", metrics=manifest.get("metrics") or {})
+        output_hash=manifest.get("output_hash") or "", metrics=manifest.get("metrics") or {},
+        recipe=cfg, manifest=manifest, last_eval=benchmark.last_eval(read_metrics(folder)))
 
 
 def _prepared_with(manifest: dict) -> dict | None:
@@ -229,13 +256,31 @@ def collect_runs(paths: list[Path]) -> Collection:
         if stage == "eval":
             evals.append((folder, manifest))
             continue
-        try:
-            record = read_run(folder, manifest)
-        except TmktError as e:  # one damaged folder should not hide the others
-            out.skipped.append((folder, str(e)))
+        record, why = _read_run_or_why(folder, manifest)
+        if record is None:  # one damaged folder should not hide the others
+            out.skipped.append((folder, why))
             continue
         by_folder[folder.resolve()] = record
         out.records.append(record)
+    _join_evals(out, evals, by_folder)
+    return out
+
+
+DAMAGE = (TmktError, OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError)
+"""What reading a damaged or hand-edited run folder can raise."""
+
+
+def _read_run_or_why(folder: Path, manifest: dict) -> tuple[RunRecord | None, str]:
+    try:
+        return read_run(folder, manifest), ""
+    except DAMAGE as e:
+        return None, (str(e) if isinstance(e, TmktError)
+                      else f"damaged run folder ({type(e).__name__}: {e})")
+
+
+def _join_evals(out: Collection, evals: list[tuple[Path, dict]],
+                by_folder: dict[Path, RunRecord]) -> None:
+    """Each eval run joined with the training run it evaluated (see :func:`collect_runs`)."""
     by_hash = {r.output_hash: r for r in out.records}
     for folder, manifest in evals:
         source = manifest.get("inputs", {}).get("run", {})
@@ -246,11 +291,11 @@ def collect_runs(paths: list[Path]) -> Collection:
             src = Path(source["path"])
             try:
                 src_manifest = read_manifest(src) if (src / MANIFEST).is_file() else None
-                if src_manifest and src_manifest.get("output_hash") == source.get("hash") \
-                        and src.resolve() not in by_folder:
-                    record = read_run(src, src_manifest)
             except TmktError:
-                record = None
+                src_manifest = None
+            if src_manifest and src_manifest.get("output_hash") == source.get("hash") \
+                    and src.resolve() not in by_folder:
+                record = _read_run_or_why(src, src_manifest)[0]
             if record is not None:
                 by_folder[src.resolve()] = record
                 out.records.append(record)
@@ -270,7 +315,6 @@ def collect_runs(paths: list[Path]) -> Collection:
         facts = record.evaluation.get("dataset", {})
         record.time_steps = facts.get("time_steps", record.time_steps)
         record.size = facts.get("size", record.size)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,7 +492,7 @@ def _gap(high: SeedStats, low: SeedStats) -> str:
 # --------------------------------------------------------------------------------------------
 
 COLUMNS = ("recipe", "stage", "method", "dataset", "backbone", "T", "size", "events", "seeds",
-           "top-1 (%)", "best val (%)", "best test (%)", "top-5 (%)", "firing rate",
+           "top-1 (%)", "event head (%)", "static head (%)", "best val (%)", "best test (%)", "top-5 (%)", "firing rate",
            "SNN energy (µJ)", "published top-1 (%)")
 
 
@@ -490,6 +534,8 @@ def table_rows(groups: list[Group]) -> list[list[str]]:
             "–" if r.event_fraction is None else f"{100 * r.event_fraction:g}%",
             str(len(g.runs)),
             g.stats(lambda run: run.top1).format(),
+            g.stats(lambda run: run.head_top1("event")).format(),
+            g.stats(lambda run: run.head_top1("static")).format(),
             g.stats(best_on_validation).format(),
             g.stats(best_on_test).format(),
             g.stats(lambda run: run.top5).format(),
@@ -531,7 +577,7 @@ def markdown_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -
 
 
 def render_markdown(groups: list[Group], collection: Collection, figures: dict[str, Path],
-                    out: Path, grids: list[Path] = ()) -> str:
+                    out: Path, grids: list[Path] = (), tables: list[Path] = ()) -> str:
     runs = sum(len(g.runs) for g in groups)
     lines = [
         "# tmkt report", "",
@@ -542,7 +588,10 @@ def render_markdown(groups: list[Group], collection: Collection, figures: dict[s
         "- **top-1**: test accuracy at the end of training (the last checkpoint); for an ANN "
         "teacher, on the test images. Mean ± sample standard deviation (ddof = 1) over the "
         "seeds of a group (runs that differ only in their seed); a single seed shows no "
-        "spread.",
+        "spread. A run with two heads (kt, tmkt, ckd with `model.heads: separate` or "
+        "`residual`) counts with the head its validation split picks (the event head on a "
+        "tie or without a validation split), whatever its `model.test_head`; **event head** "
+        "and **static head** are each head's own top-1 on the same events.",
         "- **best val**: test accuracy of the checkpoint chosen on the validation split "
         "(`data.val_fraction`; – without one).",
         "- **best test**: the best test accuracy over training, chosen on the test split "
@@ -557,16 +606,7 @@ def render_markdown(groups: list[Group], collection: Collection, figures: dict[s
                        [[p.dataset, p.backbone, p.method, str(p.time_steps), str(p.size),
                          f"{p.top1:.2f}", p.source, p.note] for p in PUBLISHED]), "",
     ]
-    headroom = headroom_rows(groups)
-    if headroom:
-        lines += ["## Headroom", "",
-                  "Is there anything for transfer to recover? A setting is informative when "
-                  "(b) and (c) both stand well above (a). Top-1 (%) of the last checkpoints, "
-                  "mean ± sd over seeds.", "",
-                  markdown_table(("dataset / backbone", "event recordings",
-                                  "(a) event_only on events", "(b) the SNN on images",
-                                  "(c) event_only on every recording", "(b) - (a)",
-                                  "(c) - (a)"), headroom), ""]
+    lines += _headroom_section(groups)
     if figures:
         lines += ["## Figures", ""]
         lines += [f"- {title}: [{path.name}]({_relative(path, out)})"
@@ -574,6 +614,7 @@ def render_markdown(groups: list[Group], collection: Collection, figures: dict[s
         lines += [f"- raw loss-landscape grid: [{path.name}]({_relative(path, out)})"
                   for path in grids]
         lines.append("")
+    lines += _tables_section(tables, out)
     lines += ["## Runs", "",
               markdown_table(("group", "seed", "folder", "top-1 (%)", "best val (%)",
                               "best test (%)", "eval"),
@@ -587,6 +628,31 @@ def render_markdown(groups: list[Group], collection: Collection, figures: dict[s
         lines += [f"- `{folder}`: {why}" for folder, why in collection.skipped]
         lines.append("")
     return "\n".join(lines)
+
+
+def _headroom_section(groups: list[Group]) -> list[str]:
+    headroom = headroom_rows(groups)
+    if not headroom:
+        return []
+    return ["## Headroom", "",
+            "Is there anything for transfer to recover? A setting is informative when "
+            "(b) and (c) both stand well above (a). Top-1 (%) of the last checkpoints, "
+            "mean ± sd over seeds.", "",
+            markdown_table(("dataset / backbone", "event recordings",
+                            "(a) event_only on events", "(b) the SNN on images",
+                            "(c) event_only on every recording", "(b) - (a)",
+                            "(c) - (a)"), headroom), ""]
+
+
+def _tables_section(tables: list[Path], out: Path) -> list[str]:
+    if not tables:
+        return []
+    return ["## Per-run tables", "",
+            "One row per finished training run (the heads, the head the validation rule "
+            "picks, gradient shares, CKA, provenance) and the learning curves in long "
+            "form; `tmkt report --table` renders the benchmark's tables and figures, "
+            "with 95% intervals, from them:", "",
+            *(f"- [{path.name}]({_relative(path, out)})" for path in tables), ""]
 
 
 def _pct(value: float | None) -> str:
@@ -611,12 +677,15 @@ def summary_data(groups: list[Group], collection: Collection) -> dict:
         "time_steps": g.first.time_steps, "size": g.first.size,
         "event_fraction": g.first.event_fraction,
         "top1": stats(g.stats(lambda r: r.top1)),
+        "event_head": stats(g.stats(lambda r: r.head_top1("event"))),
+        "static_head": stats(g.stats(lambda r: r.head_top1("static"))),
         "best": stats(g.stats(lambda r: r.metrics.get("best_acc"))),
         "best_val": stats(g.stats(best_on_validation)),
         "best_test": stats(g.stats(best_on_test)),
         "top5": stats(g.stats(lambda r: r.top5)),
         "published_top1": g.published.top1 if g.published else None,
         "runs": [{"seed": r.seed, "folder": str(r.folder), "top1": r.top1,
+                  "chosen_head": r.heads[1] if r.heads else None,
                   "best": r.metrics.get("best_acc"), "best_val": best_on_validation(r),
                   "best_test": best_on_test(r), "top5": r.top5} for r in g.runs],
     } for g in groups], "skipped": [{"folder": str(f), "reason": why}
@@ -644,9 +713,6 @@ def make_report(runs: list[Path], out: Path, ui: Console, *,
     """Gather the finished runs under ``runs`` into ``out`` (see the module doc).
     ``extra_figures`` (title -> PNG) and ``grids`` (raw arrays) drawn by other commands, such
     as ``tmkt landscape``, are listed in report.md too."""
-    from tmkt_cli.analysis import plotting
-    from tmkt_cli.runlog import read_metrics
-
     out = Path(out)
     collection = collect_runs(list(runs))
     if not collection.records:
@@ -656,6 +722,43 @@ def make_report(runs: list[Path], out: Path, ui: Console, *,
                         f"{', '.join(str(r) for r in runs)}{why}")
     groups = group_runs(collection.records)
     out.mkdir(parents=True, exist_ok=True)
+    figures = draw_figures(groups, out)
+    figures.update(extra_figures or {})
+    grids = list(grids)
+    tables = write_run_tables(collection, list(runs), out)
+
+    markdown = out / REPORT
+    write_text(markdown, render_markdown(groups, collection, figures, out, grids, tables))
+    summary = out / SUMMARY
+    write_json(summary, summary_data(groups, collection))
+
+    ui.print(terminal_table(groups))
+    for folder, why in collection.skipped:
+        ui.print(f"[yellow]skipped[/yellow] {escape(str(folder))}: {escape(why)}")
+    ui.print(f"report:  {markdown}")
+    ui.print(f"summary: {summary}")
+    for path in tables:
+        ui.print(f"table:   {path}")
+    for title, path in figures.items():
+        ui.print(f"figure:  {path}  ({title})")
+    for path in grids:
+        ui.print(f"grid:    {path}")
+    return ReportResult(markdown, summary, figures, grids, groups)
+
+
+def write_run_tables(collection: Collection, runs: list[Path], out: Path) -> list[Path]:
+    """runs.csv and curves.csv of the runs collected (:mod:`tmkt_cli.benchmark`); a run they
+    cannot hold (no evaluation logged) joins the skipped list with why."""
+    base = benchmark.common_base(runs, [r.folder for r in collection.records])
+    rows, curves, skipped = benchmark.rows_from_records(collection.records, base)
+    collection.skipped.extend(skipped)
+    return list(benchmark.write_run_tables(rows, curves, out))
+
+
+def draw_figures(groups: list[Group], out: Path) -> dict[str, Path]:
+    """The training curves and the data-efficiency curve of the groups: title -> PNG."""
+    from tmkt_cli.analysis import plotting
+
     figures: dict[str, Path] = {}
 
     panels: dict[tuple[str, str], dict] = {}  # (network, x axis) -> label -> series
@@ -678,22 +781,4 @@ def make_report(runs: list[Path], out: Path, ui: Console, *,
             for method, pts in lines.items()} for panel, lines in points.items()}
         figures["data efficiency"] = plotting.save_png(
             plotting.data_efficiency_figure(panels), out / DATA_EFFICIENCY)
-
-    figures.update(extra_figures or {})
-    grids = list(grids)
-
-    markdown = out / REPORT
-    write_text(markdown, render_markdown(groups, collection, figures, out, grids))
-    summary = out / SUMMARY
-    write_json(summary, summary_data(groups, collection))
-
-    ui.print(terminal_table(groups))
-    for folder, why in collection.skipped:
-        ui.print(f"[yellow]skipped[/yellow] {escape(str(folder))}: {escape(why)}")
-    ui.print(f"report:  {markdown}")
-    ui.print(f"summary: {summary}")
-    for title, path in figures.items():
-        ui.print(f"figure:  {path}  ({title})")
-    for path in grids:
-        ui.print(f"grid:    {path}")
-    return ReportResult(markdown, summary, figures, grids, groups)
+    return figures
