@@ -28,7 +28,7 @@ test-slurm: install  ## the SLURM scripts on a real single-node SLURM (needs roo
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slurm $(PYTEST_ARGS)
 
 demo: install  ## the whole pipeline on the embedded digits dataset
-	PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh
+	PATH=$(abspath $(BIN)):$$PATH bash tools/demo.sh
 
 bench: install  ## speed benchmarks (ratios, see docs/performance.md)
 	$(BIN)/python bench/run_all.py

@@ -1,4 +1,4 @@
-"""scripts/event_stats.py: the figures docs/datasets.md quotes, on hand-made recordings."""
+"""tools/event_stats.py: the figures docs/datasets.md quotes, on hand-made recordings."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ replacement; this prints, per (method, event fraction), the mean over seeds of e
 mean noise-to-signal ratio (trace of the gradient covariance / squared norm of the mean
 gradient) and of the raw trace, over the whole run and over its second half.
 
-    python scripts/grad_noise.py runs/data-efficiency
+    python tools/grad_noise.py runs/data-efficiency
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Reads the recordings through the dataset registry, so it works for the emulated 
 ones given their raw folder (``--set prepare.root=...``). An evenly spaced sample of
 ``--count`` training recordings keeps it quick.
 
-    python scripts/event_stats.py recipes/glyphs/base.yaml --count 200
+    python tools/event_stats.py recipes/glyphs/base.yaml --count 200
 """
 
 from __future__ import annotations

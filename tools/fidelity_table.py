@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """The table of docs/methods.md "What each switch does on digits", from the runs that
-``scripts/fidelity_digits.sh VARIANT SEED...`` left in ``runs/fidelity/kt-VARIANT/seedS``:
+``tools/fidelity_digits.sh VARIANT SEED...`` left in ``runs/fidelity/kt-VARIANT/seedS``:
 top-1 of the last checkpoint on the event test split, mean +- sample sd over the seeds, and
 the difference of the means against ``default`` (tmkt's defaults).
 
-    python scripts/fidelity_table.py [runs/fidelity]
+    python tools/fidelity_table.py [runs/fidelity]
 """
 
 from __future__ import annotations

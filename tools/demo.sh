@@ -11,22 +11,29 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
 say "prepare: digits -> events -> HDF5"
 tmkt prepare "$R/base.yaml"
-# Two independent chains of trainings: the CKD teacher and student, and the three train-tmkt
-# methods. They run side by side (TMKT_DEMO_JOBS=1: one after the other), each process on one
-# torch thread (train.threads' default): on a small or busy machine that is faster than one
-# process on every core (docs/performance.md). The second chain's output is shown when it ends.
+# Two independent chains of trainings, balanced in time, each the methods in both output
+# layouts: the recommended one (one shared head: control/kt.yaml, ...) and the papers' (two
+# heads: control/kt-paper.yaml, ...). They run side by side (TMKT_DEMO_JOBS=1: one after the
+# other), each process on one torch thread (train.threads' default): on a small or busy
+# machine that is faster than one process on every core (docs/performance.md). The second
+# chain's output is shown when it ends.
+TEACHER=runs/control-ckd/seed42/pretrain-ann
 ckd_chain() {
   say "pretrain-ann: the CKD teacher on images"
   tmkt pretrain-ann "$R/ckd.yaml"
-  say "distill: CKD student"
-  tmkt distill "$R/ckd.yaml"
+  for recipe in ckd ckd-paper; do
+    say "distill: CKD student ($recipe)"
+    tmkt distill "$R/$recipe.yaml" --set distill.teacher=$TEACHER
+  done
   say "train-tmkt: static_only (the SNN on the images alone: what they can teach)"
   tmkt train-tmkt "$R/static_only.yaml"
+  say "train-tmkt: event_only"
+  tmkt train-tmkt "$R/event_only.yaml"
 }
 methods_chain() {
-  for method in event_only kt tmkt; do
-    say "train-tmkt: $method"
-    tmkt train-tmkt "$R/$method.yaml"
+  for recipe in kt kt-paper tmkt tmkt-paper; do
+    say "train-tmkt: $recipe"
+    tmkt train-tmkt "$R/$recipe.yaml"
   done
 }
 if [ "${TMKT_DEMO_JOBS:-2}" -ge 2 ]; then
@@ -45,14 +52,15 @@ else
   ckd_chain
   methods_chain
 fi
-for recipe in event_only kt tmkt ckd; do
+for recipe in event_only kt kt-paper tmkt tmkt-paper ckd ckd-paper; do
   say "eval: $recipe"
   tmkt eval "$R/$recipe.yaml"
 done
-say "cam: tmkt against the kt baseline"
+say "cam: tmkt against the kt baseline (both with one shared head)"
 tmkt cam "$R/tmkt.yaml" --set cam.baseline=runs/control-kt/seed42/train-tmkt
 say "report"
-tmkt report runs/control-event_only runs/control-kt runs/control-tmkt runs/control-ckd \
+tmkt report runs/control-event_only runs/control-kt runs/control-kt-paper runs/control-tmkt \
+  runs/control-tmkt-paper runs/control-ckd runs/control-ckd-paper runs/control-static_only \
   --out runs/control-report
 
 say "figures"
@@ -60,4 +68,4 @@ ls -1 runs/control-report/*.png runs/control-tmkt/seed42/cam/*.png \
   runs/control-*/seed42/eval*/*.png 2>/dev/null
 
 say "what this shows"
-python scripts/demo_summary.py runs control
+tmkt report --table runs/control-report/runs.csv --summary --evidence docs/benchmark/runs.csv

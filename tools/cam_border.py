@@ -7,7 +7,7 @@ falls in the frame's outer ``--border`` pixels, beside the share of the events t
 share of the pixels there (what a uniform map would give). A map that explains the object puts
 less of its mass on the border than the events do; one near the pixel share says nothing.
 
-    python scripts/cam_border.py runs/digits-tmkt/seed42/train-tmkt prepared/digits-T8-32px
+    python tools/cam_border.py runs/digits-tmkt/seed42/train-tmkt prepared/digits-T8-32px
 """
 
 from __future__ import annotations
