@@ -20,6 +20,7 @@ from support.scripts import load_script
 from typer.testing import CliRunner
 
 from tmkt_cli import benchmark
+from tmkt_cli.analysis import style
 from tmkt_cli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -427,25 +428,26 @@ def test_one_colour_per_method_n_in_legends_and_gaps_where_not_run(table):
     rows = benchmark.read_runs(table)
     efficiency, notes = benchmark.efficiency_figure(rows)
     curves = benchmark.curves_figure(rows, benchmark.read_curves(table.parent / "curves.csv"))
+    kinds = set(style.curve_kinds())  # what thick, thin and the end point mean: no series
     for fig in (efficiency, curves):
-        labels = lines_by_label(fig)
+        labels = {k: v for k, v in lines_by_label(fig).items() if k not in kinds}
         assert all(text.get_fontsize() >= 8 for text in fig.legends[0].get_texts())
-        assert all("(n=" in label for label in labels)
+        assert all("(n = " in label for label in labels)
         colours = {label.split(",")[0].split(" ")[0]: handle.get_color()
                    for label, handle in labels.items()}
-        assert colours["kt"] == benchmark.METHOD_COLOURS["kt"]
-        assert colours["tmkt"] == benchmark.METHOD_COLOURS["tmkt"]
-        assert colours["event_only"] == benchmark.METHOD_COLOURS["event_only"]
-    assert "tmkt, heads shared (n=2-3)" in lines_by_label(efficiency)  # 3 seeds at 1%, 2 at 20%
-    assert "kt, heads separate (n=3)" in lines_by_label(curves)
+        assert colours["kt"] == style.METHOD_COLOURS["kt"]
+        assert colours["tmkt"] == style.METHOD_COLOURS["tmkt"]
+        assert colours["event_only"] == style.METHOD_COLOURS["event_only"]
+    assert "tmkt, shared heads (n = 2-3)" in lines_by_label(efficiency)  # 3 seeds at 1%, 2 at 20%
+    assert "kt, separate heads (n = 3)" in lines_by_label(curves)
     # shared and separate heads of one method: one colour, two markers
     labels = lines_by_label(efficiency)
-    assert labels["kt, heads shared (n=3)"].get_marker() != \
-        labels["kt, heads separate (n=3)"].get_marker()
+    assert labels["kt, shared heads (n = 3)"].get_marker() != \
+        labels["kt, separate heads (n = 3)"].get_marker()
     # tmkt shared ran at 1% and 20%, not at 5%: no line is drawn across 5%
     ax = efficiency.axes[0]
     tmkt_shared = [line for line in ax.get_lines()
-                   if line.get_color() == benchmark.METHOD_COLOURS["tmkt"]
+                   if line.get_color() == style.METHOD_COLOURS["tmkt"]
                    and line.get_linestyle() == "--"]
     assert len(tmkt_shared) == 1
     y = list(tmkt_shared[0].get_ydata())

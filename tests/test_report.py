@@ -112,13 +112,22 @@ def test_curves_and_data_efficiency_points(world):
     assert curves["eval_acc"][3] == pytest.approx(0.9)
     bands = report.group_curves([report.epoch_curves(curve(a)) for a in (0.8, 1.0)])
     assert bands["eval_acc"].mean.tolist() == pytest.approx([0.3, 0.6, 0.9])
-    assert bands["eval_acc"].std[-1] == pytest.approx(np.std([0.8, 1.0], ddof=1))
+    # the band is the mean's 95% t interval over the seeds (1 degree of freedom here)
+    half = 12.706205 * np.std([0.8, 1.0], ddof=1) / np.sqrt(2)
+    assert bands["eval_acc"].high[-1] == pytest.approx(0.9 + half)
+    assert bands["eval_acc"].low[-1] == pytest.approx(0.9 - half)
+    assert bands["eval_acc"].n.tolist() == [2, 2, 2]
+    # the test split at the last evaluation only, as one point
+    x, test = report.final_points([report.epoch_curves(curve(a)) for a in (0.8, 1.0)])[
+        "test_acc"]
+    assert (x, test.mean, test.n) == (3, pytest.approx(0.9), 2)
     collection = report.collect_runs([world / "runs", world / "runs-half"])
     points = report.data_efficiency_points(report.group_runs(collection.records))
-    lines = points["toy / digitsnet"]
-    assert [f for f, _ in lines["kt"]] == [0.5, 1.0]
-    assert lines["kt"][1][1].mean == pytest.approx(0.65)
-    assert lines["tmkt"][0][1].n == 3
+    lines = points["toy / digitsnet"]  # one line per method and heads layout
+    kt, tmkt = ("kt", "separate", ""), ("tmkt", "separate", "")
+    assert [f for f, _ in lines[kt]] == [0.5, 1.0]
+    assert lines[kt][1][1].mean == pytest.approx(0.65)
+    assert lines[tmkt][0][1].n == 3
 
 
 def test_report_markdown_and_figures(world, tmp_path):
@@ -175,7 +184,7 @@ def test_headroom_table_from_event_only_and_static_only_runs(tmp_path):
                      "+40.0", "+30.0"]]
     # static_only has no event fraction to plot against
     points = report.data_efficiency_points(groups)["toy / digitsnet"]
-    assert set(points) == {"event_only"}
+    assert set(points) == {("event_only", "", "")}
     # without a scarce run there is no table
     full_only = report.collect_runs([tmp_path / "runs"]).records
     assert report.headroom_rows(report.group_runs(full_only)) == []
@@ -213,11 +222,13 @@ def test_step_budget_runs_are_drawn_against_steps():
 
 
 def test_training_curves_put_the_teacher_on_its_own_row():
-    from tmkt_cli.analysis.plotting import Band, training_curves_figure
+    from tmkt_cli.analysis.plotting import Band, CurveSet, training_curves_figure
 
-    band = Band(np.array([1.0, 2.0]), np.array([1.0, 0.5]), np.zeros(2))
-    fig = training_curves_figure({("SNN", "step"): {"a": {"eval_loss": band, "eval_acc": band}},
-                                  ("ANN teacher (images)", "epoch"): {"t": {"eval_acc": band}}})
+    band = Band.over_seeds({1.0: [1.0], 2.0: [0.5]})
+    look = {"color": "#000000", "marker": "o", "linestyle": "-"}
+    fig = training_curves_figure({
+        ("SNN", "step"): [CurveSet("a (n = 1)", look, {"train_loss": band, "val_acc": band})],
+        ("ANN teacher (images)", "epoch"): [CurveSet("t (n = 1)", look, {"val_acc": band})]})
     axes = fig.get_axes()
     assert len(axes) == 4
     assert [ax.get_xlabel() for ax in axes] == ["optimizer step"] * 2 + ["epoch"] * 2
@@ -228,8 +239,10 @@ def test_figures_also_in_vector_formats_on_request(world, tmp_path, monkeypatch)
     from tmkt_cli.cli import app
 
     monkeypatch.setenv("TMKT_FIGURE_FORMATS", "")  # the CLI sets it; restored afterwards
+    # runs-half: kt at a second fraction, so that the data-efficiency figure is drawn
     res = CliRunner().invoke(app, ["--figure-format", "pdf", "--figure-format", "svg",
-                                   "report", str(world / "runs"), "--out", str(tmp_path)])
+                                   "report", str(world / "runs"), str(world / "runs-half"),
+                                   "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     for name in ("training_curves", "data_efficiency"):
         assert (tmp_path / f"{name}.png").is_file()

@@ -29,6 +29,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from tmkt_cli.analysis import style
 from tmkt_cli.analysis.heads import choose_head
 from tmkt_cli.analysis.stats import (
     Interval,
@@ -810,65 +811,17 @@ def tables_markdown(rows: list[dict], source: str, figure_lines: list[str]) -> s
 
 
 # --------------------------------------------------------------------------------------------
-# Figures: one colour per method, one marker and line style per heads layout, in every figure
+# Figures: the one style of every tmkt figure (tmkt_cli/analysis/style.py): one colour per
+# method, one marker and line style per heads layout, n in every label, 95% intervals
 # --------------------------------------------------------------------------------------------
-
-METHOD_COLOURS = {"event_only": "#4d4d4d", "finetune": "#9467bd", "kt": "#1f77b4",
-                  "tmkt": "#ff7f0e", "ckd": "#2ca02c", "static_only": "#8c564b",
-                  "teacher": "#e377c2"}
-OTHER_COLOUR = "#17becf"
-LAYOUT_MARKERS = {"": "o", "separate": "o", "residual": "^", "shared": "s"}
-LAYOUT_LINES = {"": "-", "separate": "-", "residual": ":", "shared": "--"}
-FIGURE_WIDTH_PX = 1000
-LEGEND_PT = 8
-
-
-def line_style(line: tuple[str, str, str]) -> dict:
-    method, heads, extra = line
-    style = {"color": METHOD_COLOURS.get(method, OTHER_COLOUR),
-             "marker": LAYOUT_MARKERS.get(heads, "D"),
-             "linestyle": "-." if extra else LAYOUT_LINES.get(heads, "-")}
-    if extra:  # another variant of the same method and heads: hollow markers
-        style["markerfacecolor"] = "none"
-    return style
-
 
 def line_label(key: tuple[tuple[str, str, str], str], show_draw: bool,
                counts: list[int]) -> str:
-    """``kt, heads shared (n=3)``; n is the seeds behind each point (a range if they vary)."""
+    """``kt, shared heads (n = 3)``; n is the seeds behind each point (a range if they
+    vary)."""
     (method, heads, extra), draw = key
-    text = method + (f", heads {heads}" if heads else "") + (f" ({extra})" if extra else "")
-    text += f" [{draw}]" if show_draw else ""
-    low, high = min(counts), max(counts)
-    return f"{text} (n={low})" if low == high else f"{text} (n={low}-{high})"
-
-
-def _figure(panels: int, panel_height: float):
-    """A figure ~1000 px wide (at the DPI plotting.save_png writes) with a grid of panels."""
-    from matplotlib.figure import Figure
-
-    from tmkt_cli.analysis.plotting import DPI
-
-    columns = 1 if panels == 1 else 2
-    rows = math.ceil(panels / columns)
-    fig = Figure(figsize=(FIGURE_WIDTH_PX / DPI, panel_height * rows + 1.0),
-                 layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    return fig, axes[:panels]
-
-
-def _proxy(line: tuple[str, str, str]):
-    """A legend entry with the line's colour, line style and marker, in every figure."""
-    from matplotlib.lines import Line2D
-
-    return Line2D([], [], markersize=6, **line_style(line))
-
-
-def _legend(fig, handles: dict[str, object]) -> None:
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-               ncols=2, fontsize=LEGEND_PT, frameon=False)
+    return style.series_label(style.line_name(method, heads, extra,
+                                              draw if show_draw else ""), counts)
 
 
 def efficiency_series(rows: list[dict], setting: str
@@ -884,48 +837,9 @@ def efficiency_series(rows: list[dict], setting: str
     return dict(out)
 
 
-def _efficiency_plan(rows: list[dict]) -> tuple[dict[str, dict], list[str]]:
-    """The settings to draw (their series) and the one line that says what is left out."""
-    drawn, single = {}, []
-    for setting in settings(rows):
-        series = efficiency_series(rows, setting)
-        fractions = sorted({f for points in series.values() for f in points})
-        if len(fractions) > 1:
-            drawn[setting] = series
-        elif fractions:
-            single.append(f"{setting} ({fraction_text(fractions[0])})")
-    if not single:
-        return drawn, []
-    if not drawn:
-        return drawn, [f"{EFFICIENCY_PNG} is not drawn: the runs are at a single fraction "
-                       f"of the event recordings: {', '.join(single)}"]
-    return drawn, [f"{EFFICIENCY_PNG} leaves out the settings run at a single fraction: "
-                   f"{', '.join(single)}"]
-
-
-def _draw_efficiency(ax, series: dict, labels: dict, handles: dict) -> None:
-    import numpy as np
-
-    fractions = sorted({f for points in series.values() for f in points})
-    for i, (key, points) in enumerate(series.items()):
-        style = line_style(key[0])
-        nudge = 1.0 + 0.03 * (i - (len(series) - 1) / 2)  # interval bars side by side
-        x = np.array(fractions) * nudge
-        # NaN where the variant did not run: no line is drawn across that fraction
-        y = np.array([points[f].mean if f in points else np.nan for f in fractions])
-        ax.plot(x, y, markersize=5, **style)
-        handles.setdefault(labels[key], _proxy(key[0]))
-        ran = [j for j, f in enumerate(fractions) if f in points]
-        half = [[0.0 if math.isnan(points[fractions[j]].low) else
-                 points[fractions[j]].mean - points[fractions[j]].low for j in ran],
-                [0.0 if math.isnan(points[fractions[j]].high) else
-                 points[fractions[j]].high - points[fractions[j]].mean for j in ran]]
-        ax.errorbar(x[ran], y[ran], yerr=half, fmt="none", ecolor=style["color"], capsize=3,
-                    linewidth=1)
-    ax.set_xscale("log")
-    ax.set_xticks(fractions, [fraction_text(f) for f in fractions])
-    ax.minorticks_off()
-    ax.grid(alpha=0.3)
+EFFICIENCY_TITLE = ("Last checkpoint, the head the validation rule picks: mean and "
+                    f"{style.INTERVAL} (bars; n in the legend, one seed: no bar); dotted: "
+                    "the SNN on the test images")
 
 
 def efficiency_figure(rows: list[dict]):
@@ -933,86 +847,88 @@ def efficiency_figure(rows: list[dict]):
     panel per setting run at several fractions, mean with its 95% interval; the SNN on the
     images as a dotted line. Settings at a single fraction are left out, and the notes say
     so in one line."""
-    drawn, notes = _efficiency_plan(rows)
+    from tmkt_cli.analysis import plotting
+
+    series = {setting: efficiency_series(rows, setting) for setting in settings(rows)}
+    drawn, notes = plotting.split_single_fraction(
+        {setting: {f for points in lines.values() for f in points}
+         for setting, lines in series.items()}, EFFICIENCY_PNG, "settings")
     if not drawn:
         return None, notes
     counts: dict = defaultdict(list)
-    for series in drawn.values():
-        for key, points in series.items():
+    for setting in drawn:
+        for key, points in series[setting].items():
             counts[key] += [iv.n for iv in points.values()]
     show_draw = draws_vary(rows)
-    labels = {key: line_label(key, show_draw, n) for key, n in counts.items()}
-    fig, axes = _figure(len(drawn), 3.4)
-    handles: dict = {}
-    for ax, (setting, series) in zip(axes, drawn.items(), strict=True):
-        _draw_efficiency(ax, series, labels, handles)
-        _images_line(ax, rows, setting, handles)
-        ax.set_title(setting)
-        ax.set_xlabel("fraction of the event training recordings")
-        ax.set_ylabel("top-1 on the event test split (%)")
-    fig.suptitle("Last checkpoint, the head the validation rule picks; mean and 95% interval "
-                 "over seeds", fontsize=10)
-    _legend(fig, handles)
-    return fig, notes
+    panels = {setting: [plotting.Series(line_label(key, show_draw, counts[key]),
+                                        style.line_style(*key[0]), points)
+                        for key, points in series[setting].items()] for setting in drawn}
+    references = {setting: _images_line(rows, setting) for setting in drawn}
+    return plotting.data_efficiency_figure(panels, references, EFFICIENCY_TITLE), notes
 
 
-def _images_line(ax, rows: list[dict], setting: str, handles: dict) -> None:
+def _images_line(rows: list[dict], setting: str) -> list:
     """The SNN on the images (static_only on the test images): the headroom's (b)."""
+    from tmkt_cli.analysis.plotting import Reference
+
     mine = setting_rows(rows, setting)
-    if not mine:
-        return
-    images = reference_runs(rows, setting, mine[0]["dataset"], "static_only")
-    if images:
-        handle = ax.axhline(sum(images.values()) / len(images), linestyle=":", linewidth=1.2,
-                            color=METHOD_COLOURS["static_only"])
-        handles.setdefault(f"static_only on the test images (n={len(images)})", handle)
+    images = reference_runs(rows, setting, mine[0]["dataset"], "static_only") if mine else {}
+    if not images:
+        return []
+    look = {"color": style.method_colour("static_only"), "linestyle": ":"}
+    return [Reference(style.series_label("static_only on the test images", [len(images)]),
+                      sum(images.values()) / len(images), look)]
 
 
 def curve_panels(rows: list[dict], curves: list[dict]) -> dict:
-    """(setting, cell) -> (line, draw) -> run row's run -> (row, {step: validation top-1 of
-    the head the rule picked for that run}), for the event runs."""
+    """(setting, cell) -> (line, draw) -> run row's run -> (row, {"val" | "train": {step:
+    top-1 of the head the rule picked for that run}}), for the event runs."""
     panels: dict = defaultdict(lambda: defaultdict(dict))
     by_run = {}
     for row in sort_rows([r for r in rows if r["method"] not in IMAGE_ONLY]):
-        by_run[row["run"]] = (row, {})
+        by_run[row["run"]] = (row, {"val": {}, "train": {}})
         panels[(row["setting"], cell_of(row))][(line_of(row), row["subset_draw"] or "")][
             row["run"]] = by_run[row["run"]]
     for c in curves:
         row, series = by_run.get(c["run"], (None, None))
-        if row is not None and c["split"] == "val" and c["head"] == row["chosen_head"] \
+        if row is not None and c["split"] in series and c["head"] == row["chosen_head"] \
                 and c["acc"] is not None:
-            series[c["step"]] = c["acc"]
+            series[c["split"]][c["step"]] = c["acc"]
     return {k: dict(v) for k, v in sorted(panels.items(), key=lambda kv: (
         kv[0][0], kv[0][1][0] if kv[0][1][0] is not None else -1.0, kv[0][1][1]))}
 
 
 def _draw_curves(ax, lines: dict, labels: dict, handles: dict) -> None:
-    import numpy as np
+    """Each line's train and validation curves (mean, 95% band over seeds) and its test
+    top-1 as one point at the last step."""
+    from tmkt_cli.analysis import plotting
 
     for key, runs in sorted(lines.items(), key=lambda kv: _group_order(((0.0, ""), kv[0][0]))):
-        style = line_style(key[0])
-        steps = sorted({s for _, series in runs.values() for s in series})
-        at = [[series[s] for _, series in runs.values() if s in series] for s in steps]
-        mean = np.array([np.mean(v) for v in at])
-        sd = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in at])
-        line_only = {k: v for k, v in style.items() if k != "marker" and k != "markerfacecolor"}
-        if steps:
-            ax.plot(steps, mean, linewidth=1.3, **line_only)
-            ax.fill_between(steps, mean - sd, mean + sd, color=style["color"], alpha=0.15,
-                            linewidth=0)
-        tests = [row["chosen_test"] for row, _ in runs.values() if row["chosen_test"] is not None]
+        look = style.line_style(*key[0])
+        for kind in ("train", "val"):
+            per_step: dict[int, list[float]] = defaultdict(list)
+            for _, series in runs.values():
+                for step, acc in series[kind].items():
+                    per_step[step].append(acc)
+            if per_step:
+                plotting.draw_band(ax, plotting.Band.over_seeds(per_step), look, kind)
+        steps = [s for _, series in runs.values() for s in series["val"]]
         last = max([*steps, *(row["steps"] or 0 for row, _ in runs.values())], default=0)
-        marker = {k: v for k, v in style.items() if k != "linestyle"}
-        ax.plot([last], [np.mean(tests)] if tests else [np.nan], linestyle="none",
-                markersize=7, **marker)
-        handles.setdefault(labels[key], _proxy(key[0]))
-    ax.grid(alpha=0.3)
+        plotting.draw_point(ax, last, mean_interval(row["chosen_test"] for row, _ in
+                                                    runs.values()), look)
+        handles.setdefault(labels[key], style.proxy(look))
+
+
+CURVES_TITLE = ("Learning curves of the head the validation rule picks: validation (thick) "
+                f"and train (thin) top-1, mean and {style.INTERVAL} (band); test top-1 only "
+                "at the end (point)")
 
 
 def curves_figure(rows: list[dict], curves: list[dict]):
-    """Learning curves per setting and fraction: the validation top-1 of the head the rule
-    picks, mean over seeds with a +-1 sd band; the test top-1 only as the final point.
-    None when there are no event runs."""
+    """Learning curves per setting and fraction: the validation (and train, where logged)
+    top-1 of the head the rule picks, mean over seeds with its 95% band; the test top-1
+    only as the final point. None when there are no event runs."""
+
     panels = curve_panels(rows, curves)
     if not panels:
         return None
@@ -1022,17 +938,17 @@ def curves_figure(rows: list[dict], curves: list[dict]):
             counts[key].append(len(runs))
     show_draw = draws_vary(rows)
     labels = {key: line_label(key, show_draw, n) for key, n in counts.items()}
-    fig, axes = _figure(len(panels), 2.9)
+    fig, axes = style.panel_grid(len(panels), 2.3, extra_height=style.legend_room(
+        [*set(labels.values()), *style.curve_kinds()]))
     handles: dict = {}
     for ax, ((setting, cell), lines) in zip(axes, panels.items(), strict=True):
         _draw_curves(ax, lines, labels, handles)
-        ax.set_title(f"{setting}, {cell_text(cell, show_draw)} of the event recordings",
-                     fontsize=10)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("validation top-1 (%)")
-    fig.suptitle("Lines: validation top-1 of the head the rule picks, mean ± sd over seeds; "
-                 "markers: test top-1 at the end", fontsize=10)
-    _legend(fig, handles)
+        ax.set(title=f"{setting}: {cell_text(cell, show_draw)} of the recordings",
+               xlabel="optimizer step", ylabel="top-1 (%)")
+        style.style_axes(ax)
+        style.clip_percent(ax)
+    style.suptitle(fig, CURVES_TITLE)
+    style.figure_legend(fig, {**handles, **style.curve_kinds()})
     return fig
 
 

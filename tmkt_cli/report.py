@@ -6,9 +6,12 @@ checkpoints. Runs that differ only in their seed form a group (same recipe name,
 configuration): the table shows the mean and the sample standard deviation over its seeds.
 A two-head run's top-1 is the head the validation rule picks (the benchmark's rule,
 :func:`tmkt_cli.benchmark.chosen_head`), with both heads beside it.
-Figures: training curves (loss and accuracy per epoch, from metrics.jsonl), the
-data-efficiency curve (top-1 against ``data.event_fraction``, one line per method). The
-report only reads run folders; loss landscapes, which run networks, are ``tmkt landscape``
+Figures, in the one style of every tmkt figure (:mod:`tmkt_cli.analysis.style`): training
+curves (loss and accuracy per epoch or step, from metrics.jsonl: validation and train, the
+mean over seeds with its 95% band; the test split only as one point at the end) and the
+data-efficiency figure (top-1 against ``data.event_fraction``, one line per method and heads
+layout, drawn only for panels run at several fractions: a line in report.md says what was
+left out). The report only reads run folders; loss landscapes, which run networks, are ``tmkt landscape``
 (:mod:`tmkt_cli.landscape`), whose figures the report can list.
 
 Writes ``report.md``, ``summary.json``, PNGs and the per-run tables ``runs.csv`` and
@@ -32,7 +35,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tmkt_cli import __version__, benchmark
+from tmkt_cli.analysis import style
 from tmkt_cli.analysis.metrics import SeedStats, seed_stats
+from tmkt_cli.analysis.stats import mean_interval
 from tmkt_cli.artifacts import MANIFEST, read_manifest, write_json, write_text
 from tmkt_cli.checkpoints import MODEL_STAGES, SNN_STAGES
 from tmkt_cli.config import config_hash
@@ -386,9 +391,10 @@ def uses_step_budget(record: RunRecord) -> bool:
 
 
 def training_curves(records: list[dict], by: str = "epoch") -> dict[str, dict[int, float]]:
-    """metrics.jsonl records -> series against ``by`` (``epoch`` or ``step``): the test loss
-    and accuracy of each evaluation, and the training loss and accuracy averaged over the
-    logged steps since the previous evaluation (per epoch, or per evaluation interval)."""
+    """metrics.jsonl records -> series against ``by`` (``epoch`` or ``step``): the test
+    (``eval_*``) and validation (``val_*``, where the run has a validation split) loss and
+    accuracy of each evaluation, and the training loss and accuracy averaged over the logged
+    steps since the previous evaluation (per epoch, or per evaluation interval)."""
     sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     curves: dict[str, dict[int, float]] = defaultdict(dict)
     evals = sorted(int(r["step"]) for r in records
@@ -404,9 +410,10 @@ def training_curves(records: list[dict], by: str = "epoch") -> dict[str, dict[in
                 if isinstance(rec.get(key), int | float):
                     sums[f"train_{key}"][int(x)].append(float(rec[key]))
         elif rec.get("kind") == "eval":
-            for key in ("loss", "acc"):
+            for key, name in (("loss", "eval_loss"), ("acc", "eval_acc"),
+                              ("val_loss", "val_loss"), ("val_acc", "val_acc")):
                 if isinstance(rec.get(key), int | float):
-                    curves[f"eval_{key}"][int(x)] = float(rec[key])
+                    curves[name][int(x)] = float(rec[key])
     for name, per_x in sums.items():
         curves[name] = {x: float(np.mean(v)) for x, v in per_x.items()}
     return dict(curves)
@@ -418,35 +425,66 @@ def epoch_curves(records: list[dict]) -> dict[str, dict[int, float]]:
 
 
 def group_curves(per_run: list[dict[str, dict[int, float]]]):
-    """Mean and std over runs at each epoch, for every series."""
+    """Every series' mean over runs at each x, with its 95% t interval (plotting.Band)."""
     from tmkt_cli.analysis.plotting import Band
 
     out = {}
     for key in sorted({k for curves in per_run for k in curves}):
-        epochs = sorted({e for curves in per_run for e in curves.get(key, {})})
-        if not epochs:
-            continue
-        means, stds = [], []
-        for e in epochs:
-            s = seed_stats(curves[key][e] for curves in per_run if e in curves.get(key, {}))
-            means.append(s.mean)
-            stds.append(s.std if s.n > 1 else 0.0)
-        out[key] = Band(np.array(epochs, dtype=float), np.array(means), np.array(stds))
+        per_x: dict[int, list[float]] = defaultdict(list)
+        for curves in per_run:
+            for x, value in curves.get(key, {}).items():
+                per_x[x].append(value)
+        if per_x:
+            out[key] = Band.over_seeds(per_x)
     return out
 
 
-def data_efficiency_points(groups: list[Group]) -> dict[str, dict[str, list]]:
-    """panel ("dataset / backbone") -> method -> [(event fraction, SeedStats of top-1)], over
-    every SNN run of that method and fraction."""
-    pooled: dict[str, dict[str, dict[float, list[float]]]] = \
+def final_points(per_run: list[dict[str, dict[int, float]]]) -> dict[str, tuple]:
+    """``test_loss`` and ``test_acc``: (the last x, the runs' values at their own last
+    evaluation with the mean's 95% interval over seeds)."""
+    out = {}
+    for key, name in (("eval_loss", "test_loss"), ("eval_acc", "test_acc")):
+        ends = [max(curves[key].items()) for curves in per_run if curves.get(key)]
+        if ends:
+            out[name] = (max(x for x, _ in ends), mean_interval(v for _, v in ends))
+    return out
+
+
+def line_key(record: RunRecord) -> tuple[str, str, str]:
+    """(method, heads, variant beyond fraction, heads and draw) of a run: what its line in
+    a figure shows, and so its colour and marker (:mod:`tmkt_cli.analysis.style`)."""
+    method = benchmark.run_method(record.stage, record.recipe)
+    heads = str((record.recipe.get("model") or {}).get("heads", "separate"))
+    extra = benchmark.variant_extra(str(record.recipe.get("variant") or ""))
+    if (record.recipe.get("method") or {}).get("equal_compute") and \
+            "equal_compute" not in extra:
+        extra = "+".join(p for p in (extra, "equal_compute-true") if p)
+    return method, heads if method in benchmark.TWO_STREAM else "", extra
+
+
+def data_efficiency_points(groups: list[Group]) -> dict[str, dict[tuple, list]]:
+    """panel ("dataset / backbone") -> line (:func:`line_key`) -> [(event fraction, top-1
+    over seeds with its 95% interval)], over every SNN run of that line and fraction (the
+    SNN on the images has no fraction to plot against)."""
+    pooled: dict[str, dict[tuple, dict[float, list[float]]]] = \
         defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for g in groups:
         for r in g.runs:
             if r.stage in SNN_STAGES and r.top1 is not None and r.method != "static_only":
-                pooled[f"{r.dataset} / {r.backbone}"][r.method][r.event_fraction].append(r.top1)
-    return {panel: {method: [(f, seed_stats(v)) for f, v in sorted(points.items())]
-                    for method, points in sorted(lines.items())}
+                pooled[f"{r.dataset} / {r.backbone}"][line_key(r)][r.event_fraction].append(
+                    r.top1)
+    return {panel: {line: [(f, mean_interval(v)) for f, v in sorted(points.items())]
+                    for line, points in sorted(lines.items(), key=lambda kv: _line_order(
+                        kv[0]))}
             for panel, lines in sorted(pooled.items())}
+
+
+def _line_order(line: tuple[str, str, str]) -> tuple:
+    method, heads, extra = line
+    order = benchmark.METHOD_ORDER
+    return (order.index(method) if method in order else len(order), method,
+            benchmark.LAYOUT_ORDER.index(heads) if heads in benchmark.LAYOUT_ORDER else 9,
+            extra)
 
 
 def headroom_rows(groups: list[Group]) -> list[list[str]]:
@@ -577,7 +615,8 @@ def markdown_table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -
 
 
 def render_markdown(groups: list[Group], collection: Collection, figures: dict[str, Path],
-                    out: Path, grids: list[Path] = (), tables: list[Path] = ()) -> str:
+                    out: Path, grids: list[Path] = (), tables: list[Path] = (),
+                    notes: list[str] = ()) -> str:
     runs = sum(len(g.runs) for g in groups)
     lines = [
         "# tmkt report", "",
@@ -607,13 +646,7 @@ def render_markdown(groups: list[Group], collection: Collection, figures: dict[s
                          f"{p.top1:.2f}", p.source, p.note] for p in PUBLISHED]), "",
     ]
     lines += _headroom_section(groups)
-    if figures:
-        lines += ["## Figures", ""]
-        lines += [f"- {title}: [{path.name}]({_relative(path, out)})"
-                  for title, path in figures.items()]
-        lines += [f"- raw loss-landscape grid: [{path.name}]({_relative(path, out)})"
-                  for path in grids]
-        lines.append("")
+    lines += _figures_section(figures, notes, grids, out)
     lines += _tables_section(tables, out)
     lines += ["## Runs", "",
               markdown_table(("group", "seed", "folder", "top-1 (%)", "best val (%)",
@@ -642,6 +675,19 @@ def _headroom_section(groups: list[Group]) -> list[str]:
                             "(a) event_only on events", "(b) the SNN on images",
                             "(c) event_only on every recording", "(b) - (a)",
                             "(c) - (a)"), headroom), ""]
+
+
+def _figures_section(figures: dict[str, Path], notes: list[str], grids: list[Path],
+                     out: Path) -> list[str]:
+    """The figures drawn, and a line for each one not drawn saying why."""
+    if not figures and not notes:
+        return []
+    return ["## Figures", "",
+            *(f"- {title}: [{path.name}]({_relative(path, out)})"
+              for title, path in figures.items()),
+            *(f"- {note}" for note in notes),
+            *(f"- raw loss-landscape grid: [{path.name}]({_relative(path, out)})"
+              for path in grids), ""]
 
 
 def _tables_section(tables: list[Path], out: Path) -> list[str]:
@@ -722,13 +768,14 @@ def make_report(runs: list[Path], out: Path, ui: Console, *,
                         f"{', '.join(str(r) for r in runs)}{why}")
     groups = group_runs(collection.records)
     out.mkdir(parents=True, exist_ok=True)
-    figures = draw_figures(groups, out)
+    figures, notes = draw_figures(groups, out)
     figures.update(extra_figures or {})
     grids = list(grids)
     tables = write_run_tables(collection, list(runs), out)
 
     markdown = out / REPORT
-    write_text(markdown, render_markdown(groups, collection, figures, out, grids, tables))
+    write_text(markdown, render_markdown(groups, collection, figures, out, grids, tables,
+                                               notes))
     summary = out / SUMMARY
     write_json(summary, summary_data(groups, collection))
 
@@ -743,42 +790,95 @@ def make_report(runs: list[Path], out: Path, ui: Console, *,
         ui.print(f"figure:  {path}  ({title})")
     for path in grids:
         ui.print(f"grid:    {path}")
+    for note in notes:
+        ui.print(note)
     return ReportResult(markdown, summary, figures, grids, groups)
 
 
 def write_run_tables(collection: Collection, runs: list[Path], out: Path) -> list[Path]:
-    """runs.csv and curves.csv of the runs collected (:mod:`tmkt_cli.benchmark`); a run they
-    cannot hold (no evaluation logged) joins the skipped list with why."""
+    """runs.csv and curves.csv of the runs collected (:mod:`tmkt_cli.benchmark`), and the
+    evaluated runs' per-recording predictions beside them (:mod:`tmkt_cli.predictions`); a
+    run they cannot hold (no evaluation logged) joins the skipped list with why."""
+    from tmkt_cli.predictions import write_predictions
+
     base = benchmark.common_base(runs, [r.folder for r in collection.records])
     rows, curves, skipped = benchmark.rows_from_records(collection.records, base)
     collection.skipped.extend(skipped)
-    return list(benchmark.write_run_tables(rows, curves, out))
+    return [*benchmark.write_run_tables(rows, curves, out),
+            *write_predictions(rows, base, out)]
 
 
-def draw_figures(groups: list[Group], out: Path) -> dict[str, Path]:
-    """The training curves and the data-efficiency curve of the groups: title -> PNG."""
+def draw_figures(groups: list[Group], out: Path) -> tuple[dict[str, Path], list[str]]:
+    """The training curves and the data-efficiency figure of the groups: (title -> PNG, the
+    lines saying what was not drawn and why). A PNG of an earlier report that this one does
+    not draw is removed (it would disagree with the table)."""
     from tmkt_cli.analysis import plotting
 
     figures: dict[str, Path] = {}
+    panels = curve_panels(groups)
+    if panels:
+        figures["training curves"] = plotting.save_png(
+            plotting.training_curves_figure(panels), out / CURVES)
+    else:
+        (out / CURVES).unlink(missing_ok=True)
+    series = {panel: [plotting.Series(
+        style.series_label(style.line_name(*line), [iv.n for _, iv in points]),
+        style.line_style(*line), {f: plotting.scaled(iv, 100) for f, iv in points})
+        for line, points in lines.items()]
+        for panel, lines in data_efficiency_points(groups).items()}
+    drawn, notes = plotting.split_single_fraction(
+        {panel: plotting.fractions_of(lines) for panel, lines in series.items()},
+        DATA_EFFICIENCY, "panels")
+    if drawn:
+        figures["data efficiency"] = plotting.save_png(plotting.data_efficiency_figure(
+            {panel: series[panel] for panel in drawn}), out / DATA_EFFICIENCY)
+    else:
+        (out / DATA_EFFICIENCY).unlink(missing_ok=True)
+    return figures, notes
 
-    panels: dict[tuple[str, str], dict] = {}  # (network, x axis) -> label -> series
+
+def curve_panels(groups: list[Group]) -> dict[tuple[str, str], list]:
+    """(row title, x axis) -> the CurveSets of the training-curves figure: the ANN teachers
+    on their own row, and the SNNs on one row per event fraction when they differ."""
+    from tmkt_cli.analysis.plotting import CurveSet
+
+    fractions = {g.first.event_fraction for g in groups if g.first.stage != "pretrain-ann"}
+    found: dict[tuple[str, str], list[tuple[Group, list[dict]]]] = {}
     for g in groups:
         by = "step" if uses_step_budget(g.first) else "epoch"
         per_run = [training_curves(read_metrics(r.folder), by) for r in g.runs]
         if any(per_run):
-            network = "ANN teacher (images)" if g.first.stage == "pretrain-ann" else "SNN"
-            panels.setdefault((network, by), {})[f"{g.label} ({g.first.stage})"] = \
-                group_curves(per_run)
-    if panels:
-        figures["training curves"] = plotting.save_png(
-            plotting.training_curves_figure(panels), out / CURVES)
+            found.setdefault((_row_title(g, len(fractions) > 1), by), []).append(
+                (g, [c for c in per_run if c]))
+    counts: dict[str, list[int]] = defaultdict(list)  # one legend entry per group label
+    for entries in found.values():
+        for g, per_run in entries:
+            counts[_curve_label(g, len(fractions) > 1)].append(len(per_run))
+    panels = {}
+    for key, entries in found.items():
+        looks = style.distinct_styles(line_key(g.first) for g, _ in entries)
+        labels = [_curve_label(g, len(fractions) > 1) for g, _ in entries]
+        panels[key] = [CurveSet(style.series_label(label, counts[label]), look,
+                                group_curves(per_run), final_points(per_run))
+                       for (_, per_run), look, label in zip(entries, looks, labels,
+                                                            strict=True)]
+    return panels
 
-    points = data_efficiency_points(groups)
-    if points:
-        panels = {panel: {method: plotting.Band(
-            np.array([f for f, _ in pts]), np.array([s.mean for _, s in pts]),
-            np.array([s.std if s.n > 1 else 0.0 for _, s in pts]))
-            for method, pts in lines.items()} for panel, lines in points.items()}
-        figures["data efficiency"] = plotting.save_png(
-            plotting.data_efficiency_figure(panels), out / DATA_EFFICIENCY)
-    return figures
+
+def _curve_label(g: Group, by_fraction: bool) -> str:
+    """The group's label without what its row already says (the event fraction) and the
+    variant folder (named after the same overrides)."""
+    if not by_fraction or " [" not in g.label:
+        return g.label
+    name, _, rest = g.label.partition(" [")
+    kept = [item for item in rest.rstrip("]").split(", ")
+            if not item.startswith(("data.event_fraction=", "variant="))]
+    return name + (f" [{', '.join(kept)}]" if kept else "")
+
+
+def _row_title(g: Group, by_fraction: bool) -> str:
+    if g.first.stage == "pretrain-ann":
+        return "ANN teacher (images)"
+    fraction = g.first.event_fraction
+    return f"SNN, {style.fraction_text(fraction)} of the recordings" \
+        if by_fraction and fraction is not None else "SNN"

@@ -8,8 +8,10 @@
   count, plus pure counting functions);
 - :mod:`cam`: Grad-CAM over time and the spike activation map (SAM);
 - :mod:`landscape`: loss along filter-normalised random directions (Li et al. 2018);
+- :mod:`style`: the one style of every figure (a colour per method, a marker per heads
+  layout, sizes readable in a page column, n in every legend); no matplotlib at import;
 - :mod:`plotting`: the figures, drawn with matplotlib's Agg canvas and written atomically.
 
-:mod:`metrics` needs only numpy; the other modules import torch or matplotlib, so import
-them inside the functions that use them (``tmkt --help`` stays fast).
+:mod:`metrics` needs only numpy, :mod:`style` nothing; the other modules import torch or
+matplotlib, so import them inside the functions that use them (``tmkt --help`` stays fast).
 """

@@ -277,13 +277,16 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
                                                 f"Confusion, {title}"),
                       run.folder / FIGURES["confusion"])
     if trained.kind == "snn":
+        # drawn in the method's colour, as in every figure (tmkt_cli/analysis/style.py)
+        method = "ckd" if cfg.source == "distill" else recipe.method.name
         plotting.save_png(plotting.accuracy_vs_time_figure(results["accuracy_vs_time_steps"],
-                                                           f"Accuracy vs time steps, {title}"),
+                                                           f"Accuracy vs time steps, {title}",
+                                                           method),
                           run.folder / FIGURES["accuracy_vs_time_steps"])
         plotting.save_png(plotting.firing_rate_figure(
             [r["layer"] for r in results["firing_rates"]],
-            [r["firing_rate"] for r in results["firing_rates"]], f"Firing rates, {title}"),
-            run.folder / FIGURES["firing_rates"])
+            [r["firing_rate"] for r in results["firing_rates"]], f"Firing rates, {title}",
+            method), run.folder / FIGURES["firing_rates"])
         outputs.update(accuracy_vs_time_steps=FIGURES["accuracy_vs_time_steps"],
                        firing_rates=FIGURES["firing_rates"])
     if trained.kind == "snn":
