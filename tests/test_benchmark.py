@@ -24,7 +24,7 @@ from tmkt_cli.analysis import style
 from tmkt_cli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-T_975_1, T_975_2, T_975_5 = 12.706205, 4.302653, 2.570582  # Student t quantiles, 1/2/5 df
+T_975_1, T_975_2, T_975_4, T_975_5 = 12.706205, 4.302653, 2.776445, 2.570582  # Student t, 1-5 df
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,11 +337,22 @@ def test_tmkt_against_kt_per_layout_and_pooled(table):
         f"no difference detected (n = 3) |"
     assert table_line(text, "tmkt", "shared", "1%") == \
         "| tmkt | shared | 1% | +1.00 [+1.00, +1.00] | ahead (n = 3) |"
-    mean, low, high = interval([2, 1, -2, 1, 1, 1], T_975_5)
-    assert table_line(text, "tmkt, pooled") == \
-        f"| tmkt, pooled | every layout above | every fraction above | +{mean:.2f} " \
-        f"[{low:.2f}, +{high:.2f}] | no difference detected (n = 6) |"
     assert "20%" not in text  # no kt at 20% to pair with
+    assert "pooled" not in text  # each layout has one fraction with both: its row says it
+
+
+def test_tmkt_against_kt_pooled_over_fractions_per_layout(tmp_path):
+    rows = [row("digits", m, f, s, v + (1 if m == "tmkt" else 0) + s, heads="shared")
+            for f, seeds in ((0.01, (1, 2, 3)), (0.05, (1, 2))) for s in seeds
+            for m, v in (("kt", 70), ("tmkt", 70 + 2 * f * 100))]
+    rows += [row("digits", "event_only", 0.01, 1, 60)]
+    benchmark.write_run_tables(rows, [], tmp_path)
+    text = benchmark.render_table("digits/tmkt-vs-kt", benchmark.read_runs(tmp_path / "runs.csv"))
+    # tmkt minus kt: 1 + 2 = 3 at 1% (three seeds), 1 + 10 = 11 at 5% (two seeds)
+    mean, low, high = interval([3, 3, 3, 11, 11], T_975_4)
+    assert table_line(text, "tmkt, pooled") == \
+        f"| tmkt, pooled | shared | every fraction above | +{mean:.2f} [+{low:.2f}, " \
+        f"+{high:.2f}] | ahead (n = 5) |"
 
 
 def test_layouts_heads_and_headroom(table):
@@ -571,3 +582,44 @@ def test_fidelity_table(tmp_path):
     lines = ft.table(found).splitlines()
     assert lines[2] == "| default | 1, 2 | 80.00, 82.00 | 81.00 ± 1.41 | - |"
     assert lines[3] == "| norm | 1 | 85.00 | 85.00 | +4.00 |"
+
+
+def test_findings_and_bootstrap_blocks(tmp_path):
+    """findings: the comparisons in words that follow their intervals; bootstrap: the same
+    comparisons over test recordings, from the predictions beside runs.csv."""
+    from tmkt_cli import predictions
+
+    rows = []
+    for seed in (1, 2, 3):
+        rows.append(row("control", "event_only", 0.001, seed, 50 + seed))
+        rows.append(row("control", "kt", 0.001, seed, 70 + seed, heads="shared"))
+        rows.append(row("control", "kt", 0.001, seed, 60 + 2 * seed, event=55,
+                        static=60 + 2 * seed, val_event=1, val_static=2, head="static"))
+    benchmark.write_run_tables(rows, [], tmp_path)
+    loaded = benchmark.read_runs(tmp_path / "runs.csv")
+    text = benchmark.render_table("control/findings", loaded)
+    assert text.startswith("- **0.1% of the event recordings.** Over 3 seeds")
+    assert "One shared head against two: kt +" in text and "ahead (n = 3)" in text
+    assert benchmark.render_table("control/bootstrap", loaded).startswith("(no per-recording")
+    # predictions: 4 test recordings from 2 source images; event_only right on the first two,
+    # kt (either layout) on all four
+    labels, groups = [0, 1, 1, 0], [0, 0, 1, 1]
+    lines = ["run,head,pred"]
+    for r in rows:
+        good = r["method"] == "kt"
+        lines.append(f"{r['run']},{r['chosen_head']},0 1 {'1 0' if good else '0 1'}")
+    import gzip
+    (tmp_path / predictions.PREDICTIONS_GZ).write_bytes(gzip.compress(
+        ("\n".join(lines) + "\n").encode()))
+    (tmp_path / predictions.TEST_RECORDINGS).write_text(
+        "dataset,index,label,image_index\n" + "".join(
+            f"digits,{i},{y},{g}\n" for i, (y, g) in enumerate(zip(labels, groups,
+                                                                   strict=True))))
+    boot = benchmark.render_table("control/bootstrap", benchmark.read_runs(tmp_path / "runs.csv"))
+    # per source image, kt minus event_only is 0 (image 0) and +100 (image 1): resampling two
+    # images gives 0, 50 or 100 with chances 1/4, 1/2, 1/4, so the interval spans 0
+    assert table_line(boot, "kt, shared heads, minus event_only") == \
+        "| kt, shared heads, minus event_only | 0.1% | 3 | +50.00 [+0.00, +100.00] | 2 | " \
+        "no difference detected (2 images) |"
+    same = table_line(boot, "kt: shared minus separate heads")  # both right everywhere
+    assert same.split(" | ")[3] == "+0.00 [+0.00, +0.00]"

@@ -12,7 +12,7 @@ def eval_folder(base, run, pred_event, pred_static=None, labels=(0, 1, 1, 0),
                 groups=(0, 0, 1, 1)):
     folder = base / run
     folder.mkdir(parents=True)
-    eval_dir = folder.parent / "eval"
+    eval_dir = folder.parent / ("eval-distill" if folder.name == "distill" else "eval")
     eval_dir.mkdir()
     heads = ["event"] + (["static"] if pred_static is not None else [])
     lines = ["index,label,image_index," + ",".join(f"pred_{h}" for h in heads)]
@@ -30,7 +30,9 @@ def row(run, seed, method="kt", head="event", dataset="digits"):
 def test_gathered_predictions_round_trip_byte_stable(tmp_path):
     eval_folder(tmp_path, "a/seed1/train-tmkt", (0, 1, 0, 0), (0, 1, 1, 0))
     eval_folder(tmp_path, "b/seed1/train-tmkt", (1, 1, 1, 1))
+    eval_folder(tmp_path, "s/seed1/distill", (0, 0, 0, 0))  # a CKD student: eval-distill/
     rows = [row("a/seed1/train-tmkt", 1), row("b/seed1/train-tmkt", 1, "event_only"),
+            row("s/seed1/distill", 1, "ckd"),
             row("c/seed1/train-tmkt", 1)]  # not evaluated: left out
     out = tmp_path / "out"
     out.mkdir()
@@ -41,11 +43,11 @@ def test_gathered_predictions_round_trip_byte_stable(tmp_path):
     assert (out / "predictions.csv.gz").read_bytes() == first  # no timestamp inside
     preds, tests = predictions.read_predictions(out)
     assert set(preds) == {("a/seed1/train-tmkt", "event"), ("a/seed1/train-tmkt", "static"),
-                          ("b/seed1/train-tmkt", "event")}
+                          ("b/seed1/train-tmkt", "event"), ("s/seed1/distill", "event")}
     np.testing.assert_array_equal(preds[("a/seed1/train-tmkt", "static")], [0, 1, 1, 0])
     np.testing.assert_array_equal(tests["digits"][0], [0, 1, 1, 0])
     np.testing.assert_array_equal(tests["digits"][1], [0, 0, 1, 1])
-    assert predictions.write_predictions([rows[2]], tmp_path, tmp_path / "none") == []
+    assert predictions.write_predictions([rows[3]], tmp_path, tmp_path / "none") == []
     assert predictions.read_predictions(tmp_path / "none") is None
     (out / "predictions.csv.gz").write_bytes(b"not gzip")
     with pytest.raises(TmktError, match="not a gzip file"):

@@ -444,11 +444,21 @@ def _is_bad(value: str, column: str) -> bool:
     return False
 
 
-def read_runs(path: Path) -> list[dict]:
-    rows = parse_rows(_read_csv(path, COLUMNS), str(path))
+class Runs(list):
+    """runs.csv's rows, with the per-recording predictions written beside it when there
+    (``predictions``: what :func:`tmkt_cli.predictions.read_predictions` returns, or None)."""
+
+    predictions = None
+
+
+def read_runs(path: Path) -> Runs:
+    from tmkt_cli.predictions import read_predictions
+
+    rows = Runs(parse_rows(_read_csv(path, COLUMNS), str(path)))
     for i, row in enumerate(rows, start=2):
         if row["seed"] is None:
             raise TmktError(f"{path}: line {i}: no seed")
+    rows.predictions = read_predictions(Path(path).parent)
     return rows
 
 
@@ -614,15 +624,24 @@ def paired_table(rows: list[dict], setting: str) -> str:
 
 
 def tmkt_vs_kt_table(rows: list[dict], setting: str) -> str:
-    """tmkt minus kt with the same heads, fraction and seed; then one comparison pooled over
-    every cell above (every seed of every fraction and layout is one paired difference)."""
+    """tmkt minus kt with the same heads, fraction and seed; then, per layout run at more than
+    one fraction, one comparison pooled over them (every seed of every fraction is one paired
+    difference)."""
     mine = setting_rows(rows, setting)
-    body, pairs = _paired_rows(grouped(mine), lambda line: ("kt", *line[1:]),
-                               draws_vary(mine), lambda line: line[0] == "tmkt")
-    if body:
+    groups = grouped(mine)
+    body, _ = _paired_rows(groups, lambda line: ("kt", *line[1:]), draws_vary(mine),
+                           lambda line: line[0] == "tmkt")
+    for layout in sorted({line[1] for _, line in groups if line[0] == "tmkt"},
+                         key=lambda h: _order(h, LAYOUT_ORDER)):
+        pairs = [(values(runs, "chosen_test"), values(groups[(cell, ("kt", *line[1:]))],
+                                                      "chosen_test"))
+                 for (cell, line), runs in groups.items()
+                 if line[0] == "tmkt" and line[1] == layout
+                 and (cell, ("kt", *line[1:])) in groups]
         pooled = pooled_paired_interval(pairs)
-        body.append(["tmkt, pooled", "every layout above", "every fraction above",
-                     difference_text(pooled), verdict(pooled)])
+        if pooled.n and len(pairs) > 1:  # one cell alone is its own row above
+            body.append(["tmkt, pooled", heads_text(("tmkt", layout, "")),
+                         "every fraction above", difference_text(pooled), verdict(pooled)])
     return markdown(("method", "heads", "events", "tmkt minus kt (points)", "verdict"), body,
                     "(no tmkt and kt runs with the same heads on the same seed)")
 
@@ -746,7 +765,66 @@ def cka_table(rows: list[dict], setting: str) -> str:
                      "n"), body, "(no CKA logged)")
 
 
+def comparisons(groups: dict) -> list[tuple[str, tuple, tuple, tuple]]:
+    """(what, cell, line a, line b) of the comparisons the docs lead with, per cell: each
+    transfer method and layout against event_only, shared against separate heads, tmkt
+    against kt with the same heads."""
+    out = []
+    for cell, line in groups:
+        method, heads, extra = line
+        if method not in TWO_STREAM or extra:
+            continue
+        if (cell, BASELINE) in groups:
+            out.append((f"{method}, {heads} heads, minus event_only", cell, line, BASELINE))
+        if heads == "shared" and (cell, (method, "separate", "")) in groups:
+            out.append((f"{method}: shared minus separate heads", cell, line,
+                        (method, "separate", "")))
+        if method == "tmkt" and (cell, ("kt", heads, "")) in groups:
+            out.append((f"tmkt minus kt, {heads} heads", cell, line, ("kt", heads, "")))
+    return out
+
+
+def bootstrap_table(rows: list[dict], setting: str) -> str:
+    """The comparisons of :func:`comparisons` on the seed-mean top-1, with a 95% interval
+    from resampling the test split's source images (tmkt_cli/predictions.py): how much each
+    difference would move on another test set, given these seeds."""
+    from tmkt_cli.predictions import bootstrap_difference
+
+    found = getattr(rows, "predictions", None)
+    if found is None:
+        return "(no per-recording predictions beside runs.csv: run tmkt eval on the runs)"
+    preds, tests = found
+    mine = setting_rows(rows, setting)
+    groups, body = grouped(mine), []
+    for what, cell, a, b in comparisons(groups):
+        dataset = next(iter(groups[(cell, a)].values()))["dataset"]
+        result = bootstrap_difference(groups[(cell, a)], groups[(cell, b)], preds,
+                                      tests.get(dataset, (None, None)))
+        if result is None:
+            continue
+        iv, seeds = result
+        body.append([what, cell_text(cell, draws_vary(mine)), str(seeds), difference_text(iv),
+                     str(iv.n), verdict(iv).replace(f"(n = {iv.n})", f"({iv.n} images)")])
+    return markdown(("comparison", "events", "seeds", "difference of the seed-mean top-1 "
+                     "(points) [95% bootstrap over source images]", "source images",
+                     "verdict"), body, "(no evaluated runs to compare)")
+
+
+def findings_text(rows: list[dict], setting: str) -> str:
+    """The comparisons the prose quotes, one paragraph per fraction: mean paired difference
+    over seeds with its 95% t interval, n and the words the interval allows."""
+    from tmkt_cli.summary import evidence
+
+    mine = setting_rows(rows, setting)
+    fractions = sorted({r["fraction"] for r in mine if r["method"] not in IMAGE_ONLY
+                        and r["fraction"] is not None})
+    paragraphs = [f"- **{fraction_text(f)} of the event recordings.** "
+                  + evidence(mine, setting, f, "runs.csv") for f in fractions]
+    return "\n".join(paragraphs) if paragraphs else "(no runs)"
+
+
 SETTING_TABLES: dict[str, tuple[str, Callable[[list[dict], str], str]]] = {
+    "findings": ("What the intervals say, per fraction", findings_text),
     "accuracy": ("Top-1 on the event test split, last checkpoint", accuracy_table),
     "paired": ("Against event_only, paired by seed (the same event recordings)",
                paired_table),
@@ -759,6 +837,8 @@ SETTING_TABLES: dict[str, tuple[str, Callable[[list[dict], str], str]]] = {
     "shares": ("Share of the trunk gradient per loss term, mean over the run", shares_table),
     "cka": ("CKA between the static and event features (training batches of one size)",
             cka_table),
+    "bootstrap": ("The same comparisons over test recordings: a bootstrap of source images",
+                  bootstrap_table),
 }
 """Table id -> (title, renderer) of the tables each setting gets; block ``SETTING/ID``."""
 TEACHERS = "teachers"

@@ -480,11 +480,16 @@ class Recipe:
     def eval_dir(self) -> Path:
         """``eval/`` for the recipe's train-tmkt run, ``eval-<source>/`` for a distill or
         pretrain-ann run, so evaluating a student and its teacher never share a folder."""
-        source = self.eval.source
-        name = "eval" if source == "train-tmkt" else f"eval-{source}"
-        if self.eval.checkpoint != "last":  # each evaluated checkpoint its own folder
-            name += f"-{self.eval.checkpoint.replace('_', '-')}"
-        return self.stage_dir(name)
+        return self.stage_dir(eval_folder_name(self.eval.source, self.eval.checkpoint))
+
+
+def eval_folder_name(source: str, checkpoint: str = "last") -> str:
+    """``eval`` for a train-tmkt run's last checkpoint, ``eval-<source>`` for a distill or
+    pretrain-ann run; another checkpoint than ``last`` adds its name (``eval-best``)."""
+    name = "eval" if source == "train-tmkt" else f"eval-{source}"
+    if checkpoint != "last":  # each evaluated checkpoint its own folder
+        name += f"-{checkpoint.replace('_', '-')}"
+    return name
 
 
 # Which sections each stage reads: they, and only they, enter its config hash.

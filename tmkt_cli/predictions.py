@@ -35,9 +35,13 @@ EVAL_PREDICTIONS = "predictions.csv"
 
 def run_predictions(run_folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray,
                                                np.ndarray] | None:
-    """({head: predicted classes}, labels, image_index) from the eval beside a training run
-    folder (``<run>/../eval/predictions.csv``), or None when it has not been evaluated."""
-    path = Path(run_folder).parent / "eval" / EVAL_PREDICTIONS
+    """({head: predicted classes}, labels, image_index) from the eval of a training run
+    folder's last checkpoint (``<run>/../eval/predictions.csv``; ``eval-distill/`` for a
+    CKD student), or None when it has not been evaluated."""
+    from tmkt_cli.config import eval_folder_name
+
+    run_folder = Path(run_folder)
+    path = run_folder.parent / eval_folder_name(run_folder.name) / EVAL_PREDICTIONS
     if not path.is_file():
         return None
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
