@@ -213,6 +213,13 @@ def test_heads_of_each_run_layout():
                                  {"acc": 0.7, "acc_static_head": 0.7, "val_acc": 0.6})
     assert one == {"test_event": 0.7, "test_static": None, "val_event": 0.6,
                    "val_static": None}
+    # model.test_head: validation, as the engine logs it: `acc` is the head it chose (`head`)
+    ruled = benchmark.head_figures("kt", "separate", "validation", {
+        "acc": 0.76, "acc_event_head": 0.62, "head": "static", "val_acc": 0.81,
+        "val_acc_event_head": 0.60})
+    assert ruled == {"test_event": 0.62, "test_static": 0.76, "val_event": 0.60,
+                     "val_static": 0.81}
+    assert benchmark.chosen_head("kt", "separate", ruled) == "static"
     images = benchmark.head_figures("static_only", "separate", "static", {"acc": 0.9})
     assert images["test_static"] == 0.9 and images["test_event"] is None
     assert benchmark.variant_extra("event_fraction-0.02+equal_compute-true+heads-shared") \
@@ -581,7 +588,11 @@ def test_fidelity_table(tmp_path):
                      "norm": {1: pytest.approx(85.0)}}  # the unfinished run is left out
     lines = ft.table(found).splitlines()
     assert lines[2] == "| default | 1, 2 | 80.00, 82.00 | 81.00 ± 1.41 | - |"
-    assert lines[3] == "| norm | 1 | 85.00 | 85.00 | +4.00 |"
+    # paired by seed: only seed 1 has both, so one difference and no interval
+    assert lines[3] == "| norm | 1 | 85.00 | 85.00 | +5.00, n = 1: no interval |"
+    found["bins"] = {1: 81.0, 2: 84.0}  # +1 and +2: mean 1.5, sd 0.71, t(1) 12.71
+    assert ft.table(found).splitlines()[3] == \
+        "| bins | 1, 2 | 81.00, 84.00 | 82.50 ± 2.12 | +1.50 [-4.85, +7.85], not detected (n = 2) |"
 
 
 def test_findings_and_bootstrap_blocks(tmp_path):

@@ -4,6 +4,7 @@ SNN (``method.name: static_only``): what the transfer benchmark reads (issue 14)
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -219,6 +220,13 @@ def test_the_validation_rule_reports_the_head_validation_chose_everywhere(world)
     assert report["test_head"] == head and report["top1"] == pytest.approx(test[head])
     assert report["heads"][other] == pytest.approx(test[other])
     assert f"top-1 ({head} head)" in out.output
+    # tmkt report's per-run table reads the same head off the run's own log
+    tmkt("report", str(world / "runs" / "toy-rule"), "--out", str(world / "rule-report"))
+    row = next(csv.DictReader((world / "rule-report" / "runs.csv").open()))
+    assert row["chosen_head"] == head and row["test_head"] == "validation"
+    assert float(row["chosen_test"]) == pytest.approx(100 * test[head], abs=0.006)
+    assert float(row[f"test_{other}"]) == pytest.approx(100 * test[other], abs=0.006)
+    assert float(row[f"val_{head}"]) == pytest.approx(100 * val[head], abs=0.006)
 
 
 def test_the_validation_rule_without_a_validation_split_keeps_the_event_head(world):

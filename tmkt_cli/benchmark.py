@@ -90,10 +90,12 @@ def head_figures(method: str, heads: str, test_head: str, record: dict
     record of metrics.jsonl: ``test_event``, ``test_static``, ``val_event``, ``val_static``
     (None where the run has no such head or split).
 
-    Two record forms: ``acc`` is the head ``model.test_head`` names and ``acc_<other>_head``
-    the other; with ``test_head: validation`` the record names both heads explicitly
-    (``acc_event_head``, ``acc_static_head``), and ``acc`` is whichever was chosen."""
+    ``acc`` is the test head's and ``acc_<other>_head`` the other's; the test head is the one
+    ``model.test_head`` names, or with ``test_head: validation`` the one the record's
+    ``head`` says the rule chose at that evaluation."""
     layout = head_layout(method, heads)
+    if record.get("head") in HEADS:
+        test_head = record["head"]
     out: dict[str, float | None] = {}
     for split, prefix in (("test", ""), ("val", "val_")):
         for head in HEADS:

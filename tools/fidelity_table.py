@@ -2,7 +2,7 @@
 """The table of docs/methods.md "What each switch does on digits", from the runs that
 ``tools/fidelity_digits.sh VARIANT SEED...`` left in ``runs/fidelity/kt-VARIANT/seedS``:
 top-1 of the last checkpoint on the event test split, mean +- sample sd over the seeds, and
-the difference of the means against ``default`` (tmkt's defaults).
+the difference against ``default`` (tmkt's defaults), paired by seed with a 95% interval.
 
     python tools/fidelity_table.py [runs/fidelity]
 """
@@ -29,9 +29,13 @@ def results(root: Path) -> dict[str, dict[int, float]]:
 
 
 def table(found: dict[str, dict[int, float]]) -> str:
-    base = statistics.fmean(found["default"].values()) if "default" in found else None
-    lines = ["| variant | seeds | top-1 (%) per seed | mean ± sd | against default |",
-             "|---|---|---|---|---|"]
+    """Markdown: each variant's per-seed top-1, mean ± sd, and its difference from
+    ``default`` paired by seed with a 95% t interval and the words it allows."""
+    from tmkt_cli.analysis.stats import paired_interval, verdict
+
+    base = found.get("default")
+    lines = ["| variant | seeds | top-1 (%) per seed | mean ± sd | against default, paired by "
+             "seed [95% interval] |", "|---|---|---|---|---|"]
     for variant in ["default", *sorted(v for v in found if v != "default")]:
         if variant not in found:
             continue
@@ -39,7 +43,10 @@ def table(found: dict[str, dict[int, float]]) -> str:
         values = [per_seed[s] for s in sorted(per_seed)]
         mean = statistics.fmean(values)
         sd = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-        diff = "-" if variant == "default" or base is None else f"{mean - base:+.2f}"
+        diff = "-"
+        if variant != "default" and base is not None:
+            iv = paired_interval(per_seed, base)
+            diff = f"{iv.text(2)}, {verdict(iv).replace('no difference detected', 'not detected')}"
         lines.append(f"| {variant} | {', '.join(map(str, sorted(per_seed)))} | "
                      f"{', '.join(f'{v:.2f}' for v in values)} | {mean:.2f}{sd} | {diff} |")
     return "\n".join(lines)
