@@ -31,6 +31,10 @@ def test_paired_interval_pairs_by_seed_and_ignores_unpaired_seeds():
     assert iv.n == 2 and iv.mean == pytest.approx(9.0)
     pooled = pooled_paired_interval([(a, b), ({1: 3.0, 2: 5.0}, {1: 2.0, 2: 1.0})])
     assert pooled.n == 4 and pooled.mean == pytest.approx((10 + 8 + 1 + 4) / 4)
+    # the same seed in two cells is one replicate: its differences are averaged first
+    same_seeds = pooled_paired_interval([({1: 3.0, 2: 5.0}, {1: 2.0, 2: 1.0}),
+                                         ({1: 7.0, 2: 1.0}, {1: 2.0, 2: 1.0})])
+    assert same_seeds.n == 2 and same_seeds.mean == pytest.approx(((1 + 5) / 2 + (4 + 0) / 2) / 2)
 
 
 def test_words_follow_the_interval():

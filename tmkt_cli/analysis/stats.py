@@ -75,14 +75,18 @@ def paired_interval(a: dict, b: dict, level: float = LEVEL) -> Interval:
 
 def pooled_paired_interval(pairs: Sequence[tuple[dict, dict]],
                            level: float = LEVEL) -> Interval:
-    """One paired comparison across several cells (fractions, settings): every seed of every
-    cell is one paired difference. The cells' differences are pooled as they are (a cell
-    with a larger effect pulls the mean), so read it beside the per-cell intervals."""
-    diffs = []
+    """One paired comparison across several cells (fractions) run with the same seeds: each
+    seed's differences are averaged over the cells it has, and the interval is over seeds.
+    The seed is the replicate: the cells of one seed share its initial draw and, with nested
+    subsets, its recordings, so counting each cell as a replicate would overstate n. The
+    cells are averaged as they are (a cell with a larger effect pulls the mean), so read it
+    beside the per-cell intervals."""
+    by_seed: dict = {}
     for a, b in pairs:
-        diffs += [a[k] - b[k] for k in sorted(set(a) & set(b), key=str)
-                  if a[k] is not None and b[k] is not None]
-    return mean_interval(diffs, level)
+        for k in sorted(set(a) & set(b), key=str):
+            if a[k] is not None and b[k] is not None:
+                by_seed.setdefault(k, []).append(a[k] - b[k])
+    return mean_interval([sum(d) / len(d) for d in by_seed.values()], level)
 
 
 def grouped_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, groups: np.ndarray,
