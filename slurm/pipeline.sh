@@ -19,15 +19,23 @@
 # reason reads DependencyNeverSatisfied) instead of leaving them pending forever. Each job is
 # named after its stage's run folder and also depends on `singleton`: a second pipeline on the
 # same recipe waits for the first one's job on that folder, then finds the stage up to date.
+#
+# Every resource variable is checked against a pattern first (slurm/resources.sh): a value
+# that is not one gets one line and exit code 2, and nothing is submitted.
 set -euo pipefail
-RECIPE=${1:?usage: slurm/pipeline.sh RECIPE [tmkt options]}
-shift
 HERE=$(cd "$(dirname "$0")" && pwd)
-VENV=${TMKT_VENV:-.venv}
 # shellcheck source=slurm/resources.sh
 . "$HERE/resources.sh"
-NODES=${NODES:-1}
-CAM_TIME=${CAM_TIME:-01:00:00}
+[ $# -ge 1 ] || tmkt_refuse "usage: slurm/pipeline.sh RECIPE [tmkt options]"
+RECIPE=$1
+shift
+VENV=${TMKT_VENV:-.venv}
+[ -x "$VENV/bin/tmkt" ] ||
+  tmkt_refuse "no tmkt at $VENV/bin/tmkt (set TMKT_VENV to its virtual environment)"
+NODES=${NODES-1}
+tmkt_check NODES "$TMKT_POSITIVE" 'a number of nodes (1 or more)'
+CAM_TIME=${CAM_TIME-01:00:00}
+tmkt_check CAM_TIME "$TMKT_DURATION" "$TMKT_DURATION_WHAT"
 ONE_GPU=$([ "$GPUS" -gt 0 ] && echo 1 || echo 0)
 
 # `tmkt paths` takes the --set options only.

@@ -18,19 +18,50 @@
 # CPUS, MEM, TIME, SIGNAL_LEAD, PREP_CPUS, PREP_TIME, EVAL_TIME), shared with
 # slurm/pipeline.sh; MAX_PARALLEL caps the tasks of an array running at once (--array=...%N).
 # Tasks are preempted, requeued and resumed like any stage.sbatch job.
+#
+# Nothing is submitted unless every resource variable matches its pattern (slurm/resources.sh;
+# MAX_PARALLEL empty or a count) and every task file is one: a tmkt stage a line, its seed a
+# non-negative integer and its event fraction in (0, 1]. Otherwise one line and exit code 2.
 set -euo pipefail
-if [ $# -ne 5 ]; then
-  echo "slurm/sweep.sh: called by 'tmkt sweep RECIPE_FOLDER ... --slurm', which writes its" \
-       "task files (tmkt sweep --help)" >&2
-  exit 2
-fi
-RUNS=$1 PREPARE=$2 TEACHERS=$3 TRAININGS=$4 EVALS=$5
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=slurm/resources.sh
 . "$HERE/resources.sh"
+if [ $# -ne 5 ]; then
+  tmkt_refuse "called by 'tmkt sweep RECIPE_FOLDER ... --slurm', which writes its task" \
+              "files (tmkt sweep --help)"
+fi
+RUNS=$1 PREPARE=$2 TEACHERS=$3 TRAININGS=$4 EVALS=$5
 VENV=${TMKT_VENV:-.venv}
-MAX_PARALLEL=${MAX_PARALLEL:-}
+MAX_PARALLEL=${MAX_PARALLEL-}
+tmkt_check MAX_PARALLEL "|$TMKT_POSITIVE" 'a number of tasks of an array running at once, or empty'
 ONE_GPU=$([ "$GPUS" -gt 0 ] && echo 1 || echo 0)
+[ -d "$RUNS" ] || tmkt_refuse "$(printf %q "$RUNS"): not a folder (the sweep's --runs)"
+
+check_task_file() {  # check_task_file FILE: refuse a file that is not a task file of tmkt sweep
+  local file=$1 line n=0 word
+  [ -f "$file" ] || tmkt_refuse "$(printf %q "$file"): no such task file"
+  while IFS= read -r line || [ -n "$line" ]; do
+    n=$((n + 1))
+    read -ra words <<<"$line"
+    [[ ${words[0]:-} =~ ^(prepare|pretrain-ann|distill|train-tmkt|eval|cam)$ ]] ||
+      tmkt_refuse "$file line $n: expected a tmkt stage first"
+    for word in "${words[@]}"; do
+      case $word in
+        seed=*) [[ ${word#seed=} =~ ^[0-9]{1,19}$ ]] ||
+          tmkt_refuse "$file line $n: seed: expected a non-negative integer" ;;
+        data.event_fraction=*) [[ ${word#*=} =~ ^(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)$ ]] ||
+          tmkt_refuse "$file line $n: data.event_fraction: expected a fraction in (0, 1]" ;;
+      esac
+    done
+  done <"$file"
+  [ "$n" -gt 0 ] || tmkt_refuse "$file: an empty task file"
+}
+for file in "$PREPARE" "$TRAININGS"; do check_task_file "$file"; done
+for file in "$TEACHERS" "$EVALS"; do [ "$file" = - ] || check_task_file "$file"; done
+
+quote() {  # a POSIX shell word for sbatch --wrap, which sh runs: 'text', quotes escaped
+  printf "'%s'" "${1//\'/\'\\\'\'}"
+}
 
 resources=(--mem="$MEM" --signal="B:USR1@$SIGNAL_LEAD" --kill-on-invalid-dep=yes)
 train=(--nodes=1 --gpus-per-node="$GPUS" --ntasks-per-node="$TASKS" --cpus-per-task="$CPUS"
@@ -63,9 +94,11 @@ if [ "$EVALS" != - ]; then
 fi
 # Every folder under RUNS but logs/, report/ and teacher/ (tmkt_cli/sweep.py's NOT_RUNS), as
 # the local sweep's report; listed when the report job runs, after every task.
-roots="\$(find $RUNS -mindepth 1 -maxdepth 1 -type d ! -name logs ! -name report ! -name teacher | sort)"
+# RUNS and VENV are quoted for the job's shell: a folder name is never run as code.
+roots="\$(find $(quote "$RUNS") -mindepth 1 -maxdepth 1 -type d ! -name logs ! -name report"
+roots+=" ! -name teacher | sort)"
 report=$(sbatch --parsable --job-name=tmkt-sweep-report --dependency="afterany:$last" \
          --nodes=1 --gpus-per-node=0 --ntasks-per-node=1 --cpus-per-task=1 --time=30 \
          --mem=4G --output="$RUNS/report-%j.out" \
-         --wrap="$VENV/bin/tmkt report $roots --out $RUNS/report")
+         --wrap="$(quote "$VENV/bin/tmkt") report $roots --out $(quote "$RUNS/report")")
 echo "report   job $report (after every task, finished or not: $RUNS/report/report.md)"

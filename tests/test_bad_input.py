@@ -946,6 +946,91 @@ CASES += [
 ]
 
 
+# --------------------------------------------------------------------------------------------
+# Round three (issue 27): overrides that meant something else, errors that echoed a file,
+# tampered checkpoints
+# --------------------------------------------------------------------------------------------
+
+SECRET = "s3cr3t-h4sh"
+"""Text of a file that is no recipe: no error line may echo it."""
+PASSWORD_DATABASE = (f"root:$6${SECRET}$abc:19000:0:99999:7:::\n"
+                     "daemon:*:19000:0:99999:7:::\n")
+"""Lines of a shadow password file: YAML reads each as a key with no value."""
+
+
+def checkpoint_info_without(key: str) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        import torch
+        state = torch.load(path, weights_only=True)
+        state["model_info"].pop(key)
+        torch.save(state, path)
+    return write
+
+
+CASES += [
+    # -- a section given a value: merged when a mapping, else refused --------------------------
+    Case("set-section-to-null", cli("train-tmkt", DIGITS_RECIPE, "--set", "train=null"),
+         r"--set 'train=null': 'train' is a section; set its keys \(--set train\.KEY=VALUE\) "
+         r"or merge a mapping into it \(--set 'train=\{KEY: VALUE\}'\)"),
+    Case("set-nested-section-to-a-number",
+         cli("prepare", "digits", "--out", "{tmp}/out", "--set", "prepare.emulator=5"),
+         r"'prepare\.emulator' is a section; set its keys \(--set prepare\.emulator\.KEY=",
+         untouched="out"),
+    # -- a file that is no recipe is named, never echoed ----------------------------------------
+    Case("recipe-is-a-password-database", recipe_text(PASSWORD_DATABASE),
+         r"recipe \S+recipe\.yaml: not a tmkt recipe \(a key at the top is not a key name but "
+         r"a text of \d+ characters\)$"),
+    Case("recipe-nested-key-from-another-file", recipe_text(f"train:\n  '{SECRET}:x': 1\n"),
+         r"recipe \S+recipe\.yaml: not a tmkt recipe \(a key in section 'train' is not a key "
+         r"name but a text of 13 characters\)$"),
+    Case("set-key-that-is-not-a-name",
+         cli("train-tmkt", DIGITS_RECIPE, "--set", f"train={{'{SECRET}': 1}}"),
+         r"recipe section 'train': a key that is not a key name \(a text of 11 characters\)"),
+    Case("recipe-duplicate-key-from-another-file",
+         recipe_text(f"'{SECRET}:1': a\n'{SECRET}:1': b\n"),
+         r"not valid YAML: duplicate key \(lines 1 and 2\)$"),
+    Case("recipe-tag-too-long-to-show", recipe_text(f"name: !<{SECRET}{'x' * 200}> a\n"),
+         r"\(line 1, column 7\): not valid YAML: could not determine a constructor for the tag "
+         r"\(a token too long to show\)$"),
+    # -- a tampered checkpoint is refused in one line naming the file ---------------------------
+    Case("checkpoint-negative-class-count",
+         checkpoint_replaced(checkpoint_edited(model_info={"num_classes": -3}), "neg-classes"),
+         r"last\.pt: model_info\.num_classes is -3, expected a positive integer"),
+    Case("checkpoint-without-class-count",
+         checkpoint_replaced(checkpoint_info_without("num_classes"), "no-classes"),
+         r"last\.pt: model_info\.num_classes is missing, expected a positive integer"),
+    Case("checkpoint-model-info-a-list",
+         checkpoint_replaced(checkpoint_edited(model_info=[1, 2]), "info-list"),
+         r"last\.pt: not the checkpoint of a tmkt network \(model_info kind None\)"),
+]
+
+
+def test_an_error_names_a_file_it_cannot_read_and_never_echoes_it(tmp_path, monkeypatch):
+    """No error line quotes what it failed to read: a password database, a file of another
+    format, keys and tags from one; the system's own files too, where they can be read."""
+    monkeypatch.chdir(tmp_path)
+    files = {"shadow": PASSWORD_DATABASE,
+             "passwd": f"root:x:0:0:{SECRET}: admin:/root:/bin/bash\n",
+             "nested": f"train:\n  '{SECRET}:x': 1\n",
+             "duplicate": f"'{SECRET}:1': a\n'{SECRET}:1': b\n",
+             "tag": f"name: !<{SECRET}{'x' * 200}> a\n"}
+    paths = [tmp_path / name for name in files]
+    for path, text in zip(paths, files.values(), strict=True):
+        path.write_text(text)
+    system = [Path(p) for p in ("/etc/passwd", "/etc/shadow", "/etc/group")
+              if os.access(p, os.R_OK)]
+    for path in paths + system:
+        result = CliRunner().invoke(app, ["train-tmkt", str(path), "--dry-run"])
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1, result.output
+        assert str(path) in errors[0] and "Traceback" not in result.output
+        assert SECRET not in result.output, result.output
+        if path in system:  # neither its first entry nor that entry's name
+            first = path.read_text(errors="replace").splitlines()[0]
+            said = errors[0].replace(str(path), "")
+            assert first not in said and first.split(":")[0] not in said, errors[0]
+
+
 def test_there_are_at_least_100_cases():
     assert len(CASES) >= 100 and len({c.id for c in CASES}) == len(CASES)
 

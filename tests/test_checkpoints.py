@@ -73,3 +73,53 @@ def test_load_model_refuses_what_is_not_a_model(trained, tmp_path):
     torch.save({"weights": torch.zeros(2)}, junk)
     with pytest.raises(TmktError, match="not a tmkt checkpoint"):
         checkpoints.load_model(junk)
+
+
+def tampered(trained, tmp_path, edit) -> str:
+    """A copy of the run's model.pt that ``edit(state)`` changed by hand."""
+    state = torch.load(trained / checkpoints.MODEL, weights_only=True)
+    edit(state)
+    path = tmp_path / "tampered.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+def info_set(key, value):
+    return lambda state: state["model_info"].__setitem__(key, value)
+
+
+def info_del(key):
+    return lambda state: state["model_info"].pop(key)
+
+
+@pytest.mark.parametrize("edit,pattern", [
+    (info_set("num_classes", -3), r"model_info\.num_classes is -3, expected a positive integer"),
+    (info_set("num_classes", 0), r"model_info\.num_classes is 0"),
+    (info_set("time_steps", 2.5), r"model_info\.time_steps is 2\.5, expected a positive integer"),
+    (info_set("time_steps", "8"), r"model_info\.time_steps is '8'"),
+    (info_set("size", True), r"model_info\.size is True"),
+    (info_del("num_classes"), r"model_info\.num_classes is missing"),
+    (info_del("time_steps"), r"model_info\.time_steps is missing"),
+    (info_del("backbone"), r"model_info\.backbone is None, expected a backbone name"),
+    (info_set("classes", ["a"]), r"model_info\.classes does not list num_classes=3"),
+    (info_set("model", ["x"]), r"model_info\.model is a list"),
+    (lambda s: s["model_info"]["model"].__setitem__("tau", "abc"),
+     r"model_info\.model: recipe key 'model\.tau': expected a number"),
+    (lambda s: s["model_info"]["model"].__setitem__("backbone", "nonet"),
+     r"model_info: recipe key 'model\.backbone': unknown backbone 'nonet'"),
+    (lambda s: s.pop("model"), r"holds no weights \(no 'model' state dict\)"),
+    (lambda s: s.__setitem__("model", {"x": torch.zeros(1)}), r"weights do not fit"),
+    (lambda s: s.__setitem__("model_info", [1, 2]), r"model_info kind None"),
+    (lambda s: s.__setitem__("loop", {"head": "sideways"}), r"loop\.head 'sideways'"),
+], ids=["negative-classes", "zero-classes", "float-T", "text-T", "bool-size",
+        "no-num-classes", "no-T", "no-backbone", "classes-of-another-length",
+        "model-section-a-list", "model-value-of-another-type", "unknown-backbone",
+        "no-weights", "weights-of-another-net", "model-info-a-list", "unknown-head"])
+def test_load_model_refuses_a_tampered_checkpoint_naming_the_file(trained, tmp_path, edit,
+                                                                  pattern):
+    """A hand-edited or damaged model_info is one TmktError naming the file and the entry,
+    never a bare RuntimeError or ValueError from the network's constructor."""
+    path = tampered(trained, tmp_path, edit)
+    with pytest.raises(TmktError, match=pattern) as e:
+        checkpoints.load_model(path)
+    assert str(e.value).startswith(f"{path}: ")

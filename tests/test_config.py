@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,31 @@ def test_override_below_a_value_is_refused(tmp_path):
     p = write(tmp_path, "train:\n  epochs: 3\n")
     with pytest.raises(TmktError, match=r"'train\.epochs' is not a section"):
         load_recipe(p, ["train.epochs.x=3"])
+
+
+def test_a_mapping_for_a_section_merges_into_it(tmp_path):
+    """``--set 'train={max_steps: 5}'`` is ``--set train.max_steps=5``: the recipe's other
+    train keys stay (before, the section was replaced by its defaults without a word)."""
+    p = write(tmp_path, "train:\n  epochs: 3\n  lr: 0.5\nprepare:\n  emulator:\n"
+                        "    canvas: 40\n    seed: 7\n")
+    merged = load_recipe(p, ["train={max_steps: 5}", "prepare={emulator: {seed: 9}}"])
+    dotted = load_recipe(p, ["train.max_steps=5", "prepare.emulator.seed=9"])
+    assert merged == dotted
+    assert (merged.train.max_steps, merged.train.epochs, merged.train.lr) == (5, 3, 0.5)
+    assert (merged.prepare.emulator.canvas, merged.prepare.emulator.seed) == (40, 9)
+    assert merged.variant == dotted.variant
+    # a section the recipe leaves out merges into the defaults
+    assert load_recipe(p, ["cam={samples: [1]}"]).cam.samples == [1]
+
+
+@pytest.mark.parametrize("override", ["train=null", "train=5", "train=[1, 2]",
+                                      "prepare.emulator=", "model=digitsnet"])
+def test_a_section_set_to_anything_but_a_mapping_is_refused(tmp_path, override):
+    p = write(tmp_path, "train:\n  epochs: 3\n")
+    key = override.split("=")[0]
+    with pytest.raises(TmktError, match=rf"'{re.escape(key)}' is a section; set its keys "
+                                        rf"\(--set {re.escape(key)}\.KEY=VALUE\)"):
+        load_recipe(p, [override])
 
 
 def test_explicit_switch_beats_method_default():

@@ -59,6 +59,20 @@ def test_an_existing_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
     assert resolve_recipe("digits/tmkt.yaml") == Path("digits/tmkt.yaml")
 
 
+@pytest.mark.parametrize("text", ["digits/tmkt", "digits/tmkt.yaml", "./digits/tmkt"])
+def test_a_local_recipe_wins_over_the_shipped_one_of_that_name(text, tmp_path, monkeypatch):
+    """``./digits/tmkt.yaml`` in the current folder answers ``digits/tmkt``: the shipped
+    recipe of that name never shadows it."""
+    monkeypatch.chdir(tmp_path)
+    own = tmp_path / "digits" / "tmkt.yaml"
+    own.parent.mkdir()
+    own.write_text("name: mine\nmethod:\n  name: kt\n")
+    assert resolve_recipe(text).resolve() == own
+    res = invoke("train-tmkt", text, "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "name: mine" in res.output and "folder:  runs/mine/seed42/train-tmkt" in res.output
+
+
 def test_unknown_recipe_name_is_one_line_with_a_suggestion(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TmktError, match="did you mean 'digits/tmkt'"):

@@ -5,9 +5,11 @@ up to the order of floating-point summation (tolerance 1e-6)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,80 @@ def test_a_stage_returns_only_when_every_rank_has_finished_it(tmp_path, monkeypa
         execute("train-tmkt", load_recipe(None, ["name=toy"]), tmp_path / "failed",
                 lambda r: {}, broken, Console(quiet=True))
     assert calls == []
+
+
+# --------------------------------------------------------------------------------------------
+# The distributed environment, checked: one line and exit code 2, never a traceback or a hang
+# --------------------------------------------------------------------------------------------
+
+DIGITS = str(Path(__file__).resolve().parent.parent / "recipes" / "digits" / "tmkt.yaml")
+HOSTILE = "a[$(touch PWNED)]"
+
+
+@pytest.mark.parametrize("env,pattern", [
+    ({"WORLD_SIZE": "abc"}, r"\$WORLD_SIZE='abc': expected an integer >= 1"),
+    ({"WORLD_SIZE": ""}, r"\$WORLD_SIZE='': expected an integer >= 1"),
+    ({"WORLD_SIZE": "0"}, r"\$WORLD_SIZE='0': expected an integer >= 1"),
+    ({"WORLD_SIZE": "2", "RANK": "-1"}, r"\$RANK='-1': expected an integer >= 0"),
+    ({"LOCAL_RANK": "x"}, r"\$LOCAL_RANK='x': expected an integer"),
+    ({"LOCAL_WORLD_SIZE": "1", "LOCAL_RANK": "1"}, r"\$LOCAL_RANK=1 is not below "
+                                                   r"\$LOCAL_WORLD_SIZE=1"),
+    ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "abc"}, r"\$SLURM_NTASKS='abc': expected an integer"),
+    ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_JOB_ID": HOSTILE},
+     r"\$SLURM_JOB_ID='a\[\$\(touch PWNED\)\]': expected an integer"),
+    ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "2"},
+     r"\$SLURM_NTASKS=2 in a SLURM step \(SLURM_STEP_ID is set\) but \$SLURM_PROCID is not set"),
+    ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "SLURM_PROCID": "2"},
+     r"but \$SLURM_PROCID is 2: expected a task number below 2"),
+    ({"RANK": "1"}, r"\$RANK=1 is set but \$WORLD_SIZE is not \(one process is rank 0\): a "
+                    r"distributed run sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, r"\$RANK=2 is not below \$WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"},
+     r"\$WORLD_SIZE=2 needs the rendezvous in \$MASTER_ADDR and \$MASTER_PORT \(a port "
+     r"1-65535\)"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
+      "TMKT_RENDEZVOUS_TIMEOUT": "soon"}, r"\$TMKT_RENDEZVOUS_TIMEOUT='soon'"),
+], ids=["world-abc", "world-empty", "world-zero", "rank-negative", "local-rank-abc",
+        "local-rank-outside", "slurm-ntasks-abc", "slurm-job-id-hostile", "slurm-no-procid",
+        "slurm-procid-outside", "rank-alone", "rank-outside", "port-out-of-range",
+        "timeout-abc"])
+def test_a_distributed_variable_that_is_not_one_is_one_line_and_exit_2(env, pattern, tmp_path,
+                                                                        monkeypatch):
+    """Before anything is read or written: no traceback, no run folder, no failed manifest,
+    and nothing in a value is ever run."""
+    from typer.testing import CliRunner
+
+    from tmkt_cli.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_STEP_ID",
+                 "SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_ID", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["train-tmkt", DIGITS, "--set", f"paths.runs={tmp_path}/runs"],
+                                env=env)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, (result.output, result.exception)
+    assert re.search(pattern, errors[0]), errors[0]
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.rglob("PWNED"))
+    assert "WORLD_SIZE" not in os.environ or "WORLD_SIZE" in env  # nothing adopted half way
+
+
+def test_a_rank_started_alone_fails_at_the_rendezvous_within_its_timeout(tmp_path):
+    """``SLURM_STEP_ID=0 SLURM_NTASKS=2`` with one process started: it used to wait 30 minutes
+    in silence for a peer that never comes; it now says what to check within the rendezvous
+    timeout (TMKT_RENDEZVOUS_TIMEOUT, 3 s here; 45 s by default, under a minute)."""
+    from tmkt_cli.runtime import RENDEZVOUS_TIMEOUT_S
+
+    assert RENDEZVOUS_TIMEOUT_S <= 50  # with start-up, a lone rank fails within a minute
+    env = {k: v for k, v in ENV.items() if k not in ("WORLD_SIZE", "RANK", "MASTER_ADDR")}
+    env.update(SLURM_STEP_ID="0", SLURM_NTASKS="2", SLURM_PROCID="0", SLURM_JOB_ID="7",
+               MASTER_PORT=str(free_port()), TMKT_RENDEZVOUS_TIMEOUT="3")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "tmkt_cli", "train-tmkt", DIGITS, "--set",
+                           f"paths.runs={tmp_path}/runs"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    assert re.search(r"rank 0 of 2 \(from \$SLURM_NTASKS\): the rendezvous at 127\.0\.0\.1:\d+ "
+                     r"failed within 3 s .*check that every rank was started", errors[0])
+    assert time.monotonic() - start < 60 and not (tmp_path / "runs").exists()

@@ -7,7 +7,12 @@ overridden for a 2-CPU node without GPUs. Preemption is ``scancel --signal=USR1 
 SLURM sends before a time limit with ``--signal=B:USR1@N``); a job stopped that way must be
 requeued, resume, and end bitwise equal to an uninterrupted run made by calling tmkt directly.
 The cluster is brought up by :mod:`slurm_cluster` and the tests are skipped, with the reason,
-where it cannot start.
+where it cannot start; those tests are marked ``slurm``.
+
+The scripts' own checks need no SLURM and are not marked (``make test`` runs them): every script
+run with hostile values in its environment and arguments (command substitutions, ``abc``,
+empty), with fake ``sbatch``, ``srun``, ``scontrol`` and ``tmkt`` first on PATH that record
+any call, must exit with code 2 and one line before it calls any of them, and run nothing.
 """
 
 from __future__ import annotations
@@ -34,8 +39,6 @@ from tmkt_cli.runlog import read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import ClusterUnavailable, SlurmCluster, free_port  # noqa: E402
-
-pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE_SBATCH = REPO / "slurm" / "stage.sbatch"
@@ -213,6 +216,7 @@ def assert_requeued_and_resumed(world: World, job_id: str, info: dict[str, str])
 # Preemption: requeue, resume, same result
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slurm
 def test_train_preempted_mid_run_is_requeued_and_matches(world, reference_training):
     sets = world.sets(runs=world.work / "preempted-train")
     folder = world.folder(TMKT_RECIPE, sets, "train-tmkt")
@@ -239,6 +243,7 @@ def long_reference(world) -> Path:
     return world.folder(TMKT_RECIPE, sets, "train-tmkt")
 
 
+@pytest.mark.slurm
 def test_time_limit_checkpoints_on_the_early_signal_and_continues(world, long_reference):
     """A one-minute job (the shortest SLURM has) cannot hold the training: SLURM's warning
     (``--signal=B:USR1@30``) arrives before the limit, the stage checkpoints, the script
@@ -258,6 +263,7 @@ def test_time_limit_checkpoints_on_the_early_signal_and_continues(world, long_re
     assert_same_weights(folder, long_reference, TIME_LIMIT_STEPS)
 
 
+@pytest.mark.slurm
 def test_prepare_preempted_is_requeued_and_writes_the_same_file(world):
     """``prepare`` has no checkpoint handler: the signal ends it, and the requeued run resumes
     from the last block its writer committed."""
@@ -275,6 +281,7 @@ def test_prepare_preempted_is_requeued_and_writes_the_same_file(world):
         assert a.content_hash == b.content_hash
 
 
+@pytest.mark.slurm
 def test_distill_preempted_mid_run_is_requeued_and_matches(world):
     steps = 150
     sets = world.sets(runs=world.work / "ckd", **{"train.max_steps": steps})
@@ -308,6 +315,7 @@ def submit_pipeline(world: World, sets: list[str]) -> dict[str, str]:
     return jobs
 
 
+@pytest.mark.slurm
 def test_two_pipelines_on_one_recipe_chain_the_stages_and_run_each_once(world):
     """Two submissions of the same pipeline at once: every job completes, each stage starts
     after the one it depends on ended, and each stage's work is done once (the second
@@ -336,6 +344,7 @@ def test_two_pipelines_on_one_recipe_chain_the_stages_and_run_each_once(world):
         assert read_manifest(folder)["timings"]["attempts"] == 1, folder
 
 
+@pytest.mark.slurm
 def test_a_failing_stage_cancels_the_stages_waiting_on_it(world):
     sets = world.sets(runs=world.work / "failing-runs")
     blocker = world.folder(TMKT_RECIPE, sets, "train-tmkt")
@@ -352,6 +361,7 @@ def test_a_failing_stage_cancels_the_stages_waiting_on_it(world):
         assert (info["JobState"], info["Reason"]) == ("CANCELLED", "DependencyNeverSatisfied")
 
 
+@pytest.mark.slurm
 def test_a_sweep_is_one_chain_of_job_arrays_of_variant_runs(world):
     """tmkt sweep --slurm (through slurm/sweep.sh): prepare, then one job array (a task per
     method x fraction x seed), an eval array (task N after training task N), then the report;
@@ -376,6 +386,7 @@ def test_a_sweep_is_one_chain_of_job_arrays_of_variant_runs(world):
     assert (runs / "report" / "report.md").is_file()
 
 
+@pytest.mark.slurm
 def test_a_failed_sweep_task_cancels_only_its_own_eval(world):
     """Training task 0 refuses its folder: its eval task is cancelled (aftercorr), task 1 and
     its eval complete, and the report still runs (afterany)."""
@@ -425,6 +436,7 @@ def sweep_run(world: World, runs: Path, method: str) -> Path:
 # Several processes per job
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.slurm
 def test_srun_two_tasks_train_like_one_process(world):
     """Two srun tasks become two torch.distributed ranks (gloo) from SLURM's variables alone
     (tmkt_cli/runtime.py). The toy network has no BatchNorm: the averaged gradient of two
@@ -447,6 +459,7 @@ def test_srun_two_tasks_train_like_one_process(world):
     assert [r["samples"] for r in read_metrics(multi) if r["kind"] == "eval"][-1] == 30
 
 
+@pytest.mark.slurm
 def test_two_task_job_preempted_resumes_like_an_uninterrupted_two_process_run(world):
     """``stage.sbatch`` with two tasks: both ranks get the stop signal, stop at the same step,
     the job is requeued and resumes. The digitsnet has BatchNorm, so the reference is two
@@ -479,3 +492,203 @@ def test_two_task_job_preempted_resumes_like_an_uninterrupted_two_process_run(wo
     assert "tasks 0-1: Exited with exit code 3" in log or \
         all(f"task {r}: Exited with exit code 3" in log for r in (0, 1)), log
     assert_same_weights(folder, world.folder(TMKT_RECIPE, reference, "train-tmkt"), steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile values: every script refuses them before it runs anything (no SLURM needed)
+# --------------------------------------------------------------------------------------------
+
+SWEEP = REPO / "slurm" / "sweep.sh"
+DEMO = REPO / "tools" / "demo.sh"
+FIDELITY = REPO / "tools" / "fidelity_digits.sh"
+HOSTILE = ("a[$(touch {marker})]", "$(touch {marker})", "`touch {marker}`", "abc", "")
+"""An arithmetic subscript that runs a command, command substitutions, text, nothing."""
+RESOURCES = ("GPUS", "TASKS", "CPUS", "MEM", "TIME", "SIGNAL_LEAD", "PREP_CPUS", "PREP_TIME",
+             "EVAL_TIME")
+FAKE_PATHS = ("dataset=prepared/x\ntrain-tmkt=runs/x/seed42/train-tmkt\n"
+              "eval=runs/x/seed42/eval\ncam=runs/x/seed42/cam\neval_source=train-tmkt")
+
+
+@dataclass
+class Fakes:
+    """sbatch, srun, scontrol and tmkt first on PATH, each logging its calls (sbatch answers
+    a job id, `tmkt paths` a run's folders), in a virtual environment (TMKT_VENV) of its own."""
+
+    folder: Path
+
+    def __post_init__(self) -> None:
+        bin_ = self.folder / "bin"
+        bin_.mkdir(parents=True)
+        (bin_ / "activate").write_text("")
+        answers = {"sbatch": "echo 100", "tmkt": f'[ "$1" != paths ] || printf "{FAKE_PATHS}\\n"'}
+        for tool in ("sbatch", "srun", "scontrol", "tmkt"):
+            (bin_ / tool).write_text(f'#!/bin/bash\nprintf "{tool} %s\\n" "$*" >>"$FAKE_LOG"\n'
+                                     f'{answers.get(tool, "")}\n')
+            (bin_ / tool).chmod(0o755)
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "calls.log"
+
+    @property
+    def marker(self) -> Path:
+        return self.folder / "PWNED"
+
+    def run(self, script: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("SLURM_", "TMKT_")) and k not in (
+                     *RESOURCES, "NODES", "CAM_TIME", "MAX_PARALLEL", "MASTER_PORT", "TMKT")}
+        return subprocess.run(
+            ["bash", str(script), *args], cwd=self.folder, capture_output=True, text=True,
+            timeout=60, env={**clean, "PATH": f"{self.folder / 'bin'}:{os.environ['PATH']}",
+                             "FAKE_LOG": str(self.log), "TMKT_VENV": str(self.folder),
+                             "TMKT": str(self.folder / "bin" / "tmkt"), **env})
+
+    def assert_refused(self, proc: subprocess.CompletedProcess, pattern: str) -> None:
+        """Exit code 2 with one line matching ``pattern``; nothing called, nothing run."""
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (proc.returncode, lines)
+        assert re.search(pattern, lines[0]), lines[0]
+        assert not self.log.exists(), self.log.read_text()
+        assert not self.marker.exists(), "a value was run as a command"
+
+
+def hostile(fakes: Fakes) -> list[str]:
+    return [v.format(marker=fakes.marker) for v in HOSTILE]
+
+
+@pytest.mark.parametrize("name", [*RESOURCES, "NODES", "CAM_TIME"])
+def test_pipeline_refuses_a_resource_that_is_not_one(name, tmp_path):
+    fakes = Fakes(tmp_path)
+    for value in hostile(fakes):
+        proc = fakes.run(PIPELINE, "recipe.yaml", **{name: value})
+        fakes.assert_refused(proc, rf"^pipeline\.sh: {name}=.*: expected ")
+
+
+def test_pipeline_submits_with_values_that_are_resources(tmp_path):
+    fakes = Fakes(tmp_path)
+    proc = fakes.run(PIPELINE, "recipe.yaml", GPUS="0", MEM="4000M", TIME="1-12:00:00",
+                     NODES="2", CAM_TIME="UNLIMITED")
+    assert proc.returncode == 0, proc.stderr
+    calls = [c for c in fakes.log.read_text().splitlines() if c.startswith("sbatch ")]
+    assert len(calls) == 4  # prepare, train-tmkt, eval, cam
+    assert "--gpus-per-node=0" in calls[1] and "--time=1-12:00:00" in calls[1]
+    assert "--nodes=2" in calls[1] and "--mem=4000M" in calls[0]
+    assert "--time=UNLIMITED" in calls[3]
+    assert fakes.run(PIPELINE).returncode == 2  # no recipe: the usage line
+
+
+def sweep_files(folder: Path, line: str = "train-tmkt r.yaml --set seed=1 --set "
+                                          "data.event_fraction=0.05") -> list[str]:
+    (folder / "runs").mkdir(exist_ok=True)
+    for name in ("prepare", "tasks"):
+        (folder / f"{name}.tasks").write_text(
+            f"{'prepare r.yaml' if name == 'prepare' else line}\n")
+    return [str(folder / "runs"), str(folder / "prepare.tasks"), "-",
+            str(folder / "tasks.tasks"), "-"]
+
+
+@pytest.mark.parametrize("name", [*RESOURCES, "MAX_PARALLEL"])
+def test_sweep_refuses_a_resource_that_is_not_one(name, tmp_path):
+    fakes = Fakes(tmp_path)
+    args = sweep_files(tmp_path)
+    for value in hostile(fakes):
+        if name == "MAX_PARALLEL" and value == "":
+            continue  # empty: no cap on the tasks running at once
+        proc = fakes.run(SWEEP, *args, **{name: value})
+        fakes.assert_refused(proc, rf"^sweep\.sh: {name}=.*: expected ")
+
+
+@pytest.mark.parametrize("line,pattern", [
+    ("train-tmkt r.yaml --set seed=abc", r"line 1: seed: expected a non-negative integer"),
+    ("train-tmkt r.yaml --set seed=$(touch {marker})", r"seed: expected a non-negative integer"),
+    ("train-tmkt r.yaml --set data.event_fraction=1.5", r"expected a fraction in \(0, 1\]"),
+    ("train-tmkt r.yaml --set data.event_fraction=0", r"expected a fraction in \(0, 1\]"),
+    ("train-tmkt r.yaml --set data.event_fraction=", r"expected a fraction in \(0, 1\]"),
+    ("$(touch {marker}) r.yaml", r"line 1: expected a tmkt stage first"),
+    ("", r"line 1: expected a tmkt stage first"),
+])
+def test_sweep_refuses_a_task_file_that_is_not_one(line, pattern, tmp_path):
+    fakes = Fakes(tmp_path)
+    proc = fakes.run(SWEEP, *sweep_files(tmp_path, line.format(marker=fakes.marker)))
+    fakes.assert_refused(proc, pattern)
+
+
+def test_sweep_refuses_arguments_that_are_not_a_sweep(tmp_path):
+    fakes = Fakes(tmp_path)
+    args = sweep_files(tmp_path)
+    fakes.assert_refused(fakes.run(SWEEP, *args[:4]), r"called by 'tmkt sweep")
+    fakes.assert_refused(fakes.run(SWEEP, str(tmp_path / "absent"), *args[1:]),
+                         r"absent: not a folder")
+    fakes.assert_refused(fakes.run(SWEEP, args[0], str(fakes.marker), *args[2:]),
+                         r"PWNED: no such task file")
+
+
+def test_sweep_quotes_the_runs_folder_for_the_report_job(tmp_path):
+    """The report job's command (sbatch --wrap) is run by sh: the runs folder is one quoted
+    word there, whatever it holds."""
+    fakes = Fakes(tmp_path)
+    args = sweep_files(tmp_path)
+    odd = tmp_path / "it's $(touch PWNED)"
+    Path(args[0]).rename(odd)
+    proc = fakes.run(SWEEP, str(odd), *args[1:])
+    assert proc.returncode == 0, proc.stderr
+    wrap = fakes.log.read_text().splitlines()[-1].split("--wrap=", 1)[1]
+    fakes.log.unlink()
+    subprocess.run(["sh", "-c", wrap], cwd=tmp_path, check=True, env={
+        **os.environ, "FAKE_LOG": str(fakes.log)})  # as the job runs it: the fake tmkt
+    assert not fakes.marker.exists()
+    assert fakes.log.read_text() == f"tmkt report --out {odd}/report\n"
+
+
+STAGE_VARIABLES = ("SLURM_JOB_ID", "SLURM_RESTART_COUNT", "SLURM_CPUS_PER_TASK", "SLURM_NTASKS",
+                   "MASTER_PORT")
+
+
+@pytest.mark.parametrize("name", STAGE_VARIABLES)
+def test_stage_job_refuses_a_slurm_variable_that_is_not_a_number(name, tmp_path):
+    fakes = Fakes(tmp_path)
+    for value in hostile(fakes):
+        proc = fakes.run(STAGE_SBATCH, "train-tmkt", "recipe.yaml", **{name: value})
+        fakes.assert_refused(proc, rf"^tmkt job: {name}=.*: expected a non-negative integer")
+
+
+def test_stage_job_refuses_a_task_line_or_stage_that_is_not_one(tmp_path):
+    fakes = Fakes(tmp_path)
+    tasks = tmp_path / "x.tasks"
+    tasks.write_text("train-tmkt r.yaml\n")
+    for value in hostile(fakes):
+        proc = fakes.run(STAGE_SBATCH, "--tasks", str(tasks), SLURM_ARRAY_TASK_ID=value)
+        fakes.assert_refused(proc, r"SLURM_ARRAY_TASK_ID|--tasks needs a job array")
+        proc = fakes.run(STAGE_SBATCH, value, "recipe.yaml")
+        fakes.assert_refused(proc, r"^tmkt job: STAGE .*: expected prepare, pretrain-ann")
+    fakes.assert_refused(fakes.run(STAGE_SBATCH), r"^tmkt job: usage: sbatch slurm/stage")
+    fakes.assert_refused(fakes.run(STAGE_SBATCH, "--tasks"), r"usage: sbatch --array=0-N")
+
+
+def test_stage_job_runs_with_numbers(tmp_path):
+    fakes = Fakes(tmp_path)
+    proc = fakes.run(STAGE_SBATCH, "train-tmkt", "recipe.yaml", SLURM_JOB_ID="20007",
+                     SLURM_RESTART_COUNT="08")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "tmkt job 20007: train-tmkt recipe.yaml: run 9 on" in proc.stdout
+    assert "srun --kill-on-bad-exit=0 python -m tmkt_cli train-tmkt recipe.yaml" in \
+        fakes.log.read_text()
+
+
+def test_demo_refuses_a_job_count_that_is_not_one(tmp_path):
+    fakes = Fakes(tmp_path)
+    for value in hostile(fakes):
+        fakes.assert_refused(fakes.run(DEMO, TMKT_DEMO_JOBS=value),
+                             r"^demo: TMKT_DEMO_JOBS=.*: expected 1")
+
+
+def test_fidelity_script_refuses_seeds_and_programs_that_are_not_ones(tmp_path):
+    fakes = Fakes(tmp_path)
+    for value in hostile(fakes):
+        fakes.assert_refused(fakes.run(FIDELITY, "default", "42", value),
+                             r"^fidelity_digits: seed .*: expected a non-negative integer")
+        fakes.assert_refused(fakes.run(FIDELITY, value, "42"), r"unknown variant")
+        fakes.assert_refused(fakes.run(FIDELITY, "default", "42", TMKT=value),
+                             r"^fidelity_digits: TMKT=.*: not an executable file")
+    fakes.assert_refused(fakes.run(FIDELITY, "default"), r"usage: tools/fidelity_digits\.sh")

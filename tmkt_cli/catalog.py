@@ -59,11 +59,15 @@ def shipped_recipes() -> list[ShippedRecipe]:
 
 
 def resolve_recipe(text: str | Path) -> Path:
-    """A recipe argument to a file: an existing path as given, else a shipped recipe's name
-    (``digits/tmkt``, ``digits/tmkt.yaml`` or ``recipes/digits/tmkt.yaml``)."""
+    """A recipe argument to a file: an existing path as given, or with ``.yaml`` (``.yml``)
+    added, so a local ``./digits/tmkt.yaml`` answers ``digits/tmkt`` before the shipped recipe
+    of that name does; else a shipped recipe's name (``digits/tmkt``, ``digits/tmkt.yaml`` or
+    ``recipes/digits/tmkt.yaml``)."""
     path = Path(text)
-    if path.exists():
-        return path
+    for local in (path, *(path.with_name(path.name + ext) for ext in (".yaml", ".yml")
+                          if path.name and path.suffix not in (".yaml", ".yml"))):
+        if local.exists():
+            return local
     name = str(text).removesuffix(".yaml").removesuffix(".yml").removeprefix("recipes/")
     root = shipped_recipes_dir()
     if root is not None and name and ".." not in Path(name).parts:

@@ -22,13 +22,14 @@ torch is imported inside the functions, so modules that only need the names stay
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tmkt_cli import artifacts
 from tmkt_cli.config import ModelConfig, Recipe, to_dict
-from tmkt_cli.errors import TmktError
+from tmkt_cli.errors import TmktError, first_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -213,40 +214,102 @@ def load_trained_model(path: Path, expected: dict, what: str) -> TrainedModel:
     where ``expected`` says so).
     """
     state = load_checkpoint(path, f"{what} checkpoint")
-    info = state.get("model_info") or {}
+    info = state.get("model_info") if isinstance(state.get("model_info"), dict) else {}
     if info.get("kind") not in ("snn", "ann"):
         raise TmktError(f"{path}: not the checkpoint of a tmkt network (model_info kind "
-                        f"{info.get('kind')!r})")
+                        f"{_shown(info.get('kind'))})")
+    check_model_info(info, path)
     diffs = checkpoint_mismatches(info, expected)
     if diffs:
         raise TmktError(f"{path}: the checkpoint does not match {what}: it holds "
                         + "; ".join(diffs))
     model = build_from_info(info, path)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TmktError(f"{path}: weights do not fit the {info.get('backbone')} network its "
-                        f"model_info describes ({first[:160]})") from None
-    loop = state.get("loop") or {}
+    _load_weights(model, state, info, path)
+    loop = state.get("loop") if isinstance(state.get("loop"), dict) else {}
     if loop.get("head") and hasattr(model, "head_rule"):
+        if loop["head"] not in model.HEADS:
+            raise TmktError(f"{path}: loop.head {_shown(loop['head'])} is not one of "
+                            f"{', '.join(model.HEADS)}")
         model.test_head = loop["head"]  # model.test_head: validation's choice at this step
     return TrainedModel(model=model, kind=info["kind"], info=info, path=Path(path),
                         epoch=loop.get("epoch"), step=loop.get("step"))
 
 
+def _load_weights(model: nn.Module, state: dict, info: dict, path: Path) -> None:
+    if not isinstance(state.get("model"), dict):
+        raise TmktError(f"{path}: the checkpoint holds no weights (no 'model' state dict)")
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise TmktError(f"{path}: weights do not fit the {_shown(info['backbone'])} network its "
+                        f"model_info describes ({first_line(e)[:160]})") from None
+
+
+def _shown(value) -> str:
+    """A checkpoint's value in a message: numbers and short names as they are, anything else
+    by its type (a message names what is wrong, it does not echo a file's contents)."""
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str) and len(value) <= 40 and value.isprintable():
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+INFO_INTEGERS = {"snn": ("num_classes", "size", "time_steps"),
+                 "ann": ("num_classes", "size", "in_channels")}
+"""The model_info entries that size a network: each a positive integer."""
+
+
+def check_model_info(info: dict, path: Path) -> None:
+    """Refuse, naming the file and the entry, a ``model_info`` that cannot build a network: a
+    missing entry, a class count or T that is not a positive integer, a class list of
+    another length (a damaged or hand-edited checkpoint)."""
+    if not isinstance(info.get("backbone"), str):
+        raise TmktError(f"{path}: model_info.backbone is {_shown(info.get('backbone'))}, "
+                        f"expected a backbone name")
+    for key in INFO_INTEGERS[info["kind"]]:
+        value = info.get(key, 2 if key == "in_channels" else None)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            what = "missing" if key not in info and value is None else f"{_shown(value)}"
+            raise TmktError(f"{path}: model_info.{key} is {what}, expected a positive integer")
+    classes = info.get("classes")
+    if classes is not None and (not isinstance(classes, list)
+                                or len(classes) != info["num_classes"]):
+        raise TmktError(f"{path}: model_info.classes does not list num_classes="
+                        f"{info['num_classes']} class names")
+    if info["kind"] == "snn" and not isinstance(info.get("model", {}), dict | None):
+        raise TmktError(f"{path}: model_info.model is {_shown(info['model'])}, expected the "
+                        f"recipe's model section")
+
+
 def build_from_info(info: dict, path: Path) -> nn.Module:
+    """The network ``model_info`` describes, its entries checked first; any refusal names
+    ``path``."""
+    from tmkt_cli.config import build
     from tmkt_cli.models import build_ann, build_snn
 
+    check_model_info(info, path)  # again: a caller may build without loading
     if info["kind"] == "ann":
-        return build_ann(info["backbone"], int(info["num_classes"]), int(info["size"]),
-                         int(info.get("in_channels", 2)))
+        return _built(path, info, build_ann, info["backbone"], info["num_classes"],
+                      info["size"], info.get("in_channels", 2))
+    raw = info.get("model") or {"backbone": info["backbone"]}
     try:
-        cfg = ModelConfig(**(info.get("model") or {"backbone": info["backbone"]}))
-    except TypeError as e:
-        raise TmktError(f"{path}: model_info.model has keys this tmkt does not know "
-                        f"({e})") from None
-    return build_snn(cfg, int(info["num_classes"]), int(info["size"]), int(info["time_steps"]))
+        cfg = build(ModelConfig, raw, "model.")
+    except TmktError as e:  # a key this tmkt does not know, a value of the wrong type
+        raise TmktError(f"{path}: model_info.model: {e}") from None
+    return _built(path, info, build_snn, cfg, info["num_classes"], info["size"],
+                  info["time_steps"])
+
+
+def _built(path: Path, info: dict, builder, *args) -> nn.Module:
+    try:
+        return builder(*args)
+    except TmktError as e:  # an unknown backbone: the builder does not know the file
+        raise TmktError(f"{path}: model_info: {e}") from None
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise TmktError(f"{path}: cannot build the network its model_info describes "
+                        f"(backbone {_shown(info.get('backbone'))}: {first_line(e)[:160]})") \
+            from None
 
 
 def load_teacher(path: Path, classes: list[str], size: int):

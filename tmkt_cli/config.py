@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import json
 import math
+import re
 import textwrap
 import types
 import typing
@@ -728,6 +729,10 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
     for k, v in raw.items():
         key = f"{prefix}{k}"
         if k not in fields:
+            if not is_key_name(k):  # text of a file that is no recipe: named, not echoed
+                at = f"recipe section '{where}'" if prefix else "the recipe"
+                raise TmktError(f"{at}: a key that is not a key name ({describe_text(k)}); "
+                                f"is this a tmkt recipe?")
             hint = _closest_field(prefix, str(k), hints) or _closest(key, all_keys())
             raise TmktError(f"unknown recipe key '{key}'{hint}")
         tp = hints[k]
@@ -759,6 +764,10 @@ def read_yaml(path: Path, what: str = "recipe") -> dict:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        # PyYAML's problem quotes at most one token (a character, a tag, an alias); a long
+        # one is the file's text, which the message locates instead of echoing
+        if len(problem) > 120:
+            problem = problem.split("'")[0].rstrip() + " (a token too long to show)"
         raise TmktError(f"{what} {path}{at}: not valid YAML: {problem}") from None
     except UnicodeDecodeError:
         raise TmktError(f"{what} {path}: not a text file") from None
@@ -767,7 +776,39 @@ def read_yaml(path: Path, what: str = "recipe") -> dict:
     if not isinstance(data, dict):
         raise TmktError(f"{what} {path}: expected a mapping of keys at the top, "
                         f"got {type(data).__name__}")
+    strange = _strange_key(data)
+    if strange:  # another kind of file that YAML happens to read (a password database, say)
+        section, key = strange
+        place = f"in section '{section}'" if section else "at the top"
+        raise TmktError(f"{what} {path}: not a tmkt recipe (a key {place} is not a key name "
+                        f"but {describe_text(key)})")
     return data
+
+
+def _strange_key(data: dict, prefix: str = "") -> tuple[str, Any] | None:
+    """The first key, at any depth, that is not a key name: (its section, the key)."""
+    for key, value in data.items():
+        if not is_key_name(key):
+            return prefix.rstrip("."), key
+        found = _strange_key(value, f"{prefix}{key}.") if isinstance(value, dict) else None
+        if found:
+            return found
+    return None
+
+
+KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+"""What a recipe key looks like; anything else is shown by its length, never echoed."""
+
+
+def is_key_name(key: Any) -> bool:
+    return isinstance(key, str) and KEY_NAME.fullmatch(key) is not None
+
+
+def describe_text(value: Any) -> str:
+    """A value from a file, described without echoing it."""
+    if isinstance(value, str):
+        return f"a text of {len(value)} characters"
+    return f"a {type(value).__name__}"
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -831,8 +872,31 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 section = ".".join(parts[:i + 1])
                 raise TmktError(f"--set {text!r}: '{section}' is not a section")
             node = nxt
-        node[parts[-1]] = value
+        leaf = parts[-1]
+        node[leaf] = _merged_section(text, node.get(leaf), value) if _is_section(parts) \
+            else value
     return raw
+
+
+def _is_section(parts: list[str]) -> bool:
+    """Whether the key ``parts`` names a section of the schema (``train``,
+    ``prepare.emulator``), not a value."""
+    cls: Any = Recipe
+    for part in parts:
+        cls = _hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+    return dataclasses.is_dataclass(cls)
+
+
+def _merged_section(text: str, current: Any, value: Any) -> dict:
+    """``--set 'train={max_steps: 5}'``: the mapping merges into the recipe's section, key by
+    key, as the same keys set one at a time would (and as ``base:`` merges a recipe). Anything
+    else for a section is refused: it would reset every key of the section to its default."""
+    key = text.split("=", 1)[0].strip()
+    if not isinstance(value, dict):
+        raise TmktError(f"--set {text!r}: '{key}' is a section; set its keys (--set "
+                        f"{key}.KEY=VALUE) or merge a mapping into it (--set "
+                        f"'{key}={{KEY: VALUE}}')")
+    return deep_merge(current if isinstance(current, dict) else {}, value)
 
 
 def default_name(path: Path | None) -> str:

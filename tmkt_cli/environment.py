@@ -19,7 +19,7 @@ LIBRARIES = ("torch", "spikingjelly", "tonic", "numpy", "scipy", "h5py", "typer"
              "pyyaml", "scikit-learn", "matplotlib", "tensorboard", "lz4", "zstandard")
 ENVIRONMENT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
                          "SLURM_JOB_ID", "SLURM_PROCID", "WORLD_SIZE", "RANK", "LOCAL_RANK",
-                         "TMKT_DEBUG")
+                         "TMKT_DEBUG", "TMKT_RENDEZVOUS_TIMEOUT")
 
 
 def installed_version(distribution: str) -> str:

@@ -32,9 +32,13 @@ class _StrictLoader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the base class reports it
                     continue
                 if seen is not None:
+                    # a key is named when it looks like one, never echoed from another
+                    # kind of file
+                    name = f" {key!r}" if isinstance(key, str) and key.isidentifier() \
+                        and len(key) <= 64 else ""
                     raise ConstructorError(
                         "while reading a mapping", node.start_mark,
-                        f"duplicate key {key!r} (lines {seen.line + 1} and "
+                        f"duplicate key{name} (lines {seen.line + 1} and "
                         f"{key_node.start_mark.line + 1})", key_node.start_mark)
                 first[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)

@@ -5,6 +5,13 @@
 # is far below what the images and more recordings give (recipes/README.md, headroom).
 # Every stage skips itself when it is up to date, so a second run finishes in seconds.
 set -euo pipefail
+# TMKT_DEMO_JOBS (how many training chains run at once: 1 or 2) is matched, never evaluated.
+JOBS=${TMKT_DEMO_JOBS-2}
+if ! [[ $JOBS =~ ^[0-9]{1,3}$ ]]; then
+  echo "demo: TMKT_DEMO_JOBS=$(printf %q "$JOBS"): expected 1 (one chain after the other)" \
+       "or 2 (side by side)" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 R=recipes/control
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
@@ -36,7 +43,7 @@ methods_chain() {
     tmkt train-tmkt "$R/$recipe.yaml"
   done
 }
-if [ "${TMKT_DEMO_JOBS:-2}" -ge 2 ]; then
+if [ "$JOBS" -ge 2 ]; then
   log=$(mktemp)
   methods_chain >"$log" 2>&1 &
   chain=$!
