@@ -342,8 +342,9 @@ def load_model(path_or_run_folder: str | Path, which: str = "model") -> nn.Modul
 
     No recipe is needed: the file's ``model_info`` rebuilds the network. An SNN is a
     ``TwoStreamSNN``: ``model.predict(x)`` maps events ``[T, B, 2, H, W]`` (counts, as in
-    the prepared dataset) to time-averaged event-head logits ``[B, K]`` and resets the
-    neurons; an ANN teacher maps images ``[B, 2, H, W]`` to logits. The class names are in
+    the prepared dataset) to the time-averaged logits ``[B, K]`` of the head the run reports
+    (``model.test_head``: with ``validation``, the head its validation split chose, which the
+    checkpoint records) and resets the neurons; an ANN teacher maps images ``[B, 2, H, W]`` to logits. The class names are in
     ``model.tmkt_info["classes"]``. ``which`` picks the file of a run folder: ``model``
     (the finished weights), ``best`` or ``last``.
     """

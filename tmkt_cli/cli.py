@@ -329,7 +329,8 @@ def _summary(table: Path | None, evidence: Path | None) -> None:
     multi = (summary.evidence(benchmark.read_runs(evidence), setting, fraction, str(evidence))
              if evidence is not None and evidence.is_file()
              else "The multi-seed intervals are in recipes/README.md.")
-    where = f"{setting} ({benchmark.fraction_text(fraction)} of the event recordings)"
+    name = "the positive control" if setting == "control" else setting
+    where = f"{name} ({benchmark.fraction_text(fraction)} of the event recordings)"
     ui.print(summary.table(runs), markup=False)
     ui.print()
     ui.print(summary.paragraph(runs, where, seed, multi), markup=False)
