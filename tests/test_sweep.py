@@ -94,7 +94,8 @@ def test_list_options_take_the_words_up_to_the_next_option():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--methods", "event_only", "ktt"], "--methods ktt: unknown method 'ktt'"),
+    (["--methods", "event_only", "ktt"], "--methods ktt: no recipe"),
+    (["--methods", "kt;rm"], "--methods kt;rm: expected a recipe file's name"),
     (["--methods", "finetune"], "--methods finetune: no recipe"),
     (["--methods", "kt:model.headz=shared"], "unknown recipe key 'model.headz'"),
     (["--methods", "kt:model.heads"], "expected KEY=VALUE"),
@@ -126,6 +127,18 @@ def test_a_shipped_folder_by_name(tmp_path):
                  "--runs", str(tmp_path / "runs"), "--dry-run")
     assert res.exit_code == 0, res.output
     assert lines_of(res.output)[0].endswith(str(Path("recipes", "digits", "base.yaml")))
+
+
+def test_any_recipe_of_the_folder_is_a_method_and_a_ckd_recipe_is_distilled(tmp_path):
+    """The papers' layouts (kt-paper, ckd-paper) are recipes like any other; a recipe that
+    evaluates the distill stage is a CKD student, and its teachers come first."""
+    res = invoke("control", "--methods", "kt-paper", "ckd-paper", "--fractions", "0.001",
+                 "--seeds", "1", "--runs", str(tmp_path / "runs"), "--dry-run")
+    assert res.exit_code == 0, res.output
+    jobs = [describe(line) for line in lines_of(res.output)[1:-1]]
+    assert jobs == [("pretrain-ann", "ckd-paper", "1", None),
+                    ("train-tmkt", "kt-paper", "1", "0.001"), ("eval", "kt-paper", "1", "0.001"),
+                    ("distill", "ckd-paper", "1", "0.001"), ("eval", "ckd-paper", "1", "0.001")]
 
 
 # --------------------------------------------------------------------------------------------

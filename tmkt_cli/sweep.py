@@ -164,9 +164,10 @@ def parse_method(spec: str) -> Method:
     """``kt`` -> kt's recipe, no overrides; ``kt:model.heads=shared,model.test_head=static``
     -> kt's recipe and the overrides that make this variant of it."""
     name, _, rest = spec.partition(":")
-    if name not in METHODS:
-        raise TmktError(f"--methods {spec}: unknown method {name!r}, expected one of "
-                        f"{', '.join(METHODS)} (optionally :key=value,... for a variant)")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise TmktError(f"--methods {spec}: expected a recipe file's name in the folder, such "
+                        f"as {', '.join(METHODS)} or kt-paper (optionally :key=value,... for a "
+                        f"variant)")
     overrides = tuple(o for o in rest.split(",") if o.strip())
     if rest and not overrides:
         raise TmktError(f"--methods {spec}: no override after ':' (expected key=value,...)")
@@ -223,7 +224,12 @@ def plan_sweep(folder: str, methods: list[str], fractions: list[str], seeds: lis
         _check_override(s, f"--set {s}")
     for name in dict.fromkeys(m.name for m in parsed):
         if not (recipes / f"{name}.yaml").is_file():
-            raise TmktError(f"--methods {name}: no recipe {recipes / f'{name}.yaml'}")
+            known = sorted(p.stem for p in recipes.glob("*.yaml") if p.stem != "base")
+            raise TmktError(f"--methods {name}: no recipe {recipes / f'{name}.yaml'} (the "
+                            f"folder has {', '.join(known) or 'none'})")
+    # a CKD student is distilled (its recipe evaluates the distill stage), the rest trained
+    distilled = {m.name for m in parsed
+                 if load_recipe(recipes / f"{m.name}.yaml").eval.source == "distill"}
     root, logs = Path(runs), Path(runs) / "logs"
     common = (f"paths.runs={root}", *sets)
     folders: dict[Path, str] = {}
@@ -248,8 +254,9 @@ def plan_sweep(folder: str, methods: list[str], fractions: list[str], seeds: lis
         datasets[os.path.abspath(load_recipe(base, list(sets)).dataset_dir())] = (base,
                                                                                   tuple(sets))
     teachers = []
-    if any(m.name == "ckd" for m in parsed):
-        teachers = [job(f"teacher seed {seed}", "pretrain-ann", recipes / "ckd.yaml",
+    if distilled:  # one teacher per seed, from the first CKD recipe (they share pretrain_ann)
+        teacher_recipe = recipes / f"{next(m.name for m in parsed if m.name in distilled)}.yaml"
+        teachers = [job(f"teacher seed {seed}", "pretrain-ann", teacher_recipe,
                         (f"seed={seed}", *common, f"name={TEACHER}"), f"teacher-s{seed}.log",
                         teacher=seed)
                     for seed in grid_seeds]
@@ -261,7 +268,7 @@ def plan_sweep(folder: str, methods: list[str], fractions: list[str], seeds: lis
                 job_sets = (f"seed={seed}", f"data.event_fraction={written}", *common,
                             *m.overrides)
                 stage, teacher = "train-tmkt", None
-                if m.name == "ckd":
+                if m.name in distilled:
                     stage, teacher = "distill", seed
                     job_sets += (f"distill.teacher={root / TEACHER / f'seed{seed}'}"
                                  f"/pretrain-ann",)
