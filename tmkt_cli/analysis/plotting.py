@@ -461,12 +461,14 @@ def _label_curves(pair, title: str, by: str, validation: bool) -> None:
     loss_ax.set(xlabel=xlabel, ylabel="loss (log scale)", title=f"{title}: loss")
     if any(np.size(line.get_ydata()) and np.all(np.asarray(line.get_ydata()) > 0)
            for line in loss_ax.get_lines()):
-        from matplotlib.ticker import FuncFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
         loss_ax.set_yscale("log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.6, not 6 x 10^-1
+        # labels at 1, 2 and 5 times each power of ten: every minor tick labelled overlaps
+        loss_ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         loss_ax.yaxis.set_major_formatter(plain)
-        loss_ax.yaxis.set_minor_formatter(plain)
+        loss_ax.yaxis.set_minor_formatter(NullFormatter())
     else:
         loss_ax.set_ylabel("loss")
     acc_ax.set(xlabel=xlabel, ylabel="accuracy (%)", ylim=(0, 100),
