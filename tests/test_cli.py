@@ -13,7 +13,7 @@ from tmkt_cli.cli import app
 
 runner = CliRunner()
 COMMANDS = ["prepare", "pretrain-ann", "distill", "train-tmkt", "eval", "cam", "report",
-            "recipe-doc"]
+            "recipe-doc", "export", "predict"]
 REPO = Path(__file__).resolve().parent.parent
 
 

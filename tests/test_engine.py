@@ -288,3 +288,95 @@ def test_fixed_step_budget_and_eval_every_steps(tmp_path):
         engine.fit(toy.ToyTask(), toy.KeyedBlobs(), toy.KeyedBlobs(n=30, seed=1),
                    list(range(96)), TrainConfig(epochs=0, max_steps=0), seed=3, run=run,
                    ui=Console(quiet=True), model_info={}, tensorboard=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Plain progress lines (train.progress_every_s): what a piped run or a SLURM log shows
+# --------------------------------------------------------------------------------------------
+
+PROGRESS_LINE = (r"train-tmkt: step \d+/6 \(\d+%\)  epoch [12]/2  loss (\d+\.\d{4}|-)  "
+                 r"[\d,]+ samples/s  ETA \d+:\d\d:\d\d")
+
+
+def test_piped_training_prints_progress_lines_between_evaluations(tmp_path):
+    """Piped (the CLI's output is not a terminal): a line per 1% of the run between the
+    evaluation lines, and progress records in metrics.jsonl; the weights are bitwise those of
+    the same run without any line."""
+    import re
+
+    from test_eval import make_prepared_dataset, toy_recipe_file
+    from typer.testing import CliRunner
+
+    from tmkt_cli.cli import app
+
+    make_prepared_dataset(tmp_path / "prepared", n_train=12, n_test=4)
+    recipe = toy_recipe_file(tmp_path, "toy-progress")
+    outputs, folders = {}, {}
+    for name, every in (("lines", 0), ("silent", 1e9)):
+        res = CliRunner().invoke(app, [
+            "train-tmkt", str(recipe), "--set", "method.name=kt", "--set", "train.epochs=0",
+            "--set", "train.max_steps=6", "--set", "train.batch_size=4", "--set",
+            "train.device=cpu", "--set", "train.eval_every_steps=3", "--set",
+            "train.log_every_steps=2", "--set", f"train.progress_every_s={every}",
+            "--set", f"paths.runs={tmp_path / name}"])
+        assert res.exit_code == 0, res.output
+        outputs[name] = res.output.splitlines()
+        folders[name] = tmp_path / name / "toy-progress" / "seed42" / "train-tmkt"
+    lines = outputs["lines"]
+    evals = [i for i, line in enumerate(lines) if re.fullmatch(r"epoch \d step \d/6: .*", line)]
+    progress = [i for i, line in enumerate(lines) if re.fullmatch(PROGRESS_LINE, line)]
+    assert len(evals) == 2 and len(progress) == 6, "\n".join(lines)  # 1% of 6 steps: each
+    assert progress[0] < evals[0] and any(evals[0] < i < evals[1] for i in progress)
+    assert "loss 1." in lines[progress[2]]  # the loss logged at step 2
+    records = [r for r in engine.read_metrics(folders["lines"]) if r["kind"] == "progress"]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert {"total_steps", "epoch", "epochs", "loss", "samples_per_s", "eta_s",
+            "elapsed_s"} <= set(records[-1]) and records[-1]["eta_s"] == 0
+    assert not any(re.fullmatch(PROGRESS_LINE, line) for line in outputs["silent"])
+    assert_bitwise_equal(weights(folders["lines"]), weights(folders["silent"]))
+
+
+def test_no_plain_progress_lines_on_a_terminal(tmp_path):
+    """A terminal has the bar; the records are written all the same."""
+    from rich.console import Console
+
+    from tmkt_cli.artifacts import open_stage
+    from tmkt_cli.config import TrainConfig
+
+    console = Console(force_terminal=True, record=True, width=120)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05, lr_scaling=False, device="cpu",
+                      progress_every_s=0)
+    run = open_stage(tmp_path / "run", "train-tmkt", "toy: 1\n", {"toy": 1}, "toyhash", {})
+    with run:
+        run.start()
+        engine.fit(toy.ToyTask(), toy.KeyedBlobs(), toy.KeyedBlobs(n=30, seed=1),
+                   np.arange(96), cfg, seed=7, run=run, ui=console,
+                   model_info={"kind": "toy"}, tensorboard=False)
+    assert "samples/s  ETA" not in console.export_text()
+    records = engine.read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records if r["kind"] == "progress"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_heartbeat_every_percent_or_every_s_whichever_comes_later():
+    from tmkt_cli.progress import Heartbeat, clock_time
+
+    now = [0.0]
+    beat = Heartbeat(1000, 0, 30.0, clock=lambda: now[0])
+    records, lines = {}, []
+    for step in range(1, 131):
+        now[0] += 1.0 if step <= 100 else 10.0  # 1 s a step, then 10 s a step
+        due = beat.beat(step, 8)
+        if due:
+            records[step] = due[0]
+            lines += [step] if due[1] else []
+    assert list(records) == list(range(10, 131, 10))  # every 1% of the run
+    # 1 s a step: 30 s is later than 1% (10 steps); 10 s a step: 1% is later than 30 s
+    assert lines == [30, 60, 90, 110, 120, 130]
+    assert records[30]["samples_per_s"] == pytest.approx(8.0)
+    assert records[30]["eta_s"] == pytest.approx(970.0)  # 1 s a step so far, 970 steps left
+    assert records[110]["samples_per_s"] == pytest.approx(10 * 8 / 100)
+    # a resumed run: records at the same steps as an uninterrupted one, the last one too
+    resumed = Heartbeat(995, 503, 0.0, clock=lambda: now[0])
+    steps = [s for s in range(504, 996) if resumed.beat(s, 8)]
+    assert steps[:2] == [510, 520] and steps[-2:] == [990, 995]
+    assert clock_time(3723.4) == "1:02:03" and clock_time(-1) == "0:00:00"

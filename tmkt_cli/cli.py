@@ -375,6 +375,52 @@ def landscape(
     _guarded(body, debug)
 
 
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(
+        help="A finished train-tmkt or distill run folder (its model.pt), or a checkpoint in "
+             "one (best.pt, last.pt, ...).", show_default=False, metavar="RUN")],
+    format_: Annotated[str, typer.Option(
+        "--format", metavar="torchscript|onnx",
+        help="TorchScript (torch.jit.load: needs torch alone) or ONNX (opset 18).")]
+        = "torchscript",
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the model and model-card.json [default: export/ beside the run].",
+        show_default=False)] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a trained SNN as a self-contained model in plain tensor ops ([T, B, 2, H, W]
+    event frames -> time-averaged logits [B, K], through the head the run reports) and a JSON
+    model card beside it; its logits are checked against tmkt's on the test split."""
+    def body():
+        from tmkt_cli.stages.export import export_run
+        export_run(run, format_, out, ui)
+    _guarded(body, debug)
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(
+        help="A training run folder (or a checkpoint in one), or a `tmkt export` folder.",
+        show_default=False, metavar="RUN_OR_EXPORT")],
+    files: Annotated[list[Path], typer.Argument(
+        help="Raw recordings in the format of the model's dataset (e.g. N-MNIST .bin).",
+        show_default=False, metavar="FILE")],
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per file (class, probabilities) instead of a table.")]
+        = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Classify raw recordings: each is integrated into frames exactly as `tmkt prepare` did
+    for the model's data, then its class and probabilities are printed."""
+    def body():
+        from tmkt_cli.stages.export import predict_files
+        out = Console(highlight=False, soft_wrap=True,
+                      width=None if sys.stdout.isatty() else 160)
+        predict_files(model, list(files), json_lines, ui, out)
+    _guarded(body, debug)
+
+
 class _SweepCommand(_Command):
     def parse_args(self, ctx, args):
         from tmkt_cli.sweep import spread_list_options  # --methods a b c, as argparse's

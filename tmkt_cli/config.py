@@ -292,6 +292,12 @@ class TrainConfig:
     """Also checkpoint every N steps (0: only at the end of each epoch)."""
     log_every_steps: int = param(10, ge=1, volatile=True)
     """Steps between metrics.jsonl / TensorBoard training records."""
+    progress_every_s: float = param(30.0, ge=0, volatile=True)
+    """Where no progress bar is drawn (output to a pipe or a SLURM log), print one plain line
+    (step/total, epoch, loss, samples/s, ETA) every 1% of the run or every this many seconds,
+    whichever comes later (0: every 1%). ``progress`` records in metrics.jsonl carry the same
+    figures every 1% of the run, on a terminal too. The loss is the last logged step's
+    (``log_every_steps``)."""
     grad_noise_window: int = param(0, ge=0)
     """Record gradient noise (variance of mini-batch gradients) over windows of N steps
     (0: off). Costs one gradient copy per step."""

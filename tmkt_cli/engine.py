@@ -344,6 +344,12 @@ class Fit:
     """The training DataLoader, built once (its sampler reseeded every epoch)."""
     eval_loaders: dict = field(default_factory=dict)
     guard: NonFiniteGuard | None = None
+    heartbeat: Any = None
+    """When the next progress record and plain line are due (progress.Heartbeat)."""
+    plain_progress: bool = False
+    """No bar is drawn (a pipe, a log file): progress goes out as plain lines."""
+    last_loss: float | None = None
+    """The loss of the last logged step, which progress lines report (no extra sync)."""
 
     @property
     def last_path(self) -> Path:
@@ -478,9 +484,14 @@ def build_optimization(model: nn.Module, cfg: TrainConfig, total: int, warmup: i
 
 
 def progress_bar(f: Fit):
+    """The rich bar (drawn on a terminal only) and, for where it is not drawn, the clock of
+    plain progress lines (:func:`log_progress`)."""
+    from tmkt_cli.progress import Heartbeat
     from tmkt_cli.progress import progress_bar as rich_bar
 
     progress = rich_bar(f.ui, info=True)
+    f.plain_progress = bool(progress.disable)
+    f.heartbeat = Heartbeat(f.total, f.loop.step, f.cfg.progress_every_s)
     return progress, progress.add_task(f.run.stage, total=f.total, completed=f.loop.step,
                                        info="")
 
@@ -659,11 +670,32 @@ def log_train_step(f: Fit, out: dict, grad_noise: dict | None, samples: int, pro
                                          "lr": f.opt.scheduler.get_last_lr()[0],
                                          "samples_per_s": rate})
         f.window_t, f.window_n = time.perf_counter(), 0
+        f.last_loss = running["loss"]
         info = f"loss {running['loss']:.3f}"
         if "acc" in running:
             info += f" acc {running['acc']:.3f}"
         progress.update(bar, info=info + f" {rate:.0f} samples/s")
     progress.update(bar, completed=loop.step)
+    log_progress(f, samples)
+
+
+def log_progress(f: Fit, samples: int) -> None:
+    """Every 1% of the run a ``progress`` record in metrics.jsonl and, where no bar is drawn
+    and ``train.progress_every_s`` has passed since the last one, the same figures as one
+    plain line (progress.Heartbeat). Reads nothing from the device: it computes nothing and
+    waits for nothing."""
+    from tmkt_cli.progress import progress_line
+
+    due = f.heartbeat.beat(f.loop.step, samples)
+    if due is None:
+        return
+    figures, line = due
+    values = {**figures, "epoch": f.loop.epoch + 1,
+              "epochs": -(-f.total // f.steps_per_epoch), "loss": f.last_loss}
+    f.log.write("progress", f.loop.step, values)
+    if line and f.plain_progress and DIST.is_main:
+        f.ui.print(progress_line(f.run.stage, f.loop.step, values), markup=False,
+                   highlight=False)
 
 
 def read_values(out: dict) -> dict[str, float]:

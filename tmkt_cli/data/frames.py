@@ -109,6 +109,42 @@ def events_to_frames(events: np.ndarray, sensor_size: tuple[int, int], time_step
     return (frames, dropped) if return_dropped else frames
 
 
+def integrate_events(events: np.ndarray, sensor_size: tuple[int, int], time_steps: int,
+                     size: int, split_by: SplitBy = "time", align_corners: bool = False,
+                     sensor_extent: str = "declared"
+                     ) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """One recording as ``tmkt prepare`` stores it: the frame extent
+    (:func:`sensor_window`), the counts (:func:`events_to_frames`), resized to ``float32
+    [T, 2, size, size]`` (:func:`resize_frames`). Returns ``(frames, dropped, extent)``.
+    ``tmkt predict`` integrates raw recordings through the same function, so a model sees
+    what it was trained on."""
+    extent, origin = sensor_window(events, (int(sensor_size[0]), int(sensor_size[1])),
+                                   sensor_extent)
+    counts, dropped = events_to_frames(events, extent, time_steps, split_by, origin=origin,
+                                       return_dropped=True)
+    return resize_frames(counts, size, align_corners), dropped, extent
+
+
+def sensor_window(events: np.ndarray, sensor: tuple[int, int], mode: str
+                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The frame extent of a recording (``prepare.sensor_extent``) as ``(height, width)`` and
+    the origin ``(y0, x0)`` it starts at: the declared sensor (``declared``), the events' own
+    extent ``(max y + 1, max x + 1)`` (``observed``: tonic's ToFrame without a sensor size,
+    FloyedShen/tonic functional/to_frame.py 51-58), or that extent after shifting x and y to
+    start at 0 (``observed_shifted``: the fork's N-Caltech101 reader, datasets/ncaltech101.py
+    186-187, then ToFrame without a sensor size). The shift is left to ``events_to_frames``
+    (its ``origin``): copying and shifting the events took 1.4 ms of a recording's ~11."""
+    if mode == "declared" or events.size == 0:
+        return sensor, (0, 0)
+    if mode not in ("observed", "observed_shifted"):
+        raise ValueError(f"unknown sensor extent {mode!r}")
+    x, y = events["x"], events["y"]
+    if mode == "observed":
+        return (int(y.max()) + 1, int(x.max()) + 1), (0, 0)
+    y0, x0 = int(y.min()), int(x.min())
+    return (int(y.max()) - y0 + 1, int(x.max()) - x0 + 1), (y0, x0)
+
+
 def _edges(t_sorted: np.ndarray, time_steps: int, split_by: SplitBy) -> list[int]:
     """Where each frame's events start in a sorted recording (and where the last ends)."""
     if split_by == "time_fork":

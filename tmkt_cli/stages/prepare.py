@@ -26,7 +26,7 @@ from rich.console import Console
 from tmkt_cli.artifacts import StageRun, Upstream
 from tmkt_cli.config import PrepareConfig, Recipe, dump_yaml, require_path, stage_config
 from tmkt_cli.data import sources
-from tmkt_cli.data.frames import events_to_frames, resize_frames, resize_image
+from tmkt_cli.data.frames import integrate_events, resize_image, sensor_window
 from tmkt_cli.data.sources import EVENT_DTYPE, ImageItem, Recording, SourceData
 from tmkt_cli.data.store import (
     FILENAME,
@@ -79,32 +79,9 @@ def integrate_recording(recording: Recording, time_steps: int, size: int, split_
     if events.dtype.names is None or not {"t", "x", "y", "p"} <= set(events.dtype.names):
         raise TypeError(f"{recording.source}: the source returned events of dtype "
                         f"{events.dtype}, expected {EVENT_DTYPE}")  # a bug in the source
-    sensor = (int(sensor_size[0]), int(sensor_size[1]))
-    sensor, origin = sensor_window(events, sensor, sensor_extent)
-    counts, dropped = events_to_frames(events, sensor, time_steps, split_by, origin=origin,
-                                       return_dropped=True)
-    return pack_recording(resize_frames(counts, size, align_corners),
-                          int(events.size - dropped), dropped, sensor)
-
-
-def sensor_window(events: np.ndarray, sensor: tuple[int, int], mode: str
-                  ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The frame extent of a recording (``prepare.sensor_extent``) as ``(height, width)`` and
-    the origin ``(y0, x0)`` it starts at: the declared sensor (``declared``), the events' own
-    extent ``(max y + 1, max x + 1)`` (``observed``: tonic's ToFrame without a sensor size,
-    FloyedShen/tonic functional/to_frame.py 51-58), or that extent after shifting x and y to
-    start at 0 (``observed_shifted``: the fork's N-Caltech101 reader, datasets/ncaltech101.py
-    186-187, then ToFrame without a sensor size). The shift is left to ``events_to_frames``
-    (its ``origin``): copying and shifting the events took 1.4 ms of a recording's ~11."""
-    if mode == "declared" or events.size == 0:
-        return sensor, (0, 0)
-    if mode not in ("observed", "observed_shifted"):
-        raise ValueError(f"unknown sensor extent {mode!r}")
-    x, y = events["x"], events["y"]
-    if mode == "observed":
-        return (int(y.max()) + 1, int(x.max()) + 1), (0, 0)
-    y0, x0 = int(y.min()), int(x.min())
-    return (int(y.max()) - y0 + 1, int(x.max()) - x0 + 1), (y0, x0)
+    frames, dropped, sensor = integrate_events(events, sensor_size, time_steps, size,
+                                               split_by, align_corners, sensor_extent)
+    return pack_recording(frames, int(events.size - dropped), dropped, sensor)
 
 
 def apply_sensor_extent(events: np.ndarray, sensor: tuple[int, int], mode: str
