@@ -526,6 +526,16 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str) -
         time.sleep(POLL_S)
 
 
+def wait_stopped(proc: subprocess.Popen) -> None:
+    """Until the kernel reports ``proc`` stopped (state T): SIGSTOP takes effect when the
+    process next returns from a system call, so a manifest rename under way finishes first."""
+    deadline = time.monotonic() + 30
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+        assert time.monotonic() < deadline, "the first process did not stop"
+        time.sleep(POLL_S)
+
+
 @pytest.mark.parametrize("stage", ["train-tmkt", pytest.param("prepare", marks=FULL)])
 def test_second_process_on_the_same_folder_is_refused(stage, request, tmp_path):
     if stage == "train-tmkt":
@@ -546,6 +556,7 @@ def test_second_process_on_the_same_folder_is_refused(stage, request, tmp_path):
         # Freeze the first process while it holds the lock, so the second surely meets it.
         first.send_signal(signal.SIGSTOP)
         try:
+            wait_stopped(first)  # a write in flight when the signal came lands before it stops
             before = (folder / "manifest.json").read_bytes()
             second = subprocess.run(cmd, env=ENV, cwd=tmp_path, capture_output=True, text=True,
                                     timeout=300)
