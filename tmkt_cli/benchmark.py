@@ -920,8 +920,9 @@ def efficiency_series(rows: list[dict], setting: str
 
 
 EFFICIENCY_TITLE = ("Last checkpoint, the head the validation rule picks: mean and "
-                    f"{style.INTERVAL} (bars; n in the legend, one seed: no bar); dotted: "
-                    "the SNN on the test images")
+                    f"{style.INTERVAL} (bars; n in the legend, one seed: no bar)")
+IMAGES_NOTE = "; dotted: the SNN on the test images"
+"""Added to the title only where a panel draws the static_only line."""
 
 
 def efficiency_figure(rows: list[dict]):
@@ -946,7 +947,8 @@ def efficiency_figure(rows: list[dict]):
                                         style.line_style(*key[0]), points)
                         for key, points in series[setting].items()] for setting in drawn}
     references = {setting: _images_line(rows, setting) for setting in drawn}
-    return plotting.data_efficiency_figure(panels, references, EFFICIENCY_TITLE), notes
+    title = EFFICIENCY_TITLE + (IMAGES_NOTE if any(references.values()) else "")
+    return plotting.data_efficiency_figure(panels, references, title), notes
 
 
 def _images_line(rows: list[dict], setting: str) -> list:
