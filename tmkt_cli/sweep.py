@@ -35,9 +35,6 @@ from pathlib import Path
 
 from tmkt_cli.errors import TmktError
 
-TRAIN_METHODS = ("event_only", "finetune", "kt", "tmkt", "static_only")
-"""Methods trained by ``tmkt train-tmkt``; ``ckd`` is ``tmkt distill`` after its teacher."""
-METHODS = (*TRAIN_METHODS, "ckd")
 DEFAULT_METHODS = ("event_only", "kt", "tmkt")
 DEFAULT_FRACTIONS = ("0.05", "0.2", "1.0")
 DEFAULT_SEEDS = ("42", "1024", "90210")
@@ -166,7 +163,7 @@ def parse_method(spec: str) -> Method:
     name, _, rest = spec.partition(":")
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise TmktError(f"--methods {spec}: expected a recipe file's name in the folder, such "
-                        f"as {', '.join(METHODS)} or kt-paper (optionally :key=value,... for a "
+                        f"as event_only, kt, ckd or kt-paper (optionally :key=value,... for a "
                         f"variant)")
     overrides = tuple(o for o in rest.split(",") if o.strip())
     if rest and not overrides:
