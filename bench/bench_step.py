@@ -13,7 +13,7 @@ count says nothing about another.
 
 The neuron rows time forward + loss + backward of a bare classifier (the optimizer step is the
 same for every variant and would only dilute the ratios). The method rows run the task code
-the engine runs (``tmkt_cli.tasks.SNNTransferTask.training_step`` with the recipe's method
+the engine runs (``tmkt_cli.train.tasks.SNNTransferTask.training_step`` with the recipe's method
 switches, at mid-training so sliding replacement and mixup are both active) plus backward.
 """
 
@@ -32,10 +32,10 @@ from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
 from tmkt_cli.config import MethodConfig, ModelConfig, resolve_method
-from tmkt_cli.engine import StepContext
 from tmkt_cli.models.neurons import make_surrogate
 from tmkt_cli.models.snn import build_snn, build_trunk, lif_factory, relu_factory
-from tmkt_cli.tasks import SNNTransferTask
+from tmkt_cli.train.engine import StepContext
+from tmkt_cli.train.tasks import SNNTransferTask
 
 # name: (backbone, T, B, size, classes)
 CASES = {

@@ -4,7 +4,7 @@ and noisy): what ``train.threads``' default rests on.
     .venv/bin/python bench/bench_threads.py                     # digits tmkt step, 1 and 2
     .venv/bin/python bench/bench_threads.py --threads 1 2 4 --seconds 60
 
-The step is the engine's own (``tmkt_cli.engine.train_one_step``: forward, backward, the
+The step is the engine's own (``tmkt_cli.train.engine.train_one_step``: forward, backward, the
 non-finite check, fused AdamW) on the digits recipe's tmkt method and shapes, synthetic data.
 Reports the median and fastest step per thread count and the machine's load average.
 """
@@ -28,7 +28,7 @@ def main() -> None:
     from gpu_check import build_task, synthetic_batch
 
     from tmkt_cli.config import load_recipe
-    from tmkt_cli.engine import timing_fit, train_one_step
+    from tmkt_cli.train.engine import timing_fit, train_one_step
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])

@@ -15,7 +15,7 @@ installed with --no-deps from wheels), and prints one Markdown report on stdout:
    then the training loader reading batches of 120 from the HDF5 store, in samples per second,
    beside the step's own rate: a loader slower than the step starves the GPU.
 
-The step is the task code the engine runs (tmkt_cli.tasks.SNNTransferTask) plus the optimizer
+The step is the task code the engine runs (tmkt_cli.train.tasks.SNNTransferTask) plus the optimizer
 step, timed with the device synchronised, after warm-up steps. `--dry` swaps in the digits
 recipes at batch 4 and a tree of about a hundred tiny recordings, so the whole script runs on
 the CPU in seconds; its figures mean nothing there.
@@ -47,7 +47,7 @@ def build_task(recipe, classes: int, size: int, time_steps: int, device: torch.d
     from tmkt_cli.models import build_snn
     from tmkt_cli.models.ann import build_ann
     from tmkt_cli.stages.distill import ckd_method
-    from tmkt_cli.tasks import SNNTransferTask, Teacher
+    from tmkt_cli.train.tasks import SNNTransferTask, Teacher
 
     model = build_snn(recipe.model, classes, size, time_steps).to(device)
     if ckd:
@@ -77,7 +77,7 @@ def time_steps_of(task, batch, amp: str, device: torch.device, steps: int, warmu
     import dataclasses
 
     from tmkt_cli.config import TrainConfig
-    from tmkt_cli.engine import timing_fit, train_one_step
+    from tmkt_cli.train.engine import timing_fit, train_one_step
 
     total = warmup + steps
     cfg = dataclasses.replace(TrainConfig(), amp=amp, device=str(device), lr=1e-4,
@@ -142,7 +142,7 @@ def loader_section(dry: bool, workers: int, step_rate: float) -> str:
     from tmkt_cli.config import load_recipe
     from tmkt_cli.data.loaders import EventDataset
     from tmkt_cli.data.sampling import KeyedBatchSampler
-    from tmkt_cli.engine import make_loader
+    from tmkt_cli.train.engine import make_loader
 
     scale, events = (0.002, 2_000) if dry else (0.06, 100_000)
     with tempfile.TemporaryDirectory() as tmp:

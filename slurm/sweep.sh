@@ -92,7 +92,7 @@ if [ "$EVALS" != - ]; then
   echo "eval     job $ev (task N evaluates training task N: $EVALS)"
   last=$last:$ev
 fi
-# Every folder under RUNS but logs/, report/ and teacher/ (tmkt_cli/sweep.py's NOT_RUNS), as
+# Every folder under RUNS but logs/, report/ and teacher/ (tmkt_cli/stages/sweep.py's NOT_RUNS), as
 # the local sweep's report; listed when the report job runs, after every task.
 # RUNS and VENV are quoted for the job's shell: a folder name is never run as code.
 roots="\$(find $(quote "$RUNS") -mindepth 1 -maxdepth 1 -type d ! -name logs ! -name report"

@@ -10,9 +10,9 @@ import textwrap
 
 import pytest
 
-from tmkt_cli import artifacts
-from tmkt_cli.artifacts import open_stage, read_upstream
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs import artifacts
+from tmkt_cli.runs.artifacts import open_stage, read_upstream
 
 
 def start(folder, cfg=None, inputs=None, **kw):
@@ -60,7 +60,7 @@ def test_sigkill_between_temp_and_rename_leaves_no_visible_file(tmp_path):
     target = tmp_path / "result.json"
     code = textwrap.dedent(f"""
         import os, signal
-        from tmkt_cli import artifacts
+        from tmkt_cli.runs import artifacts
         with artifacts.atomic_path({str(target)!r}) as tmp:
             tmp.write_text("{{}}")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -135,7 +135,7 @@ def test_second_process_is_locked_out(tmp_path):
     folder = tmp_path / "run"
     run = start(folder)
     code = textwrap.dedent(f"""
-        from tmkt_cli.artifacts import open_stage
+        from tmkt_cli.runs.artifacts import open_stage
         from tmkt_cli.errors import TmktError
         try:
             open_stage({str(folder)!r}, "train-tmkt", "", {{"a": 1}}, "h", {{}})

@@ -29,9 +29,9 @@ from PIL import Image
 from support import event_writers as writers
 from typer.testing import CliRunner
 
-from tmkt_cli.artifacts import file_hash, read_manifest, write_json
 from tmkt_cli.cli import app
 from tmkt_cli.data import formats as ev
+from tmkt_cli.runs.artifacts import file_hash, read_manifest, write_json
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_eval import (  # noqa: E402
@@ -310,8 +310,8 @@ def eval_world(name: str, *overrides: str, stage: str = "eval",
 
 
 def other_class_count(world: Path, name: str) -> None:
-    from tmkt_cli.checkpoints import snn_model_info
     from tmkt_cli.models import build_snn
+    from tmkt_cli.runs.checkpoints import snn_model_info
 
     recipe = toy_recipe(world, name)
     classes = [f"c{i}" for i in range(5)]

@@ -1,4 +1,4 @@
-"""tmkt_cli/benchmark.py: run folders -> runs.csv and curves.csv, the benchmark's tables and
+"""tmkt_cli/results/benchmark.py: run folders -> runs.csv and curves.csv, the benchmark's tables and
 figures from runs.csv (`tmkt report --table`), and the generated blocks of the docs
 (`--docs`, `--check-docs`). Run folders and CSVs are small fakes written here, in the layout
 and record format the engine writes (the grid itself takes hours)."""
@@ -19,9 +19,9 @@ from rich.console import Console
 from support.scripts import load_script
 from typer.testing import CliRunner
 
-from tmkt_cli import benchmark
 from tmkt_cli.analysis import style
 from tmkt_cli.cli import app
+from tmkt_cli.results import benchmark, report
 
 ROOT = Path(__file__).resolve().parents[1]
 T_975_1, T_975_2, T_975_5 = 12.706205, 4.302653, 2.570582  # Student t quantiles, 1/2/5 df
@@ -101,7 +101,7 @@ def grid(tmp_path) -> Path:
 
 
 def test_one_row_per_finished_run_with_each_head_from_the_last_eval(grid):
-    rows, curves, skipped = benchmark.rows_from_run_folders([grid])
+    rows, curves, skipped = report.rows_from_run_folders([grid])
     assert list(rows[0])[:len(benchmark.COLUMNS)] == list(benchmark.COLUMNS)
     by_run = {r["run"]: r for r in rows}
     assert sorted(by_run) == [
@@ -561,7 +561,7 @@ def test_committed_docs_match_the_committed_table():
 
 
 def test_benchmark_imports_no_torch():
-    code = "import sys, tmkt_cli.benchmark; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, tmkt_cli.results.benchmark; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -599,7 +599,7 @@ def test_fidelity_table(tmp_path):
 def test_findings_and_bootstrap_blocks(tmp_path):
     """findings: the comparisons in words that follow their intervals; bootstrap: the same
     comparisons over test recordings, from the predictions beside runs.csv."""
-    from tmkt_cli import predictions
+    from tmkt_cli.results import predictions
 
     rows = []
     for seed in (1, 2, 3):

@@ -20,8 +20,8 @@ from tmkt_cli.analysis.cam import (
     resize_maps,
     spike_activation_maps,
 )
-from tmkt_cli.artifacts import read_manifest
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import read_manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_eval import (  # noqa: E402

@@ -11,10 +11,10 @@ import torch
 from test_eval import CLASSES, SIZE, T, make_prepared_dataset, toy_recipe_file
 from typer.testing import CliRunner
 
-from tmkt_cli import checkpoints
-from tmkt_cli.artifacts import read_manifest
 from tmkt_cli.cli import app
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs import checkpoints
+from tmkt_cli.runs.artifacts import read_manifest
 
 STEPS = ["--set", "train.epochs=0", "--set", "train.max_steps=3", "--set",
          "train.batch_size=4", "--set", "train.warmup_steps=1", "--set", "train.device=cpu",
@@ -48,7 +48,7 @@ def test_load_model_from_outside_a_run(trained, tmp_path):
     """A fresh interpreter in another folder: no recipe, no prepared dataset, just the file."""
     code = f"""
 import torch
-from tmkt_cli.checkpoints import load_model
+from tmkt_cli.runs.checkpoints import load_model
 for source in ({str(trained)!r}, {str(trained / 'best.pt')!r}):
     model = load_model(source)
     assert not model.training

@@ -85,12 +85,12 @@ def test_dry_run_prints_resolved_recipe_and_plan(tmp_path):
     out = res.output
     assert "name: digits-kt" in out and "epochs: 3" in out
     assert "sliding_replacement: true" in out  # kt's resolved default
-    # a --set variant of the recipe gets its own folder (tmkt_cli/variants.py)
+    # a --set variant of the recipe gets its own folder (tmkt_cli/config/variants.py)
     assert "variant: train.epochs-3" in out
     assert "stage:   train-tmkt" in out and \
         f"{tmp_path}/runs/digits-kt/train.epochs-3/seed42/train-tmkt" in out
     assert "not ready" in out  # the dataset has not been prepared
-    # the training memory estimate (tmkt_cli/memory.py), for both precisions
+    # the training memory estimate (tmkt_cli/train/memory.py), for both precisions
     assert "memory:  training step at batch 64" in out
     assert "  fp32: " in out and "  bf16: " in out and "x 2 stream(s)" in out
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing

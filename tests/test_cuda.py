@@ -13,11 +13,11 @@ import torch
 from spikingjelly.activation_based import functional, neuron
 
 from tmkt_cli.config import MethodConfig, ModelConfig, resolve_method
-from tmkt_cli.engine import StepContext
 from tmkt_cli.models import build_snn
 from tmkt_cli.models.neurons import FusedLIFNode, make_surrogate
-from tmkt_cli.runtime import autocast
-from tmkt_cli.tasks import SNNTransferTask
+from tmkt_cli.train.engine import StepContext
+from tmkt_cli.train.runtime import autocast
+from tmkt_cli.train.tasks import SNNTransferTask
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -118,7 +118,7 @@ def test_ddp_over_nccl_in_one_process():
     gives the gradients of the plain step."""
     import torch.distributed as dist
 
-    from tmkt_cli.engine import _StepModule
+    from tmkt_cli.train.engine import _StepModule
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     dist.init_process_group("nccl", rank=0, world_size=1)
@@ -146,7 +146,7 @@ def test_training_steps_between_log_points_never_sync_with_the_host(method):
     import dataclasses
 
     from tmkt_cli.config import TrainConfig
-    from tmkt_cli.engine import read_values, timing_fit, train_one_step
+    from tmkt_cli.train.engine import read_values, timing_fit, train_one_step
 
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="digitsnet")
@@ -169,7 +169,7 @@ def test_training_steps_between_log_points_never_sync_with_the_host(method):
 def test_non_finite_step_is_skipped_on_the_gpu():
     """A NaN loss on CUDA: the fused optimizer leaves the weights as they were."""
     from tmkt_cli.config import TrainConfig
-    from tmkt_cli.engine import NonFiniteGuard, build_optimization
+    from tmkt_cli.train.engine import NonFiniteGuard, build_optimization
 
     model = torch.nn.Linear(3, 2).to(DEVICE)
     opt = build_optimization(model, TrainConfig(), 4, 0, DEVICE)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tmkt_cli.cli import app
 from tmkt_cli.data import sources
-from tmkt_cli.datasets_overview import overview
+from tmkt_cli.stages.datasets import overview
 
 
 def test_every_registered_dataset_is_listed_with_its_layout():

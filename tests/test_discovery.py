@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tmkt_cli import __version__
-from tmkt_cli.catalog import resolve_recipe, shipped_recipes, shipped_recipes_dir
 from tmkt_cli.cli import app
+from tmkt_cli.config.catalog import resolve_recipe, shipped_recipes, shipped_recipes_dir
 from tmkt_cli.errors import TmktError
 
 REPO = Path(__file__).resolve().parent.parent

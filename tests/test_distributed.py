@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmkt_cli import engine
-from tmkt_cli.artifacts import read_manifest
+from tmkt_cli.runs.artifacts import read_manifest
+from tmkt_cli.train import engine
 
 TOY = Path(__file__).parent / "toy.py"
 
@@ -83,7 +83,7 @@ def test_ranks_leave_the_process_group_before_the_interpreter_finalises(tmp_path
 
 
 def test_srun_tasks_become_ranks_but_a_batch_script_does_not():
-    from tmkt_cli.runtime import _adopt_slurm_tasks
+    from tmkt_cli.train.runtime import _adopt_slurm_tasks
 
     task = {"SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "SLURM_PROCID": "3",
             "SLURM_LOCALID": "1", "SLURM_JOB_ID": "20007", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.5"}
@@ -109,8 +109,8 @@ def test_a_stage_returns_only_when_every_rank_has_finished_it(tmp_path, monkeypa
 
     from tmkt_cli.config import load_recipe
     from tmkt_cli.errors import TmktError
-    from tmkt_cli.runtime import DIST
     from tmkt_cli.stages.common import execute
+    from tmkt_cli.train.runtime import DIST
 
     calls = []
     monkeypatch.setattr(DIST, "barrier", lambda: calls.append("barrier"))
@@ -187,7 +187,7 @@ def test_a_rank_started_alone_fails_at_the_rendezvous_within_its_timeout(tmp_pat
     """``SLURM_STEP_ID=0 SLURM_NTASKS=2`` with one process started: it used to wait 30 minutes
     in silence for a peer that never comes; it now says what to check within the rendezvous
     timeout (TMKT_RENDEZVOUS_TIMEOUT, 3 s here; 45 s by default, under a minute)."""
-    from tmkt_cli.runtime import RENDEZVOUS_TIMEOUT_S
+    from tmkt_cli.train.runtime import RENDEZVOUS_TIMEOUT_S
 
     assert RENDEZVOUS_TIMEOUT_S <= 50  # with start-up, a lone rank fails within a minute
     env = {k: v for k, v in ENV.items() if k not in ("WORLD_SIZE", "RANK", "MASTER_ADDR")}

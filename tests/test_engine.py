@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from tmkt_cli import engine
-from tmkt_cli.artifacts import read_manifest
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import read_manifest
+from tmkt_cli.train import engine
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toy  # noqa: E402
@@ -127,7 +127,7 @@ def test_guard_skips_the_update_on_the_device():
 
 
 def test_num_workers_auto():
-    from tmkt_cli.runtime import resolve_workers
+    from tmkt_cli.train.runtime import resolve_workers
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert resolve_workers("auto", cpu, cpus=16) == 0
@@ -232,8 +232,8 @@ def test_speed_switches_train_on_cpu(tmp_path, switch):
     """Each speed switch runs a few real steps on the CPU and gives finite weights."""
     from rich.console import Console
 
-    from tmkt_cli.artifacts import open_stage
     from tmkt_cli.config import load_recipe
+    from tmkt_cli.runs.artifacts import open_stage
 
     recipe = load_recipe(None, [switch, "train.max_steps=3", "train.batch_size=16",
                                 "train.device=cpu", "train.warmup_epochs=0"])
@@ -269,8 +269,8 @@ def test_fixed_step_budget_and_eval_every_steps(tmp_path):
     every eval_every_steps and at the end."""
     from rich.console import Console
 
-    from tmkt_cli.artifacts import open_stage
     from tmkt_cli.config import TrainConfig
+    from tmkt_cli.runs.artifacts import open_stage
 
     cfg = TrainConfig(epochs=0, max_steps=10, eval_every_steps=4, batch_size=16, lr=0.05,
                       lr_scaling=False, warmup_epochs=0, device="cpu", log_every_steps=1)
@@ -340,8 +340,8 @@ def test_no_plain_progress_lines_on_a_terminal(tmp_path):
     """A terminal has the bar; the records are written all the same."""
     from rich.console import Console
 
-    from tmkt_cli.artifacts import open_stage
     from tmkt_cli.config import TrainConfig
+    from tmkt_cli.runs.artifacts import open_stage
 
     console = Console(force_terminal=True, record=True, width=120)
     cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05, lr_scaling=False, device="cpu",
@@ -358,7 +358,7 @@ def test_no_plain_progress_lines_on_a_terminal(tmp_path):
 
 
 def test_heartbeat_every_percent_or_every_s_whichever_comes_later():
-    from tmkt_cli.progress import Heartbeat, clock_time
+    from tmkt_cli.train.progress import Heartbeat, clock_time
 
     now = [0.0]
     beat = Heartbeat(1000, 0, 30.0, clock=lambda: now[0])

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from tmkt_cli import engine
 from tmkt_cli.analysis import metrics
 from tmkt_cli.analysis.energy import (
     ActivityMonitor,
@@ -25,9 +24,10 @@ from tmkt_cli.analysis.energy import (
     energy_estimate,
     linear_synaptic_ops,
 )
-from tmkt_cli.artifacts import open_stage, read_manifest
 from tmkt_cli.config import Recipe, config_hash, dump_yaml, load_recipe, stage_config
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import open_stage, read_manifest
+from tmkt_cli.train import engine
 
 CLASSES = ["zero", "one", "two"]
 T, SIZE = 4, 16
@@ -90,8 +90,8 @@ def fake_training_run(recipe: Recipe, stage: str = "train-tmkt", *, model_info: 
                       final: dict | None = None, torch_seed: int = 0) -> Path:
     """A finished training run folder (as the engine leaves it) holding an untrained network:
     last.pt, best.pt, metrics.jsonl and a complete manifest."""
-    from tmkt_cli.checkpoints import ann_model_info, snn_model_info
     from tmkt_cli.models import build_ann, build_snn
+    from tmkt_cli.runs.checkpoints import ann_model_info, snn_model_info
     from tmkt_cli.stages.shared import dataset_input
 
     torch.manual_seed(torch_seed)
@@ -353,7 +353,7 @@ def test_conv_synaptic_ops_match_brute_force(stride, padding, dilation, groups):
 # --------------------------------------------------------------------------------------------
 
 def test_checkpoint_mismatches_name_what_differs():
-    from tmkt_cli.checkpoints import checkpoint_mismatches
+    from tmkt_cli.runs.checkpoints import checkpoint_mismatches
 
     expected = {"kind": "snn", "backbone": "digitsnet",
                 "model": {"backbone": "digitsnet", "tau": 2.0}, "classes": CLASSES,
@@ -376,10 +376,10 @@ def test_checkpoint_mismatches_name_what_differs():
 
 @pytest.mark.parametrize("case", ["backbone", "classes"])
 def test_mismatched_checkpoint_is_one_line_error(tmp_path, case):
-    from tmkt_cli.checkpoints import snn_model_info
     from tmkt_cli.cli import app
     from tmkt_cli.config import ModelConfig
     from tmkt_cli.models import build_snn
+    from tmkt_cli.runs.checkpoints import snn_model_info
 
     make_prepared_dataset(tmp_path / "prepared")
     recipe = toy_recipe(tmp_path, "toy-mismatch")
@@ -564,7 +564,7 @@ def test_eval_of_a_run_folder_or_a_checkpoint_file(tmp_path):
 def test_progress_bar_on_a_terminal_only():
     from rich.console import Console
 
-    from tmkt_cli.progress import track
+    from tmkt_cli.train.progress import track
 
     terminal = Console(force_terminal=True, record=True, width=80)
     assert list(track(range(5), 5, terminal, "eval: test split")) == list(range(5))

@@ -19,13 +19,13 @@ from support import event_writers as writers
 from test_eval import CLASSES, SIZE, T, make_prepared_dataset, toy_recipe_file
 from typer.testing import CliRunner
 
-from tmkt_cli.checkpoints import load_checkpoint, load_model
 from tmkt_cli.cli import app
 from tmkt_cli.config import ModelConfig
 from tmkt_cli.data.formats import make_events
 from tmkt_cli.data.store import open_dataset
 from tmkt_cli.models import build_snn
 from tmkt_cli.models.plain import PlainLIF, plain_network
+from tmkt_cli.runs.checkpoints import load_checkpoint, load_model
 
 STEPS = ["--set", "train.epochs=0", "--set", "train.max_steps=6", "--set",
          "train.batch_size=4", "--set", "train.warmup_steps=1", "--set", "train.device=cpu",

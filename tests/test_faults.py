@@ -41,9 +41,9 @@ import pytest
 import torch
 import yaml
 
-from tmkt_cli import engine
-from tmkt_cli.artifacts import TMP_MARK, file_hash, read_manifest
 from tmkt_cli.data.store import FILENAME, PARTIAL_SUFFIX, iter_arrays, open_dataset
+from tmkt_cli.runs.artifacts import TMP_MARK, file_hash, read_manifest
+from tmkt_cli.train import engine
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_eval import make_prepared_dataset  # noqa: E402
@@ -804,8 +804,8 @@ def test_disk_full_messages_cover_quota_and_wrapped_errors(tmp_path):
     """The detection under both: an OSError inside torch's RuntimeError, HDF5's text, EDQUOT."""
     import errno
 
-    from tmkt_cli.artifacts import atomic_path, disk_full
-    from tmkt_cli.errors import TmktError
+    from tmkt_cli.errors import TmktError, disk_full
+    from tmkt_cli.runs.artifacts import atomic_path
 
     wrapped = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576")
     wrapped.__context__ = OSError(errno.ENOSPC, "No space left on device")

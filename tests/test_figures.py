@@ -23,8 +23,8 @@ from matplotlib.colors import to_hex
 from rich.console import Console
 from test_benchmark import fake_run, fixture_rows
 
-from tmkt_cli import benchmark, report
 from tmkt_cli.analysis import plotting, style
+from tmkt_cli.results import benchmark, report
 
 SEEDS = (1, 2, 3)
 

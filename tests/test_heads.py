@@ -12,15 +12,15 @@ import torch
 from test_eval import CLASSES, SIZE, T, make_prepared_dataset, toy_recipe_file
 from typer.testing import CliRunner
 
-from tmkt_cli.artifacts import read_manifest
-from tmkt_cli.checkpoints import load_model
 from tmkt_cli.cli import app
 from tmkt_cli.config import ModelConfig
-from tmkt_cli.engine import StepContext, evaluate_classifier
 from tmkt_cli.models import build_snn
 from tmkt_cli.models.snn import ResidualHead
-from tmkt_cli.runlog import read_metrics
-from tmkt_cli.tasks import SNNTransferTask
+from tmkt_cli.runs.artifacts import read_manifest
+from tmkt_cli.runs.checkpoints import load_model
+from tmkt_cli.runs.runlog import read_metrics
+from tmkt_cli.train.engine import StepContext, evaluate_classifier
+from tmkt_cli.train.tasks import SNNTransferTask
 
 STEPS = ["--set", "train.epochs=0", "--set", "train.max_steps=4", "--set",
          "train.batch_size=4", "--set", "train.warmup_steps=1", "--set", "train.device=cpu",
@@ -266,7 +266,7 @@ def test_static_only_trains_on_images_and_tests_on_images(world):
     trained = load_model(folder)
     assert trained.test_head == "static"
     # the event head never trained: static_only touches only the trunk and the static head
-    from tmkt_cli.runtime import seed_everything
+    from tmkt_cli.train.runtime import seed_everything
 
     seed_everything(42)  # the recipe's seed: the initial weights the run started from
     fresh = build_snn(ModelConfig(backbone="digitsnet", test_head="static"), len(CLASSES),

@@ -32,9 +32,9 @@ import torch
 from test_eval import make_prepared_dataset
 from typer.testing import CliRunner
 
-from tmkt_cli import engine
-from tmkt_cli.artifacts import read_manifest, verify_outputs
 from tmkt_cli.cli import app
+from tmkt_cli.runs.artifacts import read_manifest, verify_outputs
+from tmkt_cli.train import engine
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -328,7 +328,7 @@ def test_deleted_eval_json_is_written_again(world, tmp_path):
 
 def test_verify_rehashes_large_outputs(world, tmp_path, monkeypatch):
     """Above SMALL_FILE_BYTES only the size is checked, unless --verify."""
-    from tmkt_cli import artifacts
+    from tmkt_cli.runs import artifacts
 
     folder, args = copy_of(world, "train-tmkt", tmp_path)
     data = bytearray((folder / engine.LAST).read_bytes())

@@ -1,4 +1,4 @@
-"""The training-memory estimate (tmkt_cli/memory.py) against a measurement on the CPU."""
+"""The training-memory estimate (tmkt_cli/train/memory.py) against a measurement on the CPU."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 import sys
 import textwrap
 
-from tmkt_cli import memory
 from tmkt_cli.config import ModelConfig
+from tmkt_cli.train import memory
 
 # A fresh process builds a network, then measures how much its resident memory grows while a
 # forward pass at batch 32 holds its graph (what autograd keeps for backward, plus the output).

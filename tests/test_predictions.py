@@ -1,11 +1,11 @@
 """Per-recording predictions gathered beside runs.csv, and the bootstrap over source images
-(tmkt_cli/predictions.py)."""
+(tmkt_cli/results/predictions.py)."""
 
 import numpy as np
 import pytest
 
-from tmkt_cli import predictions
 from tmkt_cli.errors import TmktError
+from tmkt_cli.results import predictions
 
 
 def eval_folder(base, run, pred_event, pred_static=None, labels=(0, 1, 1, 0),

@@ -394,8 +394,8 @@ def reference_timm_lr(epoch, base, kind, epochs, warmup=5, warmup_lr=1e-6, min_l
                                           ("recipes/cepdvs/kt.yaml", "cosine"),
                                           ("recipes/nomniglot/kt.yaml", "step")])
 def test_learning_rate_schedule_matches_timm_with_kts_arguments(recipe, kind):
-    from tmkt_cli.engine import lr_for
     from tmkt_cli.methods.optim import lr_factor
+    from tmkt_cli.train.engine import lr_for
 
     cfg = load_recipe(recipe).train
     base = lr_for(cfg)
@@ -540,8 +540,8 @@ def reference_kt_loss(logits_rgb, logits_dvs, feat_rgb, feat_dvs, y, coefficient
 
 
 def test_kt_total_loss_and_gradients_of_one_step():
-    from tmkt_cli.engine import StepContext
-    from tmkt_cli.tasks import SNNTransferTask
+    from tmkt_cli.train.engine import StepContext
+    from tmkt_cli.train.tasks import SNNTransferTask
 
     recipe = load_recipe("recipes/ncaltech101/kt.yaml")
     assert recipe.method.str_weights and recipe.method.tet and recipe.method.da_weight == 0.5
@@ -588,10 +588,10 @@ def test_colour_teacher_trains_and_distils_on_rgb(tmp_path):
     from test_eval import make_prepared_dataset, toy_recipe_file
     from typer.testing import CliRunner
 
-    from tmkt_cli.artifacts import read_manifest
-    from tmkt_cli.checkpoints import load_checkpoint
     from tmkt_cli.cli import app
     from tmkt_cli.data.loaders import EventDataset, ImageDataset
+    from tmkt_cli.runs.artifacts import read_manifest
+    from tmkt_cli.runs.checkpoints import load_checkpoint
 
     make_prepared_dataset(tmp_path / "prepared", n_train=8, n_test=4)
     recipe = toy_recipe_file(tmp_path, "toy-rgb")

@@ -16,11 +16,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tmkt_cli import engine, memory, safe_yaml
-from tmkt_cli.artifacts import verify_outputs, write_json
 from tmkt_cli.cli import app
+from tmkt_cli.config import safe_yaml
 from tmkt_cli.data import archives, validate
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import verify_outputs, write_json
+from tmkt_cli.train import engine, memory
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toy  # noqa: E402
@@ -170,7 +171,7 @@ def test_event_checks():
 # --------------------------------------------------------------------------------------------
 
 def test_verify_outputs_names_each_problem(tmp_path):
-    from tmkt_cli.artifacts import file_hash
+    from tmkt_cli.runs.artifacts import file_hash
 
     (tmp_path / "a.bin").write_bytes(b"12345")
     (tmp_path / "b.bin").write_bytes(b"abcde")
@@ -188,7 +189,7 @@ def test_verify_outputs_names_each_problem(tmp_path):
 
 
 def test_complete_refuses_a_missing_output(tmp_path):
-    from tmkt_cli.artifacts import open_stage
+    from tmkt_cli.runs.artifacts import open_stage
 
     run = open_stage(tmp_path / "run", "train-tmkt", "x: 1\n", {"x": 1}, "h")
     with run:

@@ -15,10 +15,11 @@ from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
 
-from tmkt_cli import landscape, report
 from tmkt_cli.analysis.landscape import filter_normalized_direction, loss_landscape
-from tmkt_cli.artifacts import open_stage
 from tmkt_cli.errors import TmktError
+from tmkt_cli.results import report
+from tmkt_cli.runs.artifacts import open_stage
+from tmkt_cli.stages import landscape
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_eval import (  # noqa: E402
@@ -331,6 +332,6 @@ def test_report_imports_no_torch():
     """The report reads run folders; running networks (landscapes) is another command."""
     import subprocess
 
-    code = ("import sys, tmkt_cli.report; "
+    code = ("import sys, tmkt_cli.results.report; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -32,10 +32,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tmkt_cli.artifacts import read_manifest
-from tmkt_cli.checkpoints import LAST, load_checkpoint
 from tmkt_cli.data.store import FILENAME, PARTIAL_SUFFIX, open_dataset
-from tmkt_cli.runlog import read_metrics
+from tmkt_cli.runs.artifacts import read_manifest
+from tmkt_cli.runs.checkpoints import LAST, load_checkpoint
+from tmkt_cli.runs.runlog import read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import ClusterUnavailable, SlurmCluster, free_port  # noqa: E402
@@ -439,7 +439,7 @@ def sweep_run(world: World, runs: Path, method: str) -> Path:
 @pytest.mark.slurm
 def test_srun_two_tasks_train_like_one_process(world):
     """Two srun tasks become two torch.distributed ranks (gloo) from SLURM's variables alone
-    (tmkt_cli/runtime.py). The toy network has no BatchNorm: the averaged gradient of two
+    (tmkt_cli/train/runtime.py). The toy network has no BatchNorm: the averaged gradient of two
     halves is the global batch's, so the weights agree with one process up to float32
     summation order (1e-6; BatchNorm would normalise each half with its own statistics)."""
     env = {**world.env, "PYTHONPATH": f"{REPO}{os.pathsep}{TOY.parent}"}

@@ -1,7 +1,7 @@
-"""The demo's closing table and paragraph (tmkt_cli/summary.py): every sentence follows from
+"""The demo's closing table and paragraph (tmkt_cli/results/summary.py): every sentence follows from
 the numbers in the table."""
 
-from tmkt_cli import summary
+from tmkt_cli.results import summary
 
 
 def row(method, heads, seed, chosen, event=None, static=None, head="event",

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tmkt_cli import sweep
-from tmkt_cli.artifacts import read_manifest
 from tmkt_cli.cli import app
+from tmkt_cli.runs.artifacts import read_manifest
+from tmkt_cli.stages import sweep
 
 runner = CliRunner()
 CLASSES, IMAGES = 3, 10

@@ -10,11 +10,11 @@ import torch
 from test_eval import CLASSES, SIZE, T, make_prepared_dataset, toy_recipe_file
 from typer.testing import CliRunner
 
-from tmkt_cli import engine
-from tmkt_cli.artifacts import read_manifest
 from tmkt_cli.cli import app
 from tmkt_cli.config import load_recipe
+from tmkt_cli.runs.artifacts import read_manifest
 from tmkt_cli.stages.train_tmkt import equal_compute_train_config
+from tmkt_cli.train import engine
 
 STEPS = ["--set", "train.epochs=0", "--set", "train.max_steps=4", "--set",
          "train.batch_size=4", "--set", "train.warmup_steps=1", "--set", "train.device=cpu",
@@ -62,7 +62,7 @@ def test_every_method_trains_end_to_end(world, method, expected_logs):
 
 def test_finetune_switches_from_static_to_events(world, monkeypatch):
     """Phase 1 feeds the static partner, phase 2 the events (checked on what the net sees)."""
-    from tmkt_cli import tasks
+    from tmkt_cli.train import tasks
 
     seen = []
     original = tasks.SNNTransferTask._forward
@@ -161,9 +161,9 @@ def test_pretrain_then_distill(world):
 
 def test_teacher_is_frozen_during_a_step(world):
     from tmkt_cli.config import MethodConfig
-    from tmkt_cli.engine import StepContext
     from tmkt_cli.models import build_ann, build_snn
-    from tmkt_cli.tasks import SNNTransferTask, Teacher
+    from tmkt_cli.train.engine import StepContext
+    from tmkt_cli.train.tasks import SNNTransferTask, Teacher
 
     r = load_recipe(None, ["model.backbone=digitsnet"])
     teacher = build_ann("digitsnet", len(CLASSES), SIZE)
@@ -187,7 +187,7 @@ def test_distill_refuses_a_bad_teacher(world, case):
     recipe = toy_recipe_file(world, f"toy-bad-{case}")
     folder = world / "runs" / f"toy-bad-{case}" / "seed42" / "pretrain-ann"
     if case == "incomplete":
-        from tmkt_cli.artifacts import open_stage
+        from tmkt_cli.runs.artifacts import open_stage
         run = open_stage(folder, "pretrain-ann", "", {}, "h", {})
         run.start()
         run.release()

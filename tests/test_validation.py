@@ -9,9 +9,9 @@ import pytest
 from test_eval import make_prepared_dataset, toy_recipe_file
 from typer.testing import CliRunner
 
-from tmkt_cli.artifacts import read_manifest
 from tmkt_cli.cli import app
 from tmkt_cli.data.loaders import held_out_images, validation_split
+from tmkt_cli.runs.artifacts import read_manifest
 
 runner = CliRunner()
 
@@ -69,7 +69,7 @@ def test_best_is_chosen_on_validation_and_each_figure_is_labelled(world):
     # the report prints all three, and its eval columns stay those of the last checkpoint
     from rich.console import Console
 
-    from tmkt_cli import report
+    from tmkt_cli.results import report
     out = world / "report"
     report.make_report([world / "runs" / "toy-val"], out, Console(width=250))
     summary = json.loads((out / "summary.json").read_text())

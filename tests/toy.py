@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from tmkt_cli import engine
-from tmkt_cli.artifacts import open_stage
 from tmkt_cli.config import TrainConfig
-from tmkt_cli.engine import evaluate_classifier
+from tmkt_cli.runs.artifacts import open_stage
+from tmkt_cli.train import engine
+from tmkt_cli.train.engine import evaluate_classifier
 
 
 class KeyedBlobs(torch.utils.data.Dataset):

@@ -135,8 +135,8 @@ def _resume_value(resume: str) -> Literal["auto", "never"]:
 def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[str] | None,
                force: bool, resume: str, dry_run: bool, base_raw: dict | None = None,
                verify: bool = False) -> None:
-    from tmkt_cli.catalog import resolve_recipe
     from tmkt_cli.config import load_recipe
+    from tmkt_cli.config.catalog import resolve_recipe
     from tmkt_cli.stages.common import execute
 
     recipe_path = resolve_recipe(recipe_arg) if recipe_arg is not None else None
@@ -188,8 +188,8 @@ def prepare(
 def _prepare_target(target: str) -> tuple[str | None, dict | None]:
     """``prepare``'s argument: a recipe (file or shipped name), or a dataset name, which starts
     from its shipped recipes' ``prepare`` section where there is one."""
-    from tmkt_cli.catalog import dataset_base_recipe, resolve_recipe
     from tmkt_cli.config import load_raw_recipe
+    from tmkt_cli.config.catalog import dataset_base_recipe, resolve_recipe
 
     if target.endswith((".yaml", ".yml")) or "/" in target or Path(target).is_file():
         return str(resolve_recipe(target)), None
@@ -236,7 +236,7 @@ def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
     also be a training run folder or a checkpoint in one (`tmkt eval runs/x/seed42/train-tmkt`,
     `.../best.pt`): the evaluation is written beside the run, one folder per checkpoint."""
     def body():
-        from tmkt_cli.run_target import eval_target, is_run_target
+        from tmkt_cli.runs.run_target import eval_target, is_run_target
 
         if is_run_target(recipe):
             base, overrides = eval_target(recipe)
@@ -301,12 +301,12 @@ def report(
             return _report_from_table(table, list(runs or []), out, docs, check_docs)
         if not runs:
             raise TmktError("tmkt report: give run folders (RUNS), or --table PATH/runs.csv")
-        from tmkt_cli.report import make_report
+        from tmkt_cli.results.report import make_report
         figures, grids = {}, []
         if landscape:
             ui.print("[yellow]note:[/yellow] `tmkt report --landscape` is deprecated and will "
                      "be removed in the next release; use `tmkt landscape RUN --out DIR`")
-            from tmkt_cli.landscape import draw_landscapes
+            from tmkt_cli.stages.landscape import draw_landscapes
             figures, grids = draw_landscapes(list(landscape), out, ui)
         make_report(list(runs), out, ui, extra_figures=figures, grids=grids)
     _guarded(body, debug)
@@ -314,7 +314,7 @@ def report(
 
 def _summary(table: Path | None, evidence: Path | None) -> None:
     """tmkt report --table runs.csv --summary: the one-seed story of one setting."""
-    from tmkt_cli import benchmark, summary
+    from tmkt_cli.results import benchmark, summary
 
     if table is None:
         raise TmktError("--summary needs --table PATH/runs.csv (the runs to summarise)")
@@ -339,7 +339,7 @@ def _summary(table: Path | None, evidence: Path | None) -> None:
 def _report_from_table(table: Path | None, files: list[Path], out: Path, docs: bool,
                        check_docs: bool) -> None:
     """tmkt report --table: the benchmark's tables and figures, or its doc blocks."""
-    from tmkt_cli import benchmark
+    from tmkt_cli.results import benchmark
 
     if table is None:
         raise TmktError("--docs and --check-docs need --table PATH/runs.csv (the table the "
@@ -370,7 +370,7 @@ def landscape(
     """Draw the loss landscape around each run's last checkpoint (two filter-normalised
     random directions, Li et al. 2018)."""
     def body():
-        from tmkt_cli.landscape import draw_landscapes
+        from tmkt_cli.stages.landscape import draw_landscapes
         draw_landscapes(list(runs), out, ui, grid=grid, samples=samples)
     _guarded(body, debug)
 
@@ -423,7 +423,7 @@ def predict(
 
 class _SweepCommand(_Command):
     def parse_args(self, ctx, args):
-        from tmkt_cli.sweep import spread_list_options  # --methods a b c, as argparse's
+        from tmkt_cli.stages.sweep import spread_list_options  # --methods a b c, as argparse's
         return super().parse_args(ctx, spread_list_options(args))
 
 
@@ -467,7 +467,7 @@ def sweep(
     second call resumes or says up to date; a failed run is reported and the others go on
     (exit code 1 at the end)."""
     def body():
-        from tmkt_cli import sweep as grid
+        from tmkt_cli.stages import sweep as grid
 
         if jobs < 1:
             raise TmktError(f"--jobs: expected at least 1, got {jobs}")
@@ -497,8 +497,8 @@ def paths(recipe: RecipeArg, set_: SetOpt = None, debug: DebugOpt = False) -> No
     """Print where each stage of a recipe reads and writes (KEY=PATH lines, for Makefiles and
     job scripts)."""
     def body():
-        from tmkt_cli.catalog import resolve_recipe
         from tmkt_cli.config import load_recipe
+        from tmkt_cli.config.catalog import resolve_recipe
         r = load_recipe(resolve_recipe(recipe), set_ or [])
         lines = [f"name={r.name}", f"dataset={r.dataset_dir()}"]
         lines += [f"{stage}={r.stage_dir(stage)}" for stage in
@@ -514,7 +514,7 @@ def paths(recipe: RecipeArg, set_: SetOpt = None, debug: DebugOpt = False) -> No
 def recipe_doc(debug: DebugOpt = False) -> None:
     """Print the reference of every recipe key (type, default, range, help) as Markdown."""
     def body():
-        from tmkt_cli.recipe_doc import render
+        from tmkt_cli.config.recipe_doc import render
         sys.stdout.write(render())
     _guarded(body, debug)
 
@@ -525,7 +525,7 @@ def recipes(debug: DebugOpt = False) -> None:
     def body():
         from rich.table import Table
 
-        from tmkt_cli.catalog import shipped_recipes, shipped_recipes_dir
+        from tmkt_cli.config.catalog import shipped_recipes, shipped_recipes_dir
         found = shipped_recipes()
         if not found:
             raise TmktError("no shipped recipes found beside this installation of tmkt")
@@ -551,7 +551,7 @@ def datasets(
         from rich.markup import escape
         from rich.table import Table
 
-        from tmkt_cli.datasets_overview import overview
+        from tmkt_cli.stages.datasets import overview
         table = Table(title="datasets (docs/datasets.md: sources, citations, layouts)",
                       title_justify="left", show_lines=True)
         for column in ("name", "dataset", "raw folder must hold", "status"):
@@ -568,7 +568,7 @@ def env(debug: DebugOpt = False) -> None:
     """Describe this machine for a bug report: tmkt, Python, torch and its devices, the
     libraries tmkt stands on, threads."""
     def body():
-        from tmkt_cli.environment import describe
+        from tmkt_cli.stages.environment import describe
         sys.stdout.write(describe())
     _guarded(body, debug)
 

@@ -7,6 +7,8 @@ traceback.
 
 from __future__ import annotations
 
+import errno
+
 EXIT_USER_ERROR = 2
 
 
@@ -28,3 +30,21 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message, for one-line errors about a file."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+def disk_full(error: BaseException | None) -> str | None:
+    """"no space left on device" or "disk quota exceeded" when ``error``, or an error it was
+    raised from (torch.save and HDF5 wrap the OSError), is a full disk or quota; else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return DISK_FULL[error.errno]
+        for code, words in DISK_FULL.items():  # HDF5 reports errno only in its message
+            if f"errno = {code}," in str(error):
+                return words
+        error = error.__cause__ or error.__context__
+    return None

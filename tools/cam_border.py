@@ -20,9 +20,9 @@ import torch
 from spikingjelly.activation_based import functional
 
 from tmkt_cli.analysis.cam import capture_output, class_activation_maps, spatial_layers
-from tmkt_cli.checkpoints import load_model
 from tmkt_cli.config import DataConfig
 from tmkt_cli.data.loaders import EventDataset
+from tmkt_cli.runs.checkpoints import load_model
 
 
 def border_mask(size: int, border: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The figures of eval, cam, landscape and report, and the pieces the benchmark's figures
-share with them (:mod:`tmkt_cli.benchmark`).
+share with them (:mod:`tmkt_cli.results.benchmark`).
 
 Every figure follows one style (:mod:`tmkt_cli.analysis.style`): a method's colour and a head
 layout's marker are the same everywhere, text is at least 8 pt in a page column, every mean
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from tmkt_cli.analysis import style
 from tmkt_cli.analysis.stats import Interval, mean_interval
-from tmkt_cli.artifacts import atomic_path
+from tmkt_cli.runs.artifacts import atomic_path
 
 DPI = style.DPI
 

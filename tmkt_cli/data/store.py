@@ -47,8 +47,7 @@ from typing import Any
 import numpy as np
 
 from tmkt_cli import __version__
-from tmkt_cli.artifacts import disk_full
-from tmkt_cli.errors import TmktError, first_line
+from tmkt_cli.errors import TmktError, disk_full, first_line
 
 SCHEMA_VERSION = 1
 TOOL = "tmkt"

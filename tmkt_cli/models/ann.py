@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from tmkt_cli.errors import TmktError
-from tmkt_cli.models import snn
+from tmkt_cli.models.snn import build_trunk, init_weights, relu_factory
 
 # ANN name -> the spiking backbone whose layout it mirrors with ReLU.
 MIRRORED_LAYOUTS = {"vgg": "vggsnn", "digitsnet": "digitsnet", "scnn": "scnn"}
@@ -33,7 +33,7 @@ class TrunkClassifier(nn.Module):
 
     def __init__(self, layout: str, num_classes: int, size: int, in_channels: int = 2):
         super().__init__()
-        self.trunk = snn.build_trunk(layout, snn.relu_factory, size, in_channels)
+        self.trunk = build_trunk(layout, relu_factory, size, in_channels)
         self.fc = nn.Linear(self.trunk.out_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +84,7 @@ class ResNet18(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)
-        snn.init_weights(self)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -23,8 +23,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tmkt_cli.artifacts import StageRun, Upstream, read_upstream, write_bytes
-from tmkt_cli.checkpoints import (
+from tmkt_cli.config import Recipe, read_yaml
+from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import StageRun, Upstream, read_upstream, write_bytes
+from tmkt_cli.runs.checkpoints import (
     SNN_STAGES,
     PreparedFacts,
     TrainedModel,
@@ -32,8 +34,6 @@ from tmkt_cli.checkpoints import (
     load_trained_model,
     read_dataset_facts,
 )
-from tmkt_cli.config import Recipe, read_yaml
-from tmkt_cli.errors import TmktError
 from tmkt_cli.stages.shared import checkpoint_input, dataset_input, source_input
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def automatic_positions(predict, labels: np.ndarray, test, max_classes: int,
     predicted: dict[int, int] = {}
     starts = range(0, rows.size, batch_size)
     if ui is not None:
-        from tmkt_cli.progress import track
+        from tmkt_cli.train.progress import track
 
         starts = track(starts, len(starts), ui, f"{STAGE}: choosing samples")
     for start in starts:
@@ -300,8 +300,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
 
     from tmkt_cli.analysis import plotting
     from tmkt_cli.analysis.cam import event_intensity, integrate_events
-    from tmkt_cli.runtime import select_device
-    from tmkt_cli.tasks import as_sequence
+    from tmkt_cli.train.runtime import select_device
+    from tmkt_cli.train.tasks import as_sequence
 
     cfg = recipe.cam
     source = cam_source(recipe)

@@ -13,9 +13,9 @@ from typing import Literal
 
 from rich.console import Console
 
-from tmkt_cli.artifacts import StageRun, Upstream, open_stage
 from tmkt_cli.config import Recipe, config_hash, dump_yaml, stage_config
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import StageRun, Upstream, open_stage
 
 
 def execute(stage: str, recipe: Recipe, folder: Path,
@@ -38,7 +38,7 @@ def execute(stage: str, recipe: Recipe, folder: Path,
             ups, needs = None, f"(not ready: {e})"
         ui.print(f"[bold]# plan[/bold]\nstage:   {stage}\nfolder:  {folder}\nreads:   {needs}")
         if stage in ("train-tmkt", "distill"):
-            from tmkt_cli import memory
+            from tmkt_cli.train import memory
 
             ui.print(memory.describe_training_memory(
                 memory.training_memory(recipe, stage, classes=_classes(recipe)),
@@ -52,7 +52,7 @@ def execute(stage: str, recipe: Recipe, folder: Path,
                 ui.print(f"action:  refused: {e}")
         return None
 
-    from tmkt_cli.runtime import DIST
+    from tmkt_cli.train.runtime import DIST
 
     DIST.init()
     run = _run_on_every_rank(stage, recipe, folder, inputs, body, ui, cfg, chash,
@@ -69,7 +69,7 @@ def _run_on_every_rank(stage: str, recipe: Recipe, folder: Path,
                        cfg: dict, chash: str, *, force: bool, resume: Literal["auto", "never"],
                        verify: bool) -> StageRun:
     """Rank 0 checks, locks and writes the folder; the other ranks follow its decision."""
-    from tmkt_cli.runtime import DIST
+    from tmkt_cli.train.runtime import DIST
 
     if DIST.enabled and not DIST.is_main:
         outcome = DIST.broadcast(None)
@@ -120,8 +120,8 @@ def _classes(recipe: Recipe) -> int:
 
 def check_fits(stage: str, recipe: Recipe) -> None:
     """Refuse, before anything is read or made, a setting whose data cannot fit in memory
-    (``--size 200000``, ``-T 500000000``): the estimate is analytic (tmkt_cli/memory.py)."""
-    from tmkt_cli import memory
+    (``--size 200000``, ``-T 500000000``): the estimate is analytic (tmkt_cli/train/memory.py)."""
+    from tmkt_cli.train import memory
 
     available = memory.available_memory()
     if available is None:

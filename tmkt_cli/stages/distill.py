@@ -12,9 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
-from tmkt_cli.checkpoints import LAST, check_teacher, load_teacher, read_dataset_facts
 from tmkt_cli.config import MethodConfig, Recipe
+from tmkt_cli.runs.artifacts import StageRun, Upstream, read_upstream
+from tmkt_cli.runs.checkpoints import LAST, check_teacher, load_teacher, read_dataset_facts
 from tmkt_cli.stages.shared import build_training_data, dataset_input, fit_and_record
 
 STAGE = "distill"
@@ -54,8 +54,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from torch import nn
 
     from tmkt_cli.models import build_snn
-    from tmkt_cli.runtime import seed_everything
-    from tmkt_cli.tasks import SNNTransferTask, Teacher
+    from tmkt_cli.train.runtime import seed_everything
+    from tmkt_cli.train.tasks import SNNTransferTask, Teacher
 
     d = recipe.distill
     teacher_path = Path(run.inputs["teacher"]["path"]) / LAST

@@ -22,8 +22,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tmkt_cli.artifacts import StageRun, Upstream, write_json
-from tmkt_cli.checkpoints import (
+from tmkt_cli.config import Recipe, trains_both_heads
+from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import StageRun, Upstream, write_json
+from tmkt_cli.runs.checkpoints import (
     CHECKPOINT_FILES,
     PreparedFacts,
     TrainedModel,
@@ -31,10 +33,8 @@ from tmkt_cli.checkpoints import (
     load_trained_model,
     read_dataset_facts,
 )
-from tmkt_cli.config import Recipe, trains_both_heads
-from tmkt_cli.errors import TmktError
-from tmkt_cli.progress import track
 from tmkt_cli.stages.shared import dataset_input, source_input
+from tmkt_cli.train.progress import track
 
 if TYPE_CHECKING:
     import torch
@@ -141,7 +141,7 @@ def evaluate_snn(model: nn.Module, loader, facts: PreparedFacts, device: torch.d
 
     from tmkt_cli.analysis.energy import ActivityMonitor
     from tmkt_cli.analysis.metrics import ClassificationTally
-    from tmkt_cli.tasks import as_sequence
+    from tmkt_cli.train.tasks import as_sequence
 
     tally = ClassificationTally(len(facts.classes), facts.time_steps)
     heads = model.head_order() if both_heads else [model.test_head]
@@ -205,8 +205,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
 
     from tmkt_cli.analysis import plotting
     from tmkt_cli.analysis.energy import energy_estimate
-    from tmkt_cli.engine import eval_loader
-    from tmkt_cli.runtime import resolve_workers, select_device
+    from tmkt_cli.train.engine import eval_loader
+    from tmkt_cli.train.runtime import resolve_workers, select_device
 
     cfg = recipe.eval
     trained, facts, h5 = load_source_model(recipe, run, cfg.source, cfg.checkpoint,
@@ -215,7 +215,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     model = trained.model.to(device)
     if trained.kind == "snn":
         from tmkt_cli.data.loaders import EventDataset
-        from tmkt_cli.tasks import as_sequence
+        from tmkt_cli.train.tasks import as_sequence
 
         test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
                             with_static=False)
@@ -303,8 +303,8 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
 
 def write_predictions(path: Path, h5: Path, labels, predictions: dict) -> None:
     """``predictions.csv`` (:data:`PREDICTIONS`), written whole or not at all."""
-    from tmkt_cli.artifacts import write_text
     from tmkt_cli.data.store import open_dataset
+    from tmkt_cli.runs.artifacts import write_text
 
     with open_dataset(h5) as ds:
         groups = ds.image_index("test")

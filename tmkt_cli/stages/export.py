@@ -33,9 +33,9 @@ import numpy as np
 from rich.console import Console
 
 from tmkt_cli import __version__
-from tmkt_cli.artifacts import atomic_path, read_upstream, write_json
-from tmkt_cli.checkpoints import BEST, BEST_TEST, LAST, MODEL, SNN_STAGES, load_checkpoint
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import atomic_path, read_upstream, write_json
+from tmkt_cli.runs.checkpoints import BEST, BEST_TEST, LAST, MODEL, SNN_STAGES, load_checkpoint
 
 CARD = "model-card.json"
 CARD_FORMAT, CARD_VERSION = "tmkt-model-card", 1
@@ -155,7 +155,7 @@ def sha256(path: Path) -> str:
 
 def load_run_model(target: RunTarget):
     """(tmkt's network of the run, with its card's facts in ``tmkt_info``; the checkpoint)."""
-    from tmkt_cli.checkpoints import load_model
+    from tmkt_cli.runs.checkpoints import load_model
 
     model = load_model(target.checkpoint)
     if model.tmkt_info.get("kind") != "snn":  # a hand-moved teacher checkpoint

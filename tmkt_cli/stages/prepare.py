@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from tmkt_cli.artifacts import StageRun, Upstream
 from tmkt_cli.config import PrepareConfig, Recipe, dump_yaml, require_path, stage_config
 from tmkt_cli.data import sources
 from tmkt_cli.data.frames import integrate_events, resize_image, sensor_window
@@ -39,7 +38,8 @@ from tmkt_cli.data.store import (
     pack_recording,
 )
 from tmkt_cli.errors import TmktError
-from tmkt_cli.progress import progress_bar
+from tmkt_cli.runs.artifacts import StageRun, Upstream
+from tmkt_cli.train.progress import progress_bar
 
 CHUNK = 4
 """Recordings (or images) per pool task: amortises the inter-process round trip (about 0.5 ms)

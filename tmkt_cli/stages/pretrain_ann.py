@@ -10,10 +10,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tmkt_cli.artifacts import StageRun, Upstream
-from tmkt_cli.checkpoints import ann_model_info
 from tmkt_cli.config import Recipe
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import StageRun, Upstream
+from tmkt_cli.runs.checkpoints import ann_model_info
 from tmkt_cli.stages.shared import dataset_input, training_image_rows, training_outputs
 
 STAGE = "pretrain-ann"
@@ -34,12 +34,12 @@ def inputs(recipe: Recipe) -> dict[str, Upstream]:
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     import numpy as np
 
-    from tmkt_cli import engine
     from tmkt_cli.data.loaders import ImageDataset
     from tmkt_cli.data.store import open_dataset
     from tmkt_cli.models.ann import build_ann, load_init_weights
-    from tmkt_cli.runtime import seed_everything
-    from tmkt_cli.tasks import ImageClassifierTask
+    from tmkt_cli.train import engine
+    from tmkt_cli.train.runtime import seed_everything
+    from tmkt_cli.train.tasks import ImageClassifierTask
 
     cfg = recipe.pretrain_ann
     h5 = Path(run.inputs["dataset"]["path"]) / "dataset.h5"

@@ -1,6 +1,6 @@
 """What several stages share: their upstream inputs, and the SNN training data and ending.
 
-Stage modules import from here (and from :mod:`tmkt_cli.checkpoints`), never from each other,
+Stage modules import from here (and from :mod:`tmkt_cli.runs.checkpoints`), never from each other,
 so each stage can be read and changed on its own.
 """
 
@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from tmkt_cli.artifacts import StageRun, Upstream, read_upstream
-from tmkt_cli.checkpoints import (
+from tmkt_cli.config import Recipe, TrainConfig
+from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import StageRun, Upstream, read_upstream
+from tmkt_cli.runs.checkpoints import (
     BEST,
     BEST_TEST,
     CHECKPOINT_OUTPUTS,
@@ -21,9 +23,7 @@ from tmkt_cli.checkpoints import (
     MODEL,
     export_weights,
 )
-from tmkt_cli.config import Recipe, TrainConfig
-from tmkt_cli.errors import TmktError
-from tmkt_cli.runlog import METRICS
+from tmkt_cli.runs.runlog import METRICS
 
 # --------------------------------------------------------------------------------------------
 # Upstream inputs
@@ -139,9 +139,9 @@ def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train
                    indices, train_cfg: TrainConfig) -> None:
     """Train an SNN task with the engine and complete the run's manifest (train-tmkt and
     distill end the same way)."""
-    from tmkt_cli import engine
-    from tmkt_cli.checkpoints import snn_model_info
     from tmkt_cli.data.sampling import class_balanced_weights
+    from tmkt_cli.runs.checkpoints import snn_model_info
+    from tmkt_cli.train import engine
 
     weights = (class_balanced_weights(train.labels[indices])
                if recipe.data.sampler == "class_balanced" else None)

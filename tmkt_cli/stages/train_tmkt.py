@@ -10,9 +10,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tmkt_cli.artifacts import StageRun, Upstream
 from tmkt_cli.config import Recipe, TrainConfig
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import StageRun, Upstream
 from tmkt_cli.stages.shared import (
     build_training_data,
     dataset_input,
@@ -38,7 +38,7 @@ def equal_compute_train_config(recipe: Recipe) -> TrainConfig:
     cfg = recipe.train
     if recipe.method.name != "event_only" or not recipe.method.equal_compute:
         return cfg
-    from tmkt_cli.engine import lr_for
+    from tmkt_cli.train.engine import lr_for
 
     return dataclasses.replace(cfg, batch_size=2 * cfg.batch_size, lr=lr_for(cfg),
                                lr_scaling=False)
@@ -46,8 +46,8 @@ def equal_compute_train_config(recipe: Recipe) -> TrainConfig:
 
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from tmkt_cli.models import build_snn
-    from tmkt_cli.runtime import seed_everything
-    from tmkt_cli.tasks import SNNTransferTask
+    from tmkt_cli.train.runtime import seed_everything
+    from tmkt_cli.train.tasks import SNNTransferTask
 
     m = recipe.method
     if m.name == "static_only":
@@ -71,8 +71,8 @@ def run_static_only(recipe: Recipe, run: StageRun, ui: Console) -> None:
     from tmkt_cli.data.loaders import ImageDataset
     from tmkt_cli.data.store import open_dataset
     from tmkt_cli.models import build_snn
-    from tmkt_cli.runtime import seed_everything
-    from tmkt_cli.tasks import SNNImageTask
+    from tmkt_cli.train.runtime import seed_everything
+    from tmkt_cli.train.tasks import SNNImageTask
 
     if recipe.model.test_head != "static":
         raise TmktError("method static_only trains the static head only: set "

@@ -24,10 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tmkt_cli import recovery
 from tmkt_cli.analysis.heads import head_accuracies
-from tmkt_cli.artifacts import StageRun
-from tmkt_cli.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importable)
+from tmkt_cli.config import TrainConfig
+from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
+from tmkt_cli.errors import StopRequested, TmktError
+from tmkt_cli.methods.optim import lr_factor, param_groups
+from tmkt_cli.runs import recovery
+from tmkt_cli.runs.artifacts import StageRun
+from tmkt_cli.runs.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importable)
     BEST,
     BEST_TEST,
     CHECKPOINT_FORMAT,
@@ -37,12 +41,8 @@ from tmkt_cli.checkpoints import (  # noqa: F401  (engine.LAST etc. stay importa
     save_checkpoint,
     weights_only,
 )
-from tmkt_cli.config import TrainConfig
-from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
-from tmkt_cli.errors import StopRequested, TmktError
-from tmkt_cli.methods.optim import lr_factor, param_groups
-from tmkt_cli.runlog import METRICS, MetricsLog, read_metrics  # noqa: F401
-from tmkt_cli.runtime import (
+from tmkt_cli.runs.runlog import METRICS, MetricsLog, read_metrics  # noqa: F401
+from tmkt_cli.train.runtime import (
     DIST,
     StopSignal,
     autocast,
@@ -185,7 +185,7 @@ def evaluate_classifier(predict: Callable[[dict], torch.Tensor | dict[str, torch
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints (the format lives in tmkt_cli/checkpoints.py)
+# Checkpoints (the format lives in tmkt_cli/runs/checkpoints.py)
 # --------------------------------------------------------------------------------------------
 
 def _rng_state() -> dict:
@@ -486,8 +486,8 @@ def build_optimization(model: nn.Module, cfg: TrainConfig, total: int, warmup: i
 def progress_bar(f: Fit):
     """The rich bar (drawn on a terminal only) and, for where it is not drawn, the clock of
     plain progress lines (:func:`log_progress`)."""
-    from tmkt_cli.progress import Heartbeat
-    from tmkt_cli.progress import progress_bar as rich_bar
+    from tmkt_cli.train.progress import Heartbeat
+    from tmkt_cli.train.progress import progress_bar as rich_bar
 
     progress = rich_bar(f.ui, info=True)
     f.plain_progress = bool(progress.disable)
@@ -684,7 +684,7 @@ def log_progress(f: Fit, samples: int) -> None:
     and ``train.progress_every_s`` has passed since the last one, the same figures as one
     plain line (progress.Heartbeat). Reads nothing from the device: it computes nothing and
     waits for nothing."""
-    from tmkt_cli.progress import progress_line
+    from tmkt_cli.train.progress import progress_line
 
     due = f.heartbeat.beat(f.loop.step, samples)
     if due is None:

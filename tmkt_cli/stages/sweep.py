@@ -3,7 +3,7 @@ run folders.
 
 A method is a recipe file's name in a folder (``kt`` is ``<folder>/kt.yaml``), optionally with
 ``:`` and comma-separated overrides that make a variant of it (``kt:model.heads=shared``; its
-own run folder, tmkt_cli/variants.py). Each fraction is an override too
+own run folder, tmkt_cli/config/variants.py). Each fraction is an override too
 (``data.event_fraction``), so every run lands in its recipe's variant folder without a path
 built here: ``<runs>/<name>/event_fraction-0.05/seed42/train-tmkt``. The plan is built and
 every recipe and override validated before anything runs. Then, locally: ``prepare`` once per
@@ -142,7 +142,7 @@ def _set_args(sets: Iterable[str]) -> list[str]:
 
 def resolve_folder(text: str) -> Path:
     """A recipe folder as given, else a shipped one by name (``digits``, ``recipes/digits``)."""
-    from tmkt_cli.catalog import shipped_recipes_dir
+    from tmkt_cli.config.catalog import shipped_recipes_dir
 
     path = Path(text)
     if path.is_dir():
@@ -393,7 +393,7 @@ def run_local(plan: Plan, jobs: int, echo: Callable[[str], None]) -> int:
 # --------------------------------------------------------------------------------------------
 
 def slurm_script() -> Path:
-    script = Path(__file__).resolve().parent.parent / "slurm" / "sweep.sh"
+    script = Path(__file__).resolve().parents[2] / "slurm" / "sweep.sh"
     if not script.is_file():
         raise TmktError(f"tmkt sweep --slurm needs the slurm/ scripts of a tmkt checkout "
                         f"(not found: {script})")

@@ -19,7 +19,6 @@ from torch import nn
 
 from tmkt_cli.analysis.heads import choose_head, head_accuracies
 from tmkt_cli.config import MethodConfig, trains_both_heads
-from tmkt_cli.engine import StepContext, evaluate_classifier
 from tmkt_cli.methods.losses import (
     domain_alignment_loss,
     kd_loss,
@@ -36,6 +35,7 @@ from tmkt_cli.methods.tsm import (
     solve_trigger_probability,
     time_step_mixup,
 )
+from tmkt_cli.train.engine import StepContext, evaluate_classifier
 
 
 def as_sequence(events: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from tmkt_cli.artifacts import MANIFEST, write_bytes
-from tmkt_cli.checkpoints import LAST, MODEL_STAGES, SNN_STAGES
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import MANIFEST, write_bytes
+from tmkt_cli.runs.checkpoints import LAST, MODEL_STAGES, SNN_STAGES
 
 
 def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
@@ -29,9 +29,9 @@ def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
 
     from tmkt_cli.analysis import plotting
     from tmkt_cli.analysis.landscape import loss_landscape
-    from tmkt_cli.artifacts import read_upstream
-    from tmkt_cli.checkpoints import load_trained_model, read_dataset_facts
     from tmkt_cli.config import load_recipe
+    from tmkt_cli.runs.artifacts import read_upstream
+    from tmkt_cli.runs.checkpoints import load_trained_model, read_dataset_facts
 
     up = read_upstream(run_folder, MODEL_STAGES, "tmkt landscape RUN")
     recipe = load_recipe(run_folder / "config.yaml")

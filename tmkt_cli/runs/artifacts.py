@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tmkt_cli import __version__
-from tmkt_cli.errors import TmktError
+from tmkt_cli.errors import TmktError, disk_full
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
@@ -55,24 +55,6 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
-
-
-def disk_full(error: BaseException | None) -> str | None:
-    """"no space left on device" or "disk quota exceeded" when ``error``, or an error it was
-    raised from (torch.save and HDF5 wrap the OSError), is a full disk or quota; else None."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in DISK_FULL:
-            return DISK_FULL[error.errno]
-        for code, words in DISK_FULL.items():  # HDF5 reports errno only in its message
-            if f"errno = {code}," in str(error):
-                return words
-        error = error.__cause__ or error.__context__
-    return None
 
 
 @contextlib.contextmanager
@@ -155,7 +137,7 @@ def package_versions() -> dict[str, str]:
 
 def git_revision() -> str | None:
     """The revision of the tmkt checkout, when it is one (None for an installed wheel)."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     if not (here / ".git").exists():
         return None
     try:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tmkt_cli import artifacts
+from tmkt_cli.runs import artifacts
 
 METRICS = "metrics.jsonl"
 

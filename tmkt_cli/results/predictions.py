@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from tmkt_cli.analysis.stats import grouped_bootstrap
-from tmkt_cli.artifacts import write_bytes, write_text
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import write_bytes, write_text
 
 PREDICTIONS_GZ = "predictions.csv.gz"
 TEST_RECORDINGS = "test_recordings.csv"

@@ -162,7 +162,7 @@ def training_memory(recipe, stage: str, classes: int = 10) -> dict[str, Training
 def describe_training_memory(estimates: dict[str, TrainingMemory], batch_size: int) -> str:
     """The ``--dry-run`` lines."""
     lines = [f"memory:  training step at batch {batch_size} (estimate: tensors autograd keeps, "
-             f"measured per sample; tmkt_cli/memory.py)"]
+             f"measured per sample; tmkt_cli/train/memory.py)"]
     for name, m in estimates.items():
         lines.append(
             f"  {name}: {human_bytes(m.total)} = activations {human_bytes(m.activations_per_stream)}"

@@ -5,17 +5,17 @@ training runs (``train-tmkt``, ``distill``, ``pretrain-ann``) and the ``eval`` r
 checkpoints. Runs that differ only in their seed form a group (same recipe name, stage and
 configuration): the table shows the mean and the sample standard deviation over its seeds.
 A two-head run's top-1 is the head the validation rule picks (the benchmark's rule,
-:func:`tmkt_cli.benchmark.chosen_head`), with both heads beside it.
+:func:`tmkt_cli.results.benchmark.chosen_head`), with both heads beside it.
 Figures, in the one style of every tmkt figure (:mod:`tmkt_cli.analysis.style`): training
 curves (loss and accuracy per epoch or step, from metrics.jsonl: validation and train, the
 mean over seeds with its 95% band; the test split only as one point at the end) and the
 data-efficiency figure (top-1 against ``data.event_fraction``, one line per method and heads
 layout, drawn only for panels run at several fractions: a line in report.md says what was
 left out). The report only reads run folders; loss landscapes, which run networks, are ``tmkt landscape``
-(:mod:`tmkt_cli.landscape`), whose figures the report can list.
+(:mod:`tmkt_cli.stages.landscape`), whose figures the report can list.
 
 Writes ``report.md``, ``summary.json``, PNGs and the per-run tables ``runs.csv`` and
-``curves.csv`` (:mod:`tmkt_cli.benchmark`, which renders the benchmark's tables from them:
+``curves.csv`` (:mod:`tmkt_cli.results.benchmark`, which renders the benchmark's tables from them:
 ``tmkt report --table``) into ``--out``; prints the table and the paths.
 """
 
@@ -34,15 +34,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tmkt_cli import __version__, benchmark
+from tmkt_cli import __version__
 from tmkt_cli.analysis import style
 from tmkt_cli.analysis.metrics import SeedStats, seed_stats
 from tmkt_cli.analysis.stats import mean_interval
-from tmkt_cli.artifacts import MANIFEST, read_manifest, write_json, write_text
-from tmkt_cli.checkpoints import MODEL_STAGES, SNN_STAGES
 from tmkt_cli.config import config_hash
 from tmkt_cli.errors import TmktError
-from tmkt_cli.runlog import read_metrics
+from tmkt_cli.results import benchmark
+from tmkt_cli.runs.artifacts import MANIFEST, read_manifest, write_json, write_text
+from tmkt_cli.runs.checkpoints import MODEL_STAGES, SNN_STAGES
+from tmkt_cli.runs.runlog import read_metrics
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
@@ -796,10 +797,10 @@ def make_report(runs: list[Path], out: Path, ui: Console, *,
 
 
 def write_run_tables(collection: Collection, runs: list[Path], out: Path) -> list[Path]:
-    """runs.csv and curves.csv of the runs collected (:mod:`tmkt_cli.benchmark`), and the
-    evaluated runs' per-recording predictions beside them (:mod:`tmkt_cli.predictions`); a
+    """runs.csv and curves.csv of the runs collected (:mod:`tmkt_cli.results.benchmark`), and the
+    evaluated runs' per-recording predictions beside them (:mod:`tmkt_cli.results.predictions`); a
     run they cannot hold (no evaluation logged) joins the skipped list with why."""
-    from tmkt_cli.predictions import write_predictions
+    from tmkt_cli.results.predictions import write_predictions
 
     base = benchmark.common_base(runs, [r.folder for r in collection.records])
     rows, curves, skipped = benchmark.rows_from_records(collection.records, base)
@@ -882,3 +883,14 @@ def _row_title(g: Group, by_fraction: bool) -> str:
     fraction = g.first.event_fraction
     return f"SNN, {style.fraction_text(fraction)} of the recordings" \
         if by_fraction and fraction is not None else "SNN"
+
+
+def rows_from_run_folders(paths: list[Path]) -> tuple[list[dict[str, str]],
+                                                      list[dict[str, str]],
+                                                      list[tuple[Path, str]]]:
+    """runs.csv and curves.csv rows of every finished training run under ``paths``
+    (:func:`collect_runs` finds them), and the folders skipped with why."""
+    collection = collect_runs(list(paths))
+    base = benchmark.common_base(list(paths), [r.folder for r in collection.records])
+    rows, curves, skipped = benchmark.rows_from_records(collection.records, base)
+    return rows, curves, [*collection.skipped, *skipped]

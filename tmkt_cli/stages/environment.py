@@ -31,7 +31,7 @@ def installed_version(distribution: str) -> str:
 
 def git_revision() -> str | None:
     """The checkout's revision when tmkt runs from a git working tree (editable install)."""
-    source = Path(__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]
     if not (source / ".git").exists():
         return None
     try:
@@ -63,7 +63,7 @@ def torch_facts() -> list[tuple[str, str]]:
 
 def describe() -> str:
     """The report as ``key: value`` lines."""
-    rows = [("tmkt", __version__), ("tmkt source", str(Path(__file__).resolve().parent))]
+    rows = [("tmkt", __version__), ("tmkt source", str(Path(__file__).resolve().parents[1]))]
     revision = git_revision()
     if revision:
         rows.append(("git revision", revision))

@@ -1,7 +1,7 @@
 """The demo's closing table and paragraph: which output layout transfers, and how TMKT, KT and
 CKD compare with event_only, for the runs of one setting and one seed.
 
-Read from the per-run table (``runs.csv``, :mod:`tmkt_cli.benchmark`), so the paragraph says
+Read from the per-run table (``runs.csv``, :mod:`tmkt_cli.results.benchmark`), so the paragraph says
 what the table says: every sentence is built from the numbers it prints. A two-head run's
 number is the head its own validation split chose (``chosen_test``, the rule of
 ``model.test_head: validation``), with both heads beside it. One seed gives no interval, so

@@ -12,7 +12,7 @@ Every file is a dict ``{"format": "tmkt-checkpoint", "version": 1, "stage", "mod
 state in ``last.pt``. ``model_info`` says how to rebuild the network (kind, backbone, classes,
 input size, T, the recipe's ``model`` section), so a file loads without its recipe::
 
-    from tmkt_cli.checkpoints import load_model
+    from tmkt_cli.runs.checkpoints import load_model
     model = load_model("runs/digits-tmkt/seed42/train-tmkt")    # or a path to a .pt file
     logits = model.predict(events)   # SNN: events [T, B, 2, H, W] -> [B, K]
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tmkt_cli import artifacts
+from tmkt_cli.runs import artifacts
 from tmkt_cli.config import ModelConfig, Recipe, to_dict
 from tmkt_cli.errors import TmktError, first_line
 

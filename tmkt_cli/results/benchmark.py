@@ -38,8 +38,8 @@ from tmkt_cli.analysis.stats import (
     pooled_paired_interval,
     verdict,
 )
-from tmkt_cli.artifacts import write_bytes, write_text
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.artifacts import write_bytes, write_text
 
 RUNS_CSV = "runs.csv"
 CURVES_CSV = "curves.csv"
@@ -250,7 +250,7 @@ def _training_cells(records: list[dict], recipe: dict, samples: int | None) -> d
 
 
 def run_row(record, records: list[dict], run: str) -> dict[str, str]:
-    """One runs.csv row from a report RunRecord (:func:`tmkt_cli.report.collect_runs`) and its
+    """One runs.csv row from a report RunRecord (:func:`tmkt_cli.results.report.collect_runs`) and its
     metrics.jsonl records. Raises TmktError for a run that logged no evaluation."""
     method = run_method(record.stage, record.recipe)
     final = last_eval(records)
@@ -320,7 +320,7 @@ def rows_from_records(records: list, base: Path
                                  list[tuple[Path, str]]]:
     """(runs.csv rows, curves.csv rows, skipped (folder, why)) for report RunRecords; a run
     whose log cannot be read is skipped with the reason, never a traceback."""
-    from tmkt_cli.runlog import read_metrics
+    from tmkt_cli.runs.runlog import read_metrics
 
     rows, curves, skipped = [], [], []
     for record in records:
@@ -334,19 +334,6 @@ def rows_from_records(records: list, base: Path
             continue
         rows.append(row)
     return sort_rows(rows), sorted(curves, key=_curve_order), skipped
-
-
-def rows_from_run_folders(paths: list[Path]) -> tuple[list[dict[str, str]],
-                                                      list[dict[str, str]],
-                                                      list[tuple[Path, str]]]:
-    """runs.csv and curves.csv rows of every finished training run under ``paths``
-    (:func:`tmkt_cli.report.collect_runs` finds them), and the folders skipped with why."""
-    from tmkt_cli.report import collect_runs  # report.py imports this module
-
-    collection = collect_runs(list(paths))
-    base = common_base(list(paths), [r.folder for r in collection.records])
-    rows, curves, skipped = rows_from_records(collection.records, base)
-    return rows, curves, [*collection.skipped, *skipped]
 
 
 def _order(value: str, order: tuple[str, ...]) -> int:
@@ -448,13 +435,13 @@ def _is_bad(value: str, column: str) -> bool:
 
 class Runs(list):
     """runs.csv's rows, with the per-recording predictions written beside it when there
-    (``predictions``: what :func:`tmkt_cli.predictions.read_predictions` returns, or None)."""
+    (``predictions``: what :func:`tmkt_cli.results.predictions.read_predictions` returns, or None)."""
 
     predictions = None
 
 
 def read_runs(path: Path) -> Runs:
-    from tmkt_cli.predictions import read_predictions
+    from tmkt_cli.results.predictions import read_predictions
 
     rows = Runs(parse_rows(_read_csv(path, COLUMNS), str(path)))
     for i, row in enumerate(rows, start=2):
@@ -478,7 +465,7 @@ PLACED_BY_COLUMNS = ("event_fraction", "heads", "subset_draw")
 
 def variant_extra(variant: str) -> str:
     """What makes a run a variant beyond its fraction, heads and draw (e.g.
-    ``equal_compute-true``), from its variant folder name (tmkt_cli/variants.py)."""
+    ``equal_compute-true``), from its variant folder name (tmkt_cli/config/variants.py)."""
     parts = [p for p in (variant or "").split("+")
              if p and p.partition("-")[0].rsplit(".", 1)[-1] not in PLACED_BY_COLUMNS]
     return "+".join(parts)
@@ -788,9 +775,9 @@ def comparisons(groups: dict) -> list[tuple[str, tuple, tuple, tuple]]:
 
 def bootstrap_table(rows: list[dict], setting: str) -> str:
     """The comparisons of :func:`comparisons` on the seed-mean top-1, with a 95% interval
-    from resampling the test split's source images (tmkt_cli/predictions.py): how much each
+    from resampling the test split's source images (tmkt_cli/results/predictions.py): how much each
     difference would move on another test set, given these seeds."""
-    from tmkt_cli.predictions import bootstrap_difference
+    from tmkt_cli.results.predictions import bootstrap_difference
 
     found = getattr(rows, "predictions", None)
     if found is None:
@@ -815,7 +802,7 @@ def bootstrap_table(rows: list[dict], setting: str) -> str:
 def findings_text(rows: list[dict], setting: str) -> str:
     """The comparisons the prose quotes, one paragraph per fraction: mean paired difference
     over seeds with its 95% t interval, n and the words the interval allows."""
-    from tmkt_cli.summary import evidence
+    from tmkt_cli.results.summary import evidence
 
     mine = setting_rows(rows, setting)
     fractions = sorted({r["fraction"] for r in mine if r["method"] not in IMAGE_ONLY

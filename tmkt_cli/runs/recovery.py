@@ -20,7 +20,7 @@ from tmkt_cli.errors import TmktError
 
 def _step_of(path: Path) -> int | None:
     """The loop step a checkpoint was saved at, or None when it is missing or unreadable."""
-    from tmkt_cli.checkpoints import load_checkpoint
+    from tmkt_cli.runs.checkpoints import load_checkpoint
 
     if not path.is_file():
         return None
@@ -45,7 +45,7 @@ def resumable_state(last_path: Path, best_path: Path, metrics_path: Path, model_
     gone, removes the checkpoints and returns None (the run starts over, which on the CPU
     gives bitwise the same result). ``say`` prints one line of explanation.
     """
-    from tmkt_cli.checkpoints import load_checkpoint
+    from tmkt_cli.runs.checkpoints import load_checkpoint
 
     if not last_path.is_file():
         return None
@@ -75,7 +75,7 @@ def resumable_state(last_path: Path, best_path: Path, metrics_path: Path, model_
         return state
     if best_step == loop.get("step"):
         # Killed between writing last.pt and best.pt: best.pt is last.pt's weights.
-        from tmkt_cli.checkpoints import export_weights
+        from tmkt_cli.runs.checkpoints import export_weights
 
         export_weights(last_path, best_path)
         say(f"resume: {best_path.name} restored from {last_path.name} (step {best_step}; the "
@@ -115,7 +115,7 @@ def out_of_memory(error: BaseException, batch_size: int, train_set, train_indice
                   parameters: int, last_path: Path) -> TmktError:
     """The one line for running out of (GPU) memory mid-run: the batch size, what a batch's
     inputs and the optimizer state take, and the checkpoint that was kept."""
-    from tmkt_cli.memory import human_bytes, optimizer_bytes
+    from tmkt_cli.train.memory import human_bytes, optimizer_bytes
 
     inputs = batch_size * sample_bytes(train_set, train_indices)
     first = (str(error).strip().splitlines() or [type(error).__name__])[0][:100]

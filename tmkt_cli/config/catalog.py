@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tmkt_cli.errors import TmktError
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def shipped_recipes_dir() -> Path | None:
