@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from tmkt_cli.analysis.cam import ClassMaps
+    from tmkt_cli.analysis.plotting import CamRow
+
 STAGE = "cam"
 MAPS = "maps.npz"
 FIGURE = "cam.png"
@@ -295,11 +298,17 @@ def compute_maps(trained: TrainedModel, x: torch.Tensor, targets: torch.Tensor,
 # The stage
 # --------------------------------------------------------------------------------------------
 
+@dataclass
+class _Explanation:
+    """One model's column of the figure."""
+    label: str
+    layer: str
+    maps: ClassMaps
+
+
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     import torch
 
-    from tmkt_cli.analysis import plotting
-    from tmkt_cli.analysis.cam import event_intensity, integrate_events
     from tmkt_cli.train.runtime import select_device
     from tmkt_cli.train.tasks import as_sequence
 
@@ -309,12 +318,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     facts = read_dataset_facts(h5)
     model_path = Path(run.inputs["model"]["path"])
     device = select_device("auto")
-    trained = load_trained_model(model_path, expected_model_info(recipe, source, facts),
-                                 f"this recipe and dataset (cam.source={source})")
-    baseline = None
-    if "baseline" in run.inputs:
-        baseline = load_trained_model(Path(run.inputs["baseline"]["path"]),
-                                      _dataset_only(facts), "this dataset (cam.baseline)")
+    trained, baseline = _load_models(recipe, run, source, facts, model_path)
     positions = chosen_positions(recipe, h5)
     if positions is None:
         positions = choose_automatically(recipe, h5, trained, device, ui)
@@ -322,98 +326,158 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     x = as_sequence(torch.from_numpy(chosen.events)).to(device)
     targets = torch.from_numpy(chosen.labels).to(device)
 
-    model_label = run_label(model_path)
-    trained.model.to(device)
-    layer, maps = compute_maps(trained, x, targets, cfg.layer, cfg.kind, cfg.sam_gamma,
-                               f"the model ({model_path})")
-    columns = {}
-    baseline_label = baseline_layer = baseline_maps = None
+    model = _explain(trained, model_path, x, targets, device, recipe,
+                     f"the model ({model_path})")
+    base = None
     if baseline is not None:
-        baseline_label = run_label(baseline.path)
-        baseline.model.to(device)
-        baseline_layer, baseline_maps = compute_maps(
-            baseline, x, targets, cfg.layer, cfg.kind, cfg.sam_gamma,
-            f"the baseline ({baseline.path})", layer_optional=True)
-        columns[f"baseline: {baseline_label}"] = (baseline_maps, baseline_layer)
-    columns[model_label] = (maps, layer)
-    ui.print(f"{STAGE}: {cfg.kind} on {layer} of {model_label}"
-             + (f", baseline {baseline_label} ({baseline_layer})" if baseline else "")
+        base = _explain(baseline, baseline.path, x, targets, device, recipe,
+                        f"the baseline ({baseline.path})", layer_optional=True)
+    ui.print(f"{STAGE}: {cfg.kind} on {model.layer} of {model.label}"
+             + (f", baseline {base.label} ({base.layer})" if base is not None else "")
              + f"; {len(positions)} test samples")
 
+    rows = _figure_rows(positions, chosen, facts.classes, model, base)
+    what = {"gradcam": "Grad-CAM", "sam": "SAM"}[cfg.kind]
+    outputs = _save_figures(rows, positions, what, f"{what}, {recipe.name} seed {recipe.seed}",
+                            run.folder)
+    _write_maps(run.folder / MAPS, positions, chosen, facts.classes, cfg.kind, model, base)
+    _print_predictions(ui, f"cam: {what} ({model.layer})", positions, chosen, facts.classes,
+                       model, base)
+    run.complete(outputs=outputs,
+                 metrics=_metrics(len(positions), chosen.labels, cfg.kind, model, base))
+    ui.print(f"{STAGE}: done -> {run.folder / FIGURE}, {run.folder / MAPS}")
+
+
+def _load_models(recipe: Recipe, run: StageRun, source: str, facts: PreparedFacts,
+                 model_path: Path) -> tuple[TrainedModel, TrainedModel | None]:
+    """The model under study (checked against the recipe) and the baseline, if any."""
+    trained = load_trained_model(model_path, expected_model_info(recipe, source, facts),
+                                 f"this recipe and dataset (cam.source={source})")
+    baseline = None
+    if "baseline" in run.inputs:
+        baseline = load_trained_model(Path(run.inputs["baseline"]["path"]),
+                                      _dataset_only(facts), "this dataset (cam.baseline)")
+    return trained, baseline
+
+
+def _explain(trained: TrainedModel, label_path: Path, x: torch.Tensor, targets: torch.Tensor,
+             device, recipe: Recipe, what: str, layer_optional: bool = False) -> _Explanation:
+    """One model's maps, computed on ``device``, with its name in the figure."""
+    cfg = recipe.cam
+    label = run_label(label_path)
+    trained.model.to(device)
+    layer, maps = compute_maps(trained, x, targets, cfg.layer, cfg.kind, cfg.sam_gamma, what,
+                               layer_optional=layer_optional)
+    return _Explanation(label, layer, maps)
+
+
+def _figure_rows(positions: list[int], chosen: Chosen, classes: list[str],
+                 model: _Explanation, base: _Explanation | None) -> list[CamRow]:
+    """One row of the figure per sample: image, events, then the baseline's and the model's
+    map, each captioned with its prediction."""
+    from tmkt_cli.analysis import plotting
+    from tmkt_cli.analysis.cam import event_intensity, integrate_events
+
+    columns = {}
+    if base is not None:
+        columns[f"baseline: {base.label}"] = base.maps
+    columns[model.label] = model.maps
     rows = []
     for i, position in enumerate(positions):
         row = plotting.CamRow(
-            title=f"{facts.classes[chosen.labels[i]]} (test #{position})",
+            title=f"{classes[chosen.labels[i]]} (test #{position})",
             static=chosen.static[i] if chosen.has_static[i] else None,
             static_caption={"own": "", "class": "an image of its class",
                             "none": ""}[chosen.static_kind[i]],
             events_rgb=integrate_events(chosen.events[i]),
             background=event_intensity(chosen.events[i]))
-        for title, (class_maps, _) in columns.items():
+        for title, class_maps in columns.items():
             row.maps[title] = class_maps.maps[i]
             predicted = int(class_maps.predictions[i])
             right = predicted == int(chosen.labels[i])
             row.captions[title] = (f"{'right' if right else 'wrong'}: "
-                                   f"{facts.classes[predicted]}")
+                                   f"{classes[predicted]}")
         rows.append(row)
-    what = {"gradcam": "Grad-CAM", "sam": "SAM"}[cfg.kind]
+    return rows
+
+
+def _save_figures(rows: list[CamRow], positions: list[int], what: str, title: str,
+                  folder: Path) -> dict[str, str]:
+    """``cam.png`` (every row) and ``cam-<index>.png`` (one per sample); the outputs to
+    record in the manifest."""
+    from tmkt_cli.analysis import plotting
+
     outputs = {"maps": MAPS, "figure": FIGURE}
-    plotting.save_png(plotting.cam_figure(rows, f"{what}, {recipe.name} seed {recipe.seed}",
-                                          f"{what} relevance"), run.folder / FIGURE)
+    plotting.save_png(plotting.cam_figure(rows, title, f"{what} relevance"), folder / FIGURE)
     for position, row in zip(positions, rows, strict=True):
         name = f"cam-{position}.png"
         plotting.save_png(plotting.cam_figure([row], map_label=f"{what} relevance"),
-                          run.folder / name)
+                          folder / name)
         outputs[f"sample_{position}"] = name
+    return outputs
 
+
+def _write_maps(path: Path, positions: list[int], chosen: Chosen, classes: list[str], kind: str,
+                model: _Explanation, base: _Explanation | None) -> None:
+    """``maps.npz``: the raw maps, the inputs and the predictions."""
+    maps = model.maps
     arrays = {
         "indices": np.asarray(positions, dtype=np.int64),
         "labels": chosen.labels,
-        "classes": np.asarray(facts.classes),
+        "classes": np.asarray(classes),
         "events": chosen.events.astype(np.float32),
         "static": chosen.static,
         "has_static": chosen.has_static,
         "static_kind": np.asarray(chosen.static_kind),
-        "kind": np.asarray(cfg.kind),
-        "layer": np.asarray(layer),
-        "label": np.asarray(model_label),
+        "kind": np.asarray(kind),
+        "layer": np.asarray(model.layer),
+        "label": np.asarray(model.label),
         "maps": maps.maps,
         "predictions": maps.predictions.astype(np.int64),
     }
     if maps.per_step is not None:
         arrays["maps_per_step"] = maps.per_step
-    if baseline_maps is not None:
-        arrays.update(baseline_maps=baseline_maps.maps,
-                      baseline_predictions=baseline_maps.predictions.astype(np.int64),
-                      baseline_layer=np.asarray(baseline_layer),
-                      baseline_label=np.asarray(baseline_label))
-        if baseline_maps.per_step is not None:
-            arrays["baseline_maps_per_step"] = baseline_maps.per_step
+    if base is not None:
+        arrays.update(baseline_maps=base.maps.maps,
+                      baseline_predictions=base.maps.predictions.astype(np.int64),
+                      baseline_layer=np.asarray(base.layer),
+                      baseline_label=np.asarray(base.label))
+        if base.maps.per_step is not None:
+            arrays["baseline_maps_per_step"] = base.maps.per_step
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    write_bytes(run.folder / MAPS, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
-    table = Table(title=f"cam: {what} ({layer})", title_justify="left")
+
+def _print_predictions(ui: Console, title: str, positions: list[int], chosen: Chosen,
+                       classes: list[str], model: _Explanation,
+                       base: _Explanation | None) -> None:
+    """Each sample's class and what the baseline and the model predict."""
+    table = Table(title=title, title_justify="left")
     table.add_column("sample", justify="right")
     table.add_column("class")
-    if baseline_maps is not None:
+    if base is not None:
         table.add_column("baseline predicts")
     table.add_column("model predicts")
     for i, position in enumerate(positions):
-        cells = [str(position), facts.classes[chosen.labels[i]]]
-        if baseline_maps is not None:
-            cells.append(facts.classes[baseline_maps.predictions[i]])
-        cells.append(facts.classes[maps.predictions[i]])
+        cells = [str(position), classes[chosen.labels[i]]]
+        if base is not None:
+            cells.append(classes[base.maps.predictions[i]])
+        cells.append(classes[model.maps.predictions[i]])
         table.add_row(*(escape(cell) for cell in cells))
     ui.print(table)
-    correct = int((maps.predictions == chosen.labels).sum())
-    metrics = {"samples": len(positions), "kind": cfg.kind, "layer": layer,
+
+
+def _metrics(samples: int, labels: np.ndarray, kind: str, model: _Explanation,
+             base: _Explanation | None) -> dict:
+    """The manifest's metrics: how many samples each model classifies right."""
+    correct = int((model.maps.predictions == labels).sum())
+    metrics = {"samples": samples, "kind": kind, "layer": model.layer,
                "model_correct": correct}
-    if baseline_maps is not None:
-        metrics.update(baseline_layer=baseline_layer,
-                       baseline_correct=int((baseline_maps.predictions == chosen.labels).sum()))
-    run.complete(outputs=outputs, metrics=metrics)
-    ui.print(f"{STAGE}: done -> {run.folder / FIGURE}, {run.folder / MAPS}")
+    if base is not None:
+        metrics.update(baseline_layer=base.layer,
+                       baseline_correct=int((base.maps.predictions == labels).sum()))
+    return metrics
 
 
 def _dataset_only(facts: PreparedFacts) -> dict:

@@ -201,21 +201,49 @@ def evaluate_ann(model: nn.Module, loader, facts: PreparedFacts, device: torch.d
 # --------------------------------------------------------------------------------------------
 
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
-    import torch
-
-    from tmkt_cli.analysis import plotting
-    from tmkt_cli.analysis.energy import energy_estimate
-    from tmkt_cli.train.engine import eval_loader
-    from tmkt_cli.train.runtime import resolve_workers, select_device
+    from tmkt_cli.train.runtime import select_device
 
     cfg = recipe.eval
     trained, facts, h5 = load_source_model(recipe, run, cfg.source, cfg.checkpoint,
                                            "eval.source")
     device = select_device("auto")
     model = trained.model.to(device)
+    test = _test_split(recipe, trained, h5)
+    ui.print(f"{STAGE}: {trained.info['backbone']} {trained.kind.upper()} from {trained.path} "
+             f"(step {trained.step}), {len(test)} test samples, device {device}")
+
+    def loader(progress: bool = True):
+        return _test_batches(test, cfg.batch_size, recipe.data.num_workers, device, ui, progress)
+
+    results = _measure(model, trained.kind, recipe, loader, facts, device)
+    results["energy"] = _energy(results["operations"], trained.kind == "snn",
+                                cfg.energy_ac_pj, cfg.energy_mac_pj)
+    report = _report(cfg.source, cfg.checkpoint, run.inputs["run"]["path"], trained, h5, facts,
+                     results)
+
+    title = f"{recipe.name} seed {recipe.seed}: {cfg.source} ({cfg.checkpoint}.pt)"
+    outputs = {"eval": EVAL_JSON, "confusion": FIGURES["confusion"]}
+    _save_confusion(results["confusion"], facts.classes, title, run.folder)
+    if trained.kind == "snn":
+        # drawn in the method's colour, as in every figure (tmkt_cli/analysis/style.py)
+        method = "ckd" if cfg.source == "distill" else recipe.method.name
+        outputs.update(_save_snn_figures(results, title, method, run.folder))
+        write_predictions(run.folder / PREDICTIONS, h5, results.pop("labels"),
+                          results.pop("predictions"))
+        outputs["predictions"] = PREDICTIONS
+        report["test_head"] = model.test_head
+        report["head_rule"] = getattr(model, "head_rule", model.test_head)
+    write_json(run.folder / EVAL_JSON, report)
+    print_results(report, ui, title)
+    run.complete(outputs=outputs, metrics=summary_metrics(report))
+    ui.print(f"{STAGE}: done -> {run.folder / EVAL_JSON}")
+
+
+def _test_split(recipe: Recipe, trained: TrainedModel, h5: Path):
+    """The test split as the model reads it: event recordings for an SNN, images for the ANN;
+    an empty one is an error."""
     if trained.kind == "snn":
         from tmkt_cli.data.loaders import EventDataset
-        from tmkt_cli.train.tasks import as_sequence
 
         test = EventDataset(h5, "test", recipe.data, seed=recipe.seed, augment=False,
                             with_static=False)
@@ -227,18 +255,30 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     if len(test) == 0:
         what = "recordings" if trained.kind == "snn" else "images"
         raise TmktError(f"{h5}: the test split has no {what} to evaluate")
-    ui.print(f"{STAGE}: {trained.info['backbone']} {trained.kind.upper()} from {trained.path} "
-             f"(step {trained.step}), {len(test)} test samples, device {device}")
+    return test
 
-    def loader(progress: bool = True):
-        batches = eval_loader(test, cfg.batch_size,
-                              resolve_workers(recipe.data.num_workers, device), device=device)
-        return track(batches, len(batches), ui, f"{STAGE}: test split") if progress \
-            else batches
 
-    if trained.kind == "snn":
+def _test_batches(test, batch_size: int, num_workers: int | str, device: torch.device,
+                  ui: Console, progress: bool = True):
+    """A fresh loader over the test split, with a progress bar unless ``progress`` is False."""
+    from tmkt_cli.train.engine import eval_loader
+    from tmkt_cli.train.runtime import resolve_workers
+
+    batches = eval_loader(test, batch_size, resolve_workers(num_workers, device), device=device)
+    return track(batches, len(batches), ui, f"{STAGE}: test split") if progress \
+        else batches
+
+
+def _measure(model: nn.Module, kind: str, recipe: Recipe, loader: Callable[..., Any],
+             facts: PreparedFacts, device: torch.device) -> dict:
+    """Every figure of the test split (``loader()`` gives a fresh pass), throughput last."""
+    import torch
+
+    if kind == "snn":
+        from tmkt_cli.train.tasks import as_sequence
+
         both = (not model.shared_heads
-                and trains_both_heads(recipe.method, distilled=cfg.source == "distill"))
+                and trains_both_heads(recipe.method, distilled=recipe.eval.source == "distill"))
         results = evaluate_snn(model, loader(), facts, device, both_heads=both)
 
         def predict(batch: dict) -> torch.Tensor:
@@ -250,19 +290,27 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
             return model(batch["image"])
     with torch.no_grad():
         results["throughput"] = measure_throughput(predict, loader(progress=False), device)
+    return results
 
-    ops = results["operations"]
-    if trained.kind == "snn":
-        energy = energy_estimate(ops["ac_ops"], ops["mac_ops"], ops["ann_macs"],
-                                 cfg.energy_ac_pj, cfg.energy_mac_pj)
+
+def _energy(ops: dict, snn: bool, ac_pj: float, mac_pj: float) -> dict:
+    """The energy estimate of eval.json, with the per-operation energies it assumed."""
+    from tmkt_cli.analysis.energy import energy_estimate
+
+    if snn:
+        energy = energy_estimate(ops["ac_ops"], ops["mac_ops"], ops["ann_macs"], ac_pj, mac_pj)
     else:
-        energy = {"ann_pj": ops["ann_macs"] * cfg.energy_mac_pj}
-    results["energy"] = {"energy_ac_pj": cfg.energy_ac_pj, "energy_mac_pj": cfg.energy_mac_pj,
-                         "source": ENERGY_SOURCE, **energy}
-    report = {
-        "source": {"stage": cfg.source, "run": run.inputs["run"]["path"],
-                   "checkpoint": str(trained.path), "which": cfg.checkpoint,
-                   "chosen": checkpoint_choice(cfg.checkpoint, trained.path),
+        energy = {"ann_pj": ops["ann_macs"] * mac_pj}
+    return {"energy_ac_pj": ac_pj, "energy_mac_pj": mac_pj, "source": ENERGY_SOURCE, **energy}
+
+
+def _report(source: str, which: str, run_path: str, trained: TrainedModel, h5: Path,
+            facts: PreparedFacts, results: dict) -> dict:
+    """eval.json: what was evaluated on which data, then every figure."""
+    return {
+        "source": {"stage": source, "run": run_path,
+                   "checkpoint": str(trained.path), "which": which,
+                   "chosen": checkpoint_choice(which, trained.path),
                    "epoch": trained.epoch, "step": trained.step, "kind": trained.kind,
                    "backbone": trained.info.get("backbone")},
         "dataset": {"path": str(h5), "split": "test", "samples": results["samples"],
@@ -271,34 +319,29 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
         **results,
     }
 
-    title = f"{recipe.name} seed {recipe.seed}: {cfg.source} ({cfg.checkpoint}.pt)"
-    outputs = {"eval": EVAL_JSON, "confusion": FIGURES["confusion"]}
-    plotting.save_png(plotting.confusion_figure(results["confusion"], facts.classes,
-                                                f"Confusion, {title}"),
-                      run.folder / FIGURES["confusion"])
-    if trained.kind == "snn":
-        # drawn in the method's colour, as in every figure (tmkt_cli/analysis/style.py)
-        method = "ckd" if cfg.source == "distill" else recipe.method.name
-        plotting.save_png(plotting.accuracy_vs_time_figure(results["accuracy_vs_time_steps"],
-                                                           f"Accuracy vs time steps, {title}",
-                                                           method),
-                          run.folder / FIGURES["accuracy_vs_time_steps"])
-        plotting.save_png(plotting.firing_rate_figure(
-            [r["layer"] for r in results["firing_rates"]],
-            [r["firing_rate"] for r in results["firing_rates"]], f"Firing rates, {title}",
-            method), run.folder / FIGURES["firing_rates"])
-        outputs.update(accuracy_vs_time_steps=FIGURES["accuracy_vs_time_steps"],
-                       firing_rates=FIGURES["firing_rates"])
-    if trained.kind == "snn":
-        write_predictions(run.folder / PREDICTIONS, h5, results.pop("labels"),
-                          results.pop("predictions"))
-        outputs["predictions"] = PREDICTIONS
-        report["test_head"] = model.test_head
-        report["head_rule"] = getattr(model, "head_rule", model.test_head)
-    write_json(run.folder / EVAL_JSON, report)
-    print_results(report, ui, title)
-    run.complete(outputs=outputs, metrics=summary_metrics(report))
-    ui.print(f"{STAGE}: done -> {run.folder / EVAL_JSON}")
+
+def _save_confusion(confusion, classes: list[str], title: str, folder: Path) -> None:
+    """The confusion matrix, drawn for every model."""
+    from tmkt_cli.analysis import plotting
+
+    plotting.save_png(plotting.confusion_figure(confusion, classes, f"Confusion, {title}"),
+                      folder / FIGURES["confusion"])
+
+
+def _save_snn_figures(results: dict, title: str, method: str, folder: Path) -> dict[str, str]:
+    """Accuracy against time steps and the firing rates; the outputs they add."""
+    from tmkt_cli.analysis import plotting
+
+    plotting.save_png(plotting.accuracy_vs_time_figure(results["accuracy_vs_time_steps"],
+                                                       f"Accuracy vs time steps, {title}",
+                                                       method),
+                      folder / FIGURES["accuracy_vs_time_steps"])
+    plotting.save_png(plotting.firing_rate_figure(
+        [r["layer"] for r in results["firing_rates"]],
+        [r["firing_rate"] for r in results["firing_rates"]], f"Firing rates, {title}",
+        method), folder / FIGURES["firing_rates"])
+    return {"accuracy_vs_time_steps": FIGURES["accuracy_vs_time_steps"],
+            "firing_rates": FIGURES["firing_rates"]}
 
 
 def write_predictions(path: Path, h5: Path, labels, predictions: dict) -> None:
@@ -355,6 +398,20 @@ def energy_text(picojoules: float) -> str:
 
 def print_results(report: dict, ui: Console, title: str) -> None:
     snn = report["source"]["kind"] == "snn"
+    # An SNN's counts are per sample over its T time steps; the ANN it is compared with
+    # reads one frame: every row says which.
+    steps = f"{len(report['accuracy_vs_time_steps'])} steps" if snn else ""
+    ui.print(_figures_table(report, title, snn, steps))
+    if snn:
+        ui.print(_accuracy_per_step_table(report["accuracy_vs_time_steps"]))
+        ui.print(_spiking_layers_table(report["firing_rates"]))
+    per = f"per sample, summed over {steps}" if snn else "per sample"
+    ui.print(_synapses_table(report["operations"]["layers"], per))
+    _print_lowest_classes(report["per_class"], ui)
+
+
+def _figures_table(report: dict, title: str, snn: bool, steps: str) -> Table:
+    """The headline figures: accuracies, operations, energy, throughput."""
     ops, energy, speed = report["operations"], report["energy"], report["throughput"]
     table = Table(title=escape(f"eval: {title}"), show_header=False, title_justify="left")
     table.add_column("figure", style="bold")
@@ -367,9 +424,6 @@ def print_results(report: dict, ui: Console, title: str) -> None:
         table.add_row(f"top-1, {other} head", f"{100 * heads[other]:.2f} %")
     table.add_row("top-5", f"{100 * report['top5']:.2f} %")
     table.add_row("loss", f"{report['loss']:.4f}")
-    # An SNN's counts are per sample over its T time steps; the ANN it is compared with
-    # reads one frame: every row says which.
-    steps = f"{len(report['accuracy_vs_time_steps'])} steps" if snn else ""
     if snn:
         table.add_row("mean firing rate", f"{report['mean_firing_rate']:.4f}")
         table.add_row(f"synaptic ops (AC) / sample, {steps}", human(ops["ac_ops"]))
@@ -382,30 +436,44 @@ def print_results(report: dict, ui: Console, title: str) -> None:
     if snn:
         table.add_row("ANN / SNN energy", f"{energy['ann_over_snn']:.2f} x")
     table.add_row("throughput", f"{speed['samples_per_s']:.1f} samples/s ({speed['device']})")
-    ui.print(table)
-    if snn:
-        per_t = Table(title="accuracy after t time steps (%)", title_justify="left")
-        for t in range(1, len(report["accuracy_vs_time_steps"]) + 1):
-            per_t.add_column(str(t), justify="right")
-        per_t.add_row(*[f"{100 * a:.2f}" for a in report["accuracy_vs_time_steps"]])
-        ui.print(per_t)
-        layers = Table(title="spiking layers", title_justify="left")
-        layers.add_column("layer")
-        layers.add_column("neurons", justify="right")
-        layers.add_column("firing rate", justify="right")
-        for r in report["firing_rates"]:
-            layers.add_row(escape(r["layer"]), str(r["neurons"]), f"{r['firing_rate']:.4f}")
-        ui.print(layers)
-    per = f"per sample, summed over {steps}" if snn else "per sample"
+    return table
+
+
+def _accuracy_per_step_table(accuracy: list[float]) -> Table:
+    """Accuracy after each time step (the cumulative means of one pass)."""
+    per_t = Table(title="accuracy after t time steps (%)", title_justify="left")
+    for t in range(1, len(accuracy) + 1):
+        per_t.add_column(str(t), justify="right")
+    per_t.add_row(*[f"{100 * a:.2f}" for a in accuracy])
+    return per_t
+
+
+def _spiking_layers_table(firing_rates: list[dict]) -> Table:
+    """Each spiking layer's neurons and firing rate."""
+    layers = Table(title="spiking layers", title_justify="left")
+    layers.add_column("layer")
+    layers.add_column("neurons", justify="right")
+    layers.add_column("firing rate", justify="right")
+    for r in firing_rates:
+        layers.add_row(escape(r["layer"]), str(r["neurons"]), f"{r['firing_rate']:.4f}")
+    return layers
+
+
+def _synapses_table(layers: list[dict], per: str) -> Table:
+    """Each synaptic layer's operations per sample, counted as AC or MAC."""
     synapses = Table(title=f"synaptic layers ({per})", title_justify="left")
     for col in ("layer", "counted as", "ops", "dense MACs", "non-zero inputs"):
         synapses.add_column(col, justify="left" if col == "layer" else "right")
-    for r in ops["layers"]:
+    for r in layers:
         synapses.add_row(escape(r["layer"]), r["kind"].upper(), human(r["ops"]),
                          human(r["dense_macs"]),
                          f"{100 * r['input_density']:.1f} %")
-    ui.print(synapses)
-    per_class = [(name, acc) for name, acc in report["per_class"].items() if acc is not None]
+    return synapses
+
+
+def _print_lowest_classes(per_class_accuracy: dict, ui: Console) -> None:
+    """The ten classes with the lowest accuracy, if any class has one."""
+    per_class = [(name, acc) for name, acc in per_class_accuracy.items() if acc is not None]
     if per_class:
         worst = sorted(per_class, key=lambda item: item[1])[:10]
         low = Table(title=f"lowest per-class accuracy ({len(worst)} of {len(per_class)})",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
@@ -17,6 +18,11 @@ from rich.console import Console
 from tmkt_cli.errors import TmktError
 from tmkt_cli.runs.artifacts import MANIFEST, write_bytes
 from tmkt_cli.runs.checkpoints import LAST, MODEL_STAGES, SNN_STAGES
+
+if TYPE_CHECKING:
+    from tmkt_cli.analysis.landscape import Landscape
+    from tmkt_cli.config import Recipe
+    from tmkt_cli.runs.checkpoints import TrainedModel
 
 
 def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
@@ -27,26 +33,9 @@ def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
     import torch
     from rich.progress import Progress
 
-    from tmkt_cli.analysis import plotting
     from tmkt_cli.analysis.landscape import loss_landscape
-    from tmkt_cli.config import load_recipe
-    from tmkt_cli.runs.artifacts import read_upstream
-    from tmkt_cli.runs.checkpoints import load_trained_model, read_dataset_facts
 
-    up = read_upstream(run_folder, MODEL_STAGES, "tmkt landscape RUN")
-    recipe = load_recipe(run_folder / "config.yaml")
-    stage = up.manifest["stage"]
-    dataset = up.manifest.get("inputs", {}).get("dataset", {}).get("path")
-    if not dataset:
-        raise TmktError(f"{run_folder / MANIFEST}: records no dataset input (tmkt landscape RUN)")
-    h5 = Path(dataset) / "dataset.h5"
-    facts = read_dataset_facts(h5)
-    expected = {"classes": facts.classes, "size": facts.size}
-    if stage in SNN_STAGES:
-        expected.update(kind="snn", time_steps=facts.time_steps)
-    else:
-        expected["kind"] = "ann"
-    trained = load_trained_model(run_folder / LAST, expected, "its dataset (tmkt landscape RUN)")
+    recipe, stage, h5, trained = _load_last(run_folder)
     inputs, labels = _landscape_data(recipe, h5, stage, samples)
     model = trained.model
     model.eval()
@@ -73,15 +62,46 @@ def draw_landscape(run_folder: Path, out: Path, ui: Console, grid: int = 11,
                                  on_point=lambda i, j: progress.advance(task))
     stem = f"landscape-{recipe.name}-seed{recipe.seed}-{stage}"
     png, raw = out / f"{stem}.png", out / f"{stem}.npz"
+    title = f"Loss landscape, {recipe.name} seed {recipe.seed} ({stage})"
+    _save_landscape(surface, png, raw, title, trained.path, len(labels), recipe.seed)
+    return png, raw
+
+
+def _load_last(run_folder: Path) -> tuple[Recipe, str, Path, TrainedModel]:
+    """A run's recipe, stage, dataset file and ``last.pt``, checked against that dataset."""
+    from tmkt_cli.config import load_recipe
+    from tmkt_cli.runs.artifacts import read_upstream
+    from tmkt_cli.runs.checkpoints import load_trained_model, read_dataset_facts
+
+    up = read_upstream(run_folder, MODEL_STAGES, "tmkt landscape RUN")
+    recipe = load_recipe(run_folder / "config.yaml")
+    stage = up.manifest["stage"]
+    dataset = up.manifest.get("inputs", {}).get("dataset", {}).get("path")
+    if not dataset:
+        raise TmktError(f"{run_folder / MANIFEST}: records no dataset input (tmkt landscape RUN)")
+    h5 = Path(dataset) / "dataset.h5"
+    facts = read_dataset_facts(h5)
+    expected = {"classes": facts.classes, "size": facts.size}
+    if stage in SNN_STAGES:
+        expected.update(kind="snn", time_steps=facts.time_steps)
+    else:
+        expected["kind"] = "ann"
+    trained = load_trained_model(run_folder / LAST, expected, "its dataset (tmkt landscape RUN)")
+    return recipe, stage, h5, trained
+
+
+def _save_landscape(surface: Landscape, png: Path, raw: Path, title: str, checkpoint: Path,
+                    samples: int, seed: int) -> None:
+    """The contour figure, then the raw grid with what it was computed from."""
+    from tmkt_cli.analysis import plotting
+
     plotting.save_png(plotting.landscape_figure(
-        surface.alphas, surface.betas, surface.loss,
-        f"Loss landscape, {recipe.name} seed {recipe.seed} ({stage})"), png)
+        surface.alphas, surface.betas, surface.loss, title), png)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, alphas=surface.alphas, betas=surface.betas, loss=surface.loss,
-                        accuracy=surface.accuracy, checkpoint=np.asarray(str(trained.path)),
-                        samples=np.asarray(len(labels)), seed=np.asarray(recipe.seed))
+                        accuracy=surface.accuracy, checkpoint=np.asarray(str(checkpoint)),
+                        samples=np.asarray(samples), seed=np.asarray(seed))
     write_bytes(raw, buffer.getvalue())
-    return png, raw
 
 
 def _landscape_data(recipe, h5: Path, stage: str, samples: int):

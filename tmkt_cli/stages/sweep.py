@@ -219,11 +219,7 @@ def plan_sweep(folder: str, methods: list[str], fractions: list[str], seeds: lis
     grid_seeds = [parse_seed(s) for s in seeds]
     for s in sets:
         _check_override(s, f"--set {s}")
-    for name in dict.fromkeys(m.name for m in parsed):
-        if not (recipes / f"{name}.yaml").is_file():
-            known = sorted(p.stem for p in recipes.glob("*.yaml") if p.stem != "base")
-            raise TmktError(f"--methods {name}: no recipe {recipes / f'{name}.yaml'} (the "
-                            f"folder has {', '.join(known) or 'none'})")
+    _check_recipes_exist(recipes, parsed)
     # a CKD student is distilled (its recipe evaluates the distill stage), the rest trained
     distilled = {m.name for m in parsed
                  if load_recipe(recipes / f"{m.name}.yaml").eval.source == "distill"}
@@ -257,6 +253,27 @@ def plan_sweep(folder: str, methods: list[str], fractions: list[str], seeds: lis
                         (f"seed={seed}", *common, f"name={TEACHER}"), f"teacher-s{seed}.log",
                         teacher=seed)
                     for seed in grid_seeds]
+    grid = _grid_jobs(job, recipes, parsed, grid_fractions, grid_seeds, common, distilled, root,
+                      evaluate)
+    prepare = [Job(f"prepare {recipe}", "prepare", recipe, prepare_sets,
+                   logs / ("prepare.log" if i == 0 else f"prepare-{i + 1}.log"), Path(path))
+               for i, (path, (recipe, prepare_sets)) in enumerate(datasets.items())]
+    return Plan(root, prepare, teachers, grid)
+
+
+def _check_recipes_exist(recipes: Path, parsed: list[Method]) -> None:
+    """Every method names a recipe file of the folder."""
+    for name in dict.fromkeys(m.name for m in parsed):
+        if not (recipes / f"{name}.yaml").is_file():
+            known = sorted(p.stem for p in recipes.glob("*.yaml") if p.stem != "base")
+            raise TmktError(f"--methods {name}: no recipe {recipes / f'{name}.yaml'} (the "
+                            f"folder has {', '.join(known) or 'none'})")
+
+
+def _grid_jobs(job: Callable[..., Job], recipes: Path, parsed: list[Method],
+               grid_fractions: list[str], grid_seeds: list[int], common: tuple[str, ...],
+               distilled: set[str], root: Path, evaluate: bool) -> list[Job]:
+    """The training (or distillation) of every method, fraction and seed, made by ``job``."""
     grid = []
     # seeds outermost: a grid stopped half way has every setting at the first seeds
     for seed in grid_seeds:
@@ -273,10 +290,7 @@ def plan_sweep(folder: str, methods: list[str], fractions: list[str], seeds: lis
                                 recipes / f"{m.name}.yaml", job_sets,
                                 f"{_tag(m.spec)}-f{written}-s{seed}.log", evaluate=evaluate,
                                 teacher=teacher))
-    prepare = [Job(f"prepare {recipe}", "prepare", recipe, prepare_sets,
-                   logs / ("prepare.log" if i == 0 else f"prepare-{i + 1}.log"), Path(path))
-               for i, (path, (recipe, prepare_sets)) in enumerate(datasets.items())]
-    return Plan(root, prepare, teachers, grid)
+    return grid
 
 
 def dry_run_lines(plan: Plan) -> list[str]:

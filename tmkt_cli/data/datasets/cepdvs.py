@@ -71,47 +71,16 @@ def cepdvs_source(root: Path | None, *, train_per_class: int, test_per_class: in
     labels_by_index = read_cepdvs_labels(csv_path)
     mat_folder = root / "data" / "MAT"
     image_folder = root / "data" / "img"
-    for folder in (mat_folder, image_folder):
-        if not folder.is_dir():
-            raise layout_error(facts, f"no folder {folder}")
-    recordings = _files_by_index(find_files(mat_folder, root, (".mat",)), facts)
-    images = _files_by_index(find_files(image_folder, root, IMAGE_SUFFIXES), facts)
-    if not recordings:
-        raise layout_error(facts, f"no <index>.mat recordings under {mat_folder}")
-
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for index in sorted(recordings):
-        if index >= len(labels_by_index):
-            raise TmktError(f"{recordings[index].ref}: index {index} has no row in {csv_path} "
-                            f"({len(labels_by_index)} rows)")
-        if index not in images:
-            raise TmktError(f"{recordings[index].ref}: no image {image_folder}/{index}.<png|jpg> "
-                            f"for this recording (CEP-DVS images are index-aligned)")
-        by_class[labels_by_index[index]].append(index)
+    recordings, images = _find_cepdvs_files(root, mat_folder, image_folder, facts)
+    by_class = _indices_by_class(recordings, images, labels_by_index, csv_path, image_folder)
     classes = [c for c in CIFAR100_SUPERCLASSES if c in by_class]
     needed = train_per_class + test_per_class
-    for name in classes:
-        if len(by_class[name]) < needed:
-            raise TmktError(f"cepdvs: class {name} has {len(by_class[name])} recordings under "
-                            f"{mat_folder}; the split needs {needed} (first {train_per_class} "
-                            f"train, next {test_per_class} test)")
+    _check_class_sizes(by_class, classes, mat_folder, train_per_class, test_per_class)
 
-    def split(indices_per_class: dict[str, list[int]]) -> tuple[list[Recording], list[ImageItem]]:
-        recording_items, image_items = [], []
-        for label, name in enumerate(classes):
-            for index in indices_per_class[name]:
-                # The split's image list holds each recording's own image at the same
-                # position, so image_index is a position in that list (never a dataset index).
-                image_items.append(ImageItem(images[index].source, label,
-                                             partial(load_image_file, images[index].ref)))
-                recording_items.append(Recording(
-                    recordings[index].source, label,
-                    partial(load_cep_recording, recordings[index].ref),
-                    image_index=len(image_items) - 1))
-        return recording_items, image_items
-
-    train, train_images = split({c: by_class[c][:train_per_class] for c in classes})
-    test, test_images = split({c: by_class[c][train_per_class:needed] for c in classes})
+    train, train_images = _split_items(
+        classes, {c: by_class[c][:train_per_class] for c in classes}, recordings, images)
+    test, test_images = _split_items(
+        classes, {c: by_class[c][train_per_class:needed] for c in classes}, recordings, images)
     return SourceData(
         classes=classes, train=train, test=test,
         train_images=train_images, test_images=test_images,
@@ -123,6 +92,66 @@ def cepdvs_source(root: Path | None, *, train_per_class: int, test_per_class: in
             "sensor_size": "per recording: the file's height/width, else largest coordinate + 1",
             "unused_recordings": sum(len(v) - needed for v in by_class.values()),
         })
+
+
+def _find_cepdvs_files(root: Path, mat_folder: Path, image_folder: Path, facts: DatasetFacts
+                       ) -> tuple[dict[int, FoundFile], dict[int, FoundFile]]:
+    """(recordings, images) of the release, each by dataset index."""
+    for folder in (mat_folder, image_folder):
+        if not folder.is_dir():
+            raise layout_error(facts, f"no folder {folder}")
+    recordings = _files_by_index(find_files(mat_folder, root, (".mat",)), facts)
+    images = _files_by_index(find_files(image_folder, root, IMAGE_SUFFIXES), facts)
+    if not recordings:
+        raise layout_error(facts, f"no <index>.mat recordings under {mat_folder}")
+    return recordings, images
+
+
+def _indices_by_class(recordings: dict[int, FoundFile], images: dict[int, FoundFile],
+                      labels_by_index: list[str], csv_path: Path, image_folder: Path
+                      ) -> dict[str, list[int]]:
+    """The dataset indices of each class's recordings, ascending; each must have a label row
+    and an image."""
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for index in sorted(recordings):
+        if index >= len(labels_by_index):
+            raise TmktError(f"{recordings[index].ref}: index {index} has no row in {csv_path} "
+                            f"({len(labels_by_index)} rows)")
+        if index not in images:
+            raise TmktError(f"{recordings[index].ref}: no image {image_folder}/{index}.<png|jpg> "
+                            f"for this recording (CEP-DVS images are index-aligned)")
+        by_class[labels_by_index[index]].append(index)
+    return by_class
+
+
+def _check_class_sizes(by_class: dict[str, list[int]], classes: list[str], mat_folder: Path,
+                       train_per_class: int, test_per_class: int) -> None:
+    """Fail unless every class has enough recordings for the split."""
+    needed = train_per_class + test_per_class
+    for name in classes:
+        if len(by_class[name]) < needed:
+            raise TmktError(f"cepdvs: class {name} has {len(by_class[name])} recordings under "
+                            f"{mat_folder}; the split needs {needed} (first {train_per_class} "
+                            f"train, next {test_per_class} test)")
+
+
+def _split_items(classes: list[str], indices_per_class: dict[str, list[int]],
+                 recordings: dict[int, FoundFile], images: dict[int, FoundFile]
+                 ) -> tuple[list[Recording], list[ImageItem]]:
+    """One split's recordings and images, class by class, each recording paired with its own
+    image."""
+    recording_items, image_items = [], []
+    for label, name in enumerate(classes):
+        for index in indices_per_class[name]:
+            # The split's image list holds each recording's own image at the same
+            # position, so image_index is a position in that list (never a dataset index).
+            image_items.append(ImageItem(images[index].source, label,
+                                         partial(load_image_file, images[index].ref)))
+            recording_items.append(Recording(
+                recordings[index].source, label,
+                partial(load_cep_recording, recordings[index].ref),
+                image_index=len(image_items) - 1))
+    return recording_items, image_items
 
 
 def read_cepdvs_labels(csv_path: Path) -> list[str]:

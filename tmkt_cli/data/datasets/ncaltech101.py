@@ -11,6 +11,7 @@ from pathlib import Path
 from tmkt_cli.data.datasets.recorded import (
     TRAIN_FRACTION,
     DatasetFacts,
+    FoundFile,
     find_files,
     first_existing,
     group_by_folder,
@@ -49,18 +50,8 @@ def ncaltech101(root: Path | None, cfg: object = None) -> SourceData:
     """N-Caltech101 recordings with Caltech101 images; classes line up by folder name."""
     facts = NCALTECH101
     root = require_root(root, facts)
-    events_at = first_existing(root, NCALTECH_EVENT_CANDIDATES)
-    if events_at is None:
-        raise layout_error(facts, f"no N-Caltech101 recordings in {root}")
-    recordings = group_by_folder(find_files(events_at, root, (".bin",),
-                                            descend_into=("Caltech101.zip",)))
-    if not recordings:
-        raise layout_error(facts, f"no <class>/*.bin recordings in {events_at}")
-    images_at = first_existing(root, CALTECH_IMAGE_CANDIDATES)
-    if images_at is None:
-        raise layout_error(facts, f"no Caltech101 images in {root}")
-    images = group_by_folder(find_files(images_at, root, (".jpg", ".jpeg"),
-                                        descend_into=("101_ObjectCategories.tar.gz",)))
+    events_at, recordings = _find_recordings(root, facts)
+    images_at, images = _find_images(root, facts)
     # The recordings define the classes (BACKGROUND_Google kept, Faces absent); a stock
     # Caltech101 folder also has Faces, which has no recordings and is dropped.
     classes = sorted(recordings)
@@ -69,43 +60,21 @@ def ncaltech101(root: Path | None, cfg: object = None) -> SourceData:
         raise layout_error(facts, f"no Caltech101 images for class(es) {', '.join(missing)} "
                                   f"in {images_at}")
     dropped = sorted(set(images) - set(classes))
+    train, test, train_images, test_images = _split_pairs(recordings, images, classes)
 
-    train, test, train_images, test_images = [], [], [], []
-    for label, name in enumerate(classes):
-        rec_train, rec_test = split_first_fraction(recordings[name], TRAIN_FRACTION)
-        img_train, img_test = split_first_fraction(images[name], TRAIN_FRACTION)
-        train += [(label, f) for f in rec_train]
-        test += [(label, f) for f in rec_test]
-        train_images += [(label, f) for f in img_train]
-        test_images += [(label, f) for f in img_test]
-
-    def image_items(pairs):
-        return [ImageItem(f.source, label, partial(load_image_file, f.ref)) for label, f in pairs]
-
-    def own_image_positions(pairs, image_pairs) -> list[int]:
-        # N-Caltech101 converted each Caltech101 image under the same name
-        # (image_0001.jpg -> image_0001.bin), so a recording's own image is found by name.
-        position = {(label, f.stem): i for i, (label, f) in enumerate(image_pairs)}
-        return [position.get((label, f.stem), -1) for label, f in pairs]
-
-    train_positions = own_image_positions(train, train_images)
-    test_positions = own_image_positions(test, test_images)
+    train_positions = _own_image_positions(train, train_images)
+    test_positions = _own_image_positions(test, test_images)
     # Pair by instance only when every recording finds its image: a partial pairing would
     # silently mix instance and class pairing.
     paired = -1 not in train_positions + test_positions
     if not paired:
         train_positions, test_positions = [-1] * len(train), [-1] * len(test)
 
-    def recording_items(pairs, positions) -> list[Recording]:
-        return [Recording(f.source, label, partial(load_atis_recording, f.ref),
-                          image_index=position)
-                for (label, f), position in zip(pairs, positions, strict=True)]
-
-    train_items = recording_items(train, train_positions)
-    test_items = recording_items(test, test_positions)
+    train_items = _recording_items(train, train_positions)
+    test_items = _recording_items(test, test_positions)
     return SourceData(
         classes=classes, train=train_items, test=test_items,
-        train_images=image_items(train_images), test_images=image_items(test_images),
+        train_images=_image_items(train_images), test_images=_image_items(test_images),
         info={
             "dataset": facts.title, "citation": facts.citation, "url": facts.url,
             "events_from": events_at.name, "images_from": images_at.name,
@@ -120,3 +89,61 @@ def ncaltech101(root: Path | None, cfg: object = None) -> SourceData:
                                  else "unavailable: some recordings have no image of the "
                                       "same name in the same split"),
         })
+
+
+def _find_recordings(root: Path, facts: DatasetFacts
+                     ) -> tuple[Path, dict[str, list[FoundFile]]]:
+    """(where the recordings are, the .bin recordings of each class folder)."""
+    events_at = first_existing(root, NCALTECH_EVENT_CANDIDATES)
+    if events_at is None:
+        raise layout_error(facts, f"no N-Caltech101 recordings in {root}")
+    recordings = group_by_folder(find_files(events_at, root, (".bin",),
+                                            descend_into=("Caltech101.zip",)))
+    if not recordings:
+        raise layout_error(facts, f"no <class>/*.bin recordings in {events_at}")
+    return events_at, recordings
+
+
+def _find_images(root: Path, facts: DatasetFacts) -> tuple[Path, dict[str, list[FoundFile]]]:
+    """(where the Caltech101 images are, the .jpg images of each class folder)."""
+    images_at = first_existing(root, CALTECH_IMAGE_CANDIDATES)
+    if images_at is None:
+        raise layout_error(facts, f"no Caltech101 images in {root}")
+    images = group_by_folder(find_files(images_at, root, (".jpg", ".jpeg"),
+                                        descend_into=("101_ObjectCategories.tar.gz",)))
+    return images_at, images
+
+
+def _split_pairs(recordings: dict[str, list[FoundFile]], images: dict[str, list[FoundFile]],
+                 classes: list[str]) -> tuple[list, list, list, list]:
+    """(label, file) pairs of the train and test recordings, then of the train and test images:
+    per class, the first TRAIN_FRACTION train, the rest test."""
+    train, test, train_images, test_images = [], [], [], []
+    for label, name in enumerate(classes):
+        rec_train, rec_test = split_first_fraction(recordings[name], TRAIN_FRACTION)
+        img_train, img_test = split_first_fraction(images[name], TRAIN_FRACTION)
+        train += [(label, f) for f in rec_train]
+        test += [(label, f) for f in rec_test]
+        train_images += [(label, f) for f in img_train]
+        test_images += [(label, f) for f in img_test]
+    return train, test, train_images, test_images
+
+
+def _image_items(pairs):
+    """Image items of (label, file) pairs, in order."""
+    return [ImageItem(f.source, label, partial(load_image_file, f.ref)) for label, f in pairs]
+
+
+def _own_image_positions(pairs, image_pairs) -> list[int]:
+    """Position in ``image_pairs`` of each recording's own image, -1 where there is none."""
+    # N-Caltech101 converted each Caltech101 image under the same name
+    # (image_0001.jpg -> image_0001.bin), so a recording's own image is found by name.
+    position = {(label, f.stem): i for i, (label, f) in enumerate(image_pairs)}
+    return [position.get((label, f.stem), -1) for label, f in pairs]
+
+
+def _recording_items(pairs, positions) -> list[Recording]:
+    """Recording items of (label, file) pairs, each pointing at its image position."""
+    return [Recording(f.source, label, partial(load_atis_recording, f.ref),
+                      image_index=position)
+            for (label, f), position in zip(pairs, positions, strict=True)]

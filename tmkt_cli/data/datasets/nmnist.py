@@ -61,56 +61,19 @@ def nmnist(root: Path | None, cfg: object = None) -> SourceData:
     """N-MNIST recordings (its own Train/Test) with MNIST images (train / t10k)."""
     facts = NMNIST
     root = require_root(root, facts)
-    per_split: dict[str, dict[str, list[FoundFile]]] = {}
-    for split_name, candidates in NMNIST_SPLIT_CANDIDATES.items():
-        container = first_existing(root, candidates)
-        if container is None:
-            raise layout_error(facts, f"no {candidates[0]}/ folder or {candidates[1]} in {root}")
-        groups = group_by_folder(find_files(container, root, (".bin",)))
-        bad = sorted(g for g in groups if not (g.isdigit() and len(g) == 1))
-        if bad:
-            raise layout_error(facts, f"folder(s) {', '.join(bad)} in {container} are not "
-                                      f"digits 0-9")
-        if not groups:
-            raise layout_error(facts, f"no <digit>/*.bin recordings in {container}")
-        per_split[split_name] = groups
+    per_split = {split_name: _recordings_by_digit(root, candidates, facts)
+                 for split_name, candidates in NMNIST_SPLIT_CANDIDATES.items()}
     classes = sorted(set(per_split["train"]) | set(per_split["test"]), key=int)
 
     mnist_folder = next((root / c for c in MNIST_FOLDER_CANDIDATES
                          if _idx_file(root / c, MNIST_FILES["train"][0]) is not None), None)
     if mnist_folder is None:
         raise layout_error(facts, f"no MNIST idx files (train-images-idx3-ubyte[.gz]) in {root}")
-
-    def recordings(split_name: str) -> list[Recording]:
-        return [Recording(f.source, classes.index(digit),
-                          partial(load_atis_recording, f.ref, NMNIST_SENSOR_SIZE))
-                for digit, files in sorted(per_split[split_name].items())
-                for f in files]
-
-    def images(split_name: str) -> list[ImageItem]:
-        image_name, label_name = MNIST_FILES[split_name]
-        image_path = _idx_file(mnist_folder, image_name)
-        label_path = _idx_file(mnist_folder, label_name)
-        for name, path in ((image_name, image_path), (label_name, label_path)):
-            if path is None:
-                raise layout_error(facts, f"MNIST file {name}[.gz] missing in {mnist_folder}")
-        labels = read_idx(label_path.read_bytes(), str(label_path))
-        image_header = read_idx_shape(image_path)
-        if len(image_header) != 3:
-            raise TmktError(f"{image_path}: expected images [N, rows, columns], the idx header "
-                            f"says {list(image_header)}")
-        if labels.ndim != 1 or image_header[0] != labels.shape[0]:
-            raise TmktError(f"{label_path}: {labels.shape[0]} labels for {image_header[0]} "
-                            f"images in {image_path}")
-        source = image_path.relative_to(root).as_posix()
-        ref = FileRef(str(image_path))
-        return [ImageItem(f"{source}#{i}", classes.index(str(digit)),
-                          partial(load_mnist_image, ref, i))
-                for i, digit in enumerate(labels.tolist()) if str(digit) in classes]
-
     return SourceData(
-        classes=classes, train=recordings("train"), test=recordings("test"),
-        train_images=images("train"), test_images=images("test"),
+        classes=classes, train=_recordings(per_split["train"], classes),
+        test=_recordings(per_split["test"], classes),
+        train_images=_images(MNIST_FILES["train"], mnist_folder, root, classes, facts),
+        test_images=_images(MNIST_FILES["test"], mnist_folder, root, classes, facts),
         info={
             "dataset": facts.title, "citation": facts.citation, "url": facts.url,
             "split": "N-MNIST's own Train/Test; images: MNIST train / t10k",
@@ -118,6 +81,54 @@ def nmnist(root: Path | None, cfg: object = None) -> SourceData:
                                 "indices",
             "sensor_size": "34 x 34",
         })
+
+
+def _recordings_by_digit(root: Path, candidates: tuple[str, ...], facts: DatasetFacts
+                         ) -> dict[str, list[FoundFile]]:
+    """The .bin recordings of each <digit> folder of one split (its first existing candidate)."""
+    container = first_existing(root, candidates)
+    if container is None:
+        raise layout_error(facts, f"no {candidates[0]}/ folder or {candidates[1]} in {root}")
+    groups = group_by_folder(find_files(container, root, (".bin",)))
+    bad = sorted(g for g in groups if not (g.isdigit() and len(g) == 1))
+    if bad:
+        raise layout_error(facts, f"folder(s) {', '.join(bad)} in {container} are not "
+                                  f"digits 0-9")
+    if not groups:
+        raise layout_error(facts, f"no <digit>/*.bin recordings in {container}")
+    return groups
+
+
+def _recordings(groups: dict[str, list[FoundFile]], classes: list[str]) -> list[Recording]:
+    """Recording items of one split, digit by digit."""
+    return [Recording(f.source, classes.index(digit),
+                      partial(load_atis_recording, f.ref, NMNIST_SENSOR_SIZE))
+            for digit, files in sorted(groups.items())
+            for f in files]
+
+
+def _images(file_names: tuple[str, str], mnist_folder: Path, root: Path, classes: list[str],
+            facts: DatasetFacts) -> list[ImageItem]:
+    """Image items of one MNIST split (its images and labels idx files), in file order."""
+    image_name, label_name = file_names
+    image_path = _idx_file(mnist_folder, image_name)
+    label_path = _idx_file(mnist_folder, label_name)
+    for name, path in ((image_name, image_path), (label_name, label_path)):
+        if path is None:
+            raise layout_error(facts, f"MNIST file {name}[.gz] missing in {mnist_folder}")
+    labels = read_idx(label_path.read_bytes(), str(label_path))
+    image_header = read_idx_shape(image_path)
+    if len(image_header) != 3:
+        raise TmktError(f"{image_path}: expected images [N, rows, columns], the idx header "
+                        f"says {list(image_header)}")
+    if labels.ndim != 1 or image_header[0] != labels.shape[0]:
+        raise TmktError(f"{label_path}: {labels.shape[0]} labels for {image_header[0]} "
+                        f"images in {image_path}")
+    source = image_path.relative_to(root).as_posix()
+    ref = FileRef(str(image_path))
+    return [ImageItem(f"{source}#{i}", classes.index(str(digit)),
+                      partial(load_mnist_image, ref, i))
+            for i, digit in enumerate(labels.tolist()) if str(digit) in classes]
 
 
 def _idx_file(folder: Path, name: str) -> Path | None:

@@ -107,6 +107,12 @@ class EventCharacter:
     windows: tuple[tuple[int, int], ...]
 
 
+_SetImages = dict[str, dict[tuple[str, str], dict[int, tuple[str, FoundFile]]]]
+"""Per set, per (alphabet, character), per drawer: (Omniglot number, image file)."""
+_Sample = tuple[str, int, int, Recording]
+"""(split, label, drawer, recording) of one drawer's sample."""
+
+
 # --------------------------------------------------------------------------------------------
 # The source
 # --------------------------------------------------------------------------------------------
@@ -124,8 +130,50 @@ def nomniglot_source(root: Path | None, *, train_drawers: int = TRAIN_DRAWERS,
     uses drawers 1-15 for training and the authors' crop)."""
     facts = NOMNIGLOT
     root = require_root(root, facts)
+    events, images, places = _list_sets(root, facts)
+    classes, characters = _classes(events, images, places, facts)
+    dropped = sorted(f"{k[0]}/{k[1]}" for s in SETS for k in images[s] if k not in events[s])
+    train, test, train_images, test_images, position, mismatched = _split_samples(
+        characters, images, train_drawers, crop)
+
+    # Instance pairing only when every recording finds its own image: a partial pairing would
+    # silently mix instance and class pairing.
+    paired = all((split, label, drawer) in position
+                 for split, label, drawer, _ in train + test)
+    short = sorted(f"{c.alphabet}/{c.character}" for _, c in characters
+                   if len(c.windows) < DRAWERS)
+    top, left, height, width = CROP
+    return SourceData(
+        classes=classes, train=_recordings(train, paired, position),
+        test=_recordings(test, paired, position),
+        train_images=train_images, test_images=test_images,
+        info={
+            "dataset": facts.title, "citation": facts.citation, "url": facts.url,
+            **places,
+            "characters": {s: len(events[s]) for s in SETS},
+            "class_mapping": "one class per character: the background set then the evaluation "
+                             "set, each sorted by alphabet then character; images matched by "
+                             "the same set/alphabet/character folders",
+            "image_classes_dropped": dropped,
+            "split": f"per character: drawers 1-{train_drawers} train, "
+                     f"{train_drawers + 1}-{DRAWERS} test (CSV row i is drawer i + 1; images "
+                     f"NNNN_DD.png by DD)",
+            "characters_with_fewer_than_20_drawers": short,
+            "instance_pairing": _pairing_note(paired, mismatched),
+            "sample_window": "events with start <= t < end of the drawer's CSV row (columns "
+                             "2 and 3, µs)",
+            "sensor_size": (f"{height} x {width}: the authors' crop, rows {top}-{top + height - 1}"
+                            f" and columns {left}-{left + width - 1} of the 260 x 346 DAVIS346"
+                            if crop else "260 x 346 (DAVIS346), uncropped"),
+        })
+
+
+def _list_sets(root: Path, facts: DatasetFacts
+               ) -> tuple[dict[str, dict[tuple[str, str], EventCharacter]], _SetImages,
+                          dict[str, str]]:
+    """(event characters, image characters, container names) of each set, set by set."""
     events: dict[str, dict[tuple[str, str], EventCharacter]] = {}
-    images: dict[str, dict[tuple[str, str], dict[int, tuple[str, FoundFile]]]] = {}
+    images: _SetImages = {}
     places: dict[str, str] = {}
     for set_name in SETS:
         candidates = EVENT_CANDIDATES[set_name]
@@ -142,7 +190,13 @@ def nomniglot_source(root: Path | None, *, train_drawers: int = TRAIN_DRAWERS,
                                       f"{candidates[1]}) in {root}")
         images[set_name] = _image_characters(container, root, facts)
         places[f"images_{set_name}"] = container.name
+    return events, images, places
 
+
+def _classes(events: dict[str, dict[tuple[str, str], EventCharacter]],
+             images: _SetImages, places: dict[str, str], facts: DatasetFacts
+             ) -> tuple[list[str], list[tuple[str, EventCharacter]]]:
+    """(class names, (set, character) per label): set by set, sorted by alphabet, character."""
     classes: list[str] = []
     characters: list[tuple[str, EventCharacter]] = []
     for set_name in SETS:
@@ -156,10 +210,20 @@ def nomniglot_source(root: Path | None, *, train_drawers: int = TRAIN_DRAWERS,
                 raise layout_error(facts, f"character {name} is in both sets")
             classes.append(name)
             characters.append((set_name, character))
-    dropped = sorted(f"{k[0]}/{k[1]}" for s in SETS for k in images[s] if k not in events[s])
+    return classes, characters
 
-    train, test = [], []
-    train_images, test_images = [], []
+
+def _split_samples(characters: list[tuple[str, EventCharacter]], images: _SetImages,
+                   train_drawers: int, crop: bool
+                   ) -> tuple[list[_Sample], list[_Sample], list[ImageItem], list[ImageItem],
+                              dict[tuple[str, int, int], int], list[str]]:
+    """(train, test, train_images, test_images, position, mismatched): the recordings as
+    (split, label, drawer, Recording), the image items, each recording's own image position by
+    (split, label, drawer), and the recordings whose number differs from their images'."""
+    train: list[_Sample] = []
+    test: list[_Sample] = []
+    train_images: list[ImageItem] = []
+    test_images: list[ImageItem] = []
     position: dict[tuple[str, int, int], int] = {}  # (split, label, drawer) -> image position
     mismatched: list[str] = []
     for label, (set_name, character) in enumerate(characters):
@@ -179,50 +243,27 @@ def nomniglot_source(root: Path | None, *, train_drawers: int = TRAIN_DRAWERS,
                     f"{character.recording.source}#{drawer:02d}", label,
                     partial(load_nomniglot_recording, character.recording.ref, start, end,
                             crop))))
+    return train, test, train_images, test_images, position, mismatched
 
-    # Instance pairing only when every recording finds its own image: a partial pairing would
-    # silently mix instance and class pairing.
-    paired = all((split, label, drawer) in position
-                 for split, label, drawer, _ in train + test)
 
-    def recordings(entries) -> list[Recording]:
-        if not paired:
-            return [r for *_, r in entries]
-        return [Recording(r.source, r.label, r.load, image_index=position[(split, label, drawer)])
-                for split, label, drawer, r in entries]
+def _recordings(entries: list[_Sample], paired: bool, position: dict[tuple[str, int, int], int]
+                ) -> list[Recording]:
+    """The Recordings of (split, label, drawer, Recording) entries, given their own image
+    position when ``paired``."""
+    if not paired:
+        return [r for *_, r in entries]
+    return [Recording(r.source, r.label, r.load, image_index=position[(split, label, drawer)])
+            for split, label, drawer, r in entries]
 
-    short = sorted(f"{c.alphabet}/{c.character}" for _, c in characters
-                   if len(c.windows) < DRAWERS)
+
+def _pairing_note(paired: bool, mismatched: list[str]) -> str:
+    """The info line saying how recordings pair with images, or why they do not."""
     if paired:
-        pairing = "by Omniglot number and drawer (NNNN.aedat4 row DD <-> NNNN_DD.png)"
-    elif mismatched:
-        pairing = (f"unavailable: the recording number differs from the image numbers for "
-                   f"{len(mismatched)} character(s), e.g. {mismatched[0]}")
-    else:
-        pairing = "unavailable: some recordings have no image of their drawer in their split"
-    top, left, height, width = CROP
-    return SourceData(
-        classes=classes, train=recordings(train), test=recordings(test),
-        train_images=train_images, test_images=test_images,
-        info={
-            "dataset": facts.title, "citation": facts.citation, "url": facts.url,
-            **places,
-            "characters": {s: len(events[s]) for s in SETS},
-            "class_mapping": "one class per character: the background set then the evaluation "
-                             "set, each sorted by alphabet then character; images matched by "
-                             "the same set/alphabet/character folders",
-            "image_classes_dropped": dropped,
-            "split": f"per character: drawers 1-{train_drawers} train, "
-                     f"{train_drawers + 1}-{DRAWERS} test (CSV row i is drawer i + 1; images "
-                     f"NNNN_DD.png by DD)",
-            "characters_with_fewer_than_20_drawers": short,
-            "instance_pairing": pairing,
-            "sample_window": "events with start <= t < end of the drawer's CSV row (columns "
-                             "2 and 3, µs)",
-            "sensor_size": (f"{height} x {width}: the authors' crop, rows {top}-{top + height - 1}"
-                            f" and columns {left}-{left + width - 1} of the 260 x 346 DAVIS346"
-                            if crop else "260 x 346 (DAVIS346), uncropped"),
-        })
+        return "by Omniglot number and drawer (NNNN.aedat4 row DD <-> NNNN_DD.png)"
+    if mismatched:
+        return (f"unavailable: the recording number differs from the image numbers for "
+                f"{len(mismatched)} character(s), e.g. {mismatched[0]}")
+    return "unavailable: some recordings have no image of their drawer in their split"
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,6 +53,18 @@ def read_aedat4(source: EventSource, *, name: str | None = None
     """
     label = source_label(source, name)
     data = read_source(source, label)
+    _check_aedat4_magic(data, label)
+    header_end, compression, data_table_position, description = _aedat4_header(data, label)
+    stream_id, sensor_size = _aedat4_event_stream(description, label)
+    end = _aedat4_packets_end(data, header_end, data_table_position, label)
+    chunks = _aedat4_event_chunks(data, header_end, end, stream_id, compression, label)
+    raw = np.concatenate(chunks) if chunks else np.zeros(0, AEDAT4_EVENT_LAYOUT)
+    events = make_events(raw["t"], raw["x"], raw["y"], raw["on"] != 0)
+    return events, (sensor_size if sensor_size else infer_sensor_size(events))
+
+
+def _check_aedat4_magic(data, label: str) -> None:
+    """Fail unless the file starts with the AEDAT 4.0 line (naming other versions found)."""
     if len(data) == 0:
         raise TmktError(f"{label}: empty file, expected an AEDAT 4.0 recording")
     head = bytes(data[:len(AEDAT4_MAGIC)])
@@ -62,6 +74,11 @@ def read_aedat4(source: EventSource, *, name: str | None = None
             raise TmktError(f"{label}: AEDAT version {found.group(1).decode()}, expected 4.0 "
                             f"(N-Omniglot's DV recordings)")
         raise TmktError(f"{label}: no '#!AER-DAT4.0' line: not an AEDAT 4.0 file")
+
+
+def _aedat4_header(data, label: str) -> tuple[int, str, int, str]:
+    """(where the header ends, compression name, data-table position, stream description
+    XML) from the IOHeader after the magic line."""
     position = len(AEDAT4_MAGIC)
     if len(data) < position + 4:
         raise TmktError(f"{label}: the AEDAT 4.0 header is cut short: the file is truncated")
@@ -80,8 +97,11 @@ def read_aedat4(source: EventSource, *, name: str | None = None
     if not 0 <= compression_code < len(AEDAT4_COMPRESSIONS):
         raise TmktError(f"{label}: unknown AEDAT 4.0 compression code {compression_code}")
     compression = AEDAT4_COMPRESSIONS[compression_code]
-    stream_id, sensor_size = _aedat4_event_stream(description, label)
+    return header_end, compression, data_table_position, description
 
+
+def _aedat4_packets_end(data, header_end: int, data_table_position: int, label: str) -> int:
+    """The byte where the packets end: the data table, else the end of the file."""
     # A position <= 0 means no data table (a recording that was not closed cleanly).
     end = len(data) if data_table_position <= 0 else data_table_position
     if end < header_end:
@@ -90,8 +110,15 @@ def read_aedat4(source: EventSource, *, name: str | None = None
     if end > len(data):
         raise TmktError(f"{label}: the packets should end at byte {end} but the file has "
                         f"{len(data)} bytes: the file is truncated")
+    return end
+
+
+def _aedat4_event_chunks(data, start: int, end: int, stream_id: int, compression: str,
+                         label: str) -> list[np.ndarray]:
+    """The events of each packet of the event stream between ``start`` and ``end``, in file
+    order; other streams' packets are skipped by their size."""
     chunks = []
-    position = header_end
+    position = start
     while position < end:
         if position + 8 > end:
             raise TmktError(f"{label}: a packet header at byte {position} is cut short: the "
@@ -107,9 +134,7 @@ def read_aedat4(source: EventSource, *, name: str | None = None
                                         f"{label} (packet at byte {position})")
             chunks.append(_aedat4_event_packet(packet, label, position))
         position = body + size
-    raw = np.concatenate(chunks) if chunks else np.zeros(0, AEDAT4_EVENT_LAYOUT)
-    events = make_events(raw["t"], raw["x"], raw["y"], raw["on"] != 0)
-    return events, (sensor_size if sensor_size else infer_sensor_size(events))
+    return chunks
 
 
 def _le_int(data, position: int, width: int, label: str, what: str, *,
