@@ -197,7 +197,7 @@ def test_distill_refuses_a_bad_teacher(world, case):
         make_prepared_dataset(other / "prepared", classes=["p", "q"], n_train=4, n_test=2)
         other_recipe = toy_recipe_file(other, "toy-other")
         tmkt("pretrain-ann", str(other_recipe), *TEACHER)
-        pattern = "trained on other classes"
+        pattern = r"the teacher does not fit this dataset: it has \d+ classes \(dataset: \d+\)"
         folder = other / "runs" / "toy-other" / "seed42" / "pretrain-ann"
     else:
         pattern = r"not found \(from recipe key distill\.teacher\)"
@@ -207,3 +207,25 @@ def test_distill_refuses_a_bad_teacher(world, case):
     assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
     assert re.search(pattern, res.output), res.output
 
+
+
+def test_a_method_declared_in_one_module_trains(world):
+    """Adding a method is one module (tests/support/toy_method.py): once it registers, recipes
+    accept its name, train-tmkt builds its task, and its step is what trains."""
+    from support.toy_method import ToyTask
+
+    recipe = toy_recipe_file(world, "toy-own-method")
+    ToyTask.steps = 0
+    tmkt("train-tmkt", str(recipe), "--set", "method.name=toy", *STEPS)
+    folder = world / "runs" / "toy-own-method" / "seed42" / "train-tmkt"
+    assert read_manifest(folder)["status"] == "complete"
+    assert ToyTask.steps == 4
+    records = train_records(folder)
+    assert len(records) == 4 and "toy_loss" in records[-1] and "loss_event" not in records[-1]
+
+
+def test_an_unregistered_method_is_one_line_naming_the_choices(world):
+    recipe = toy_recipe_file(world, "toy-typo")
+    res = runner.invoke(app, ["train-tmkt", str(recipe), "--set", "method.name=tmtk", *STEPS])
+    assert res.exit_code == 2
+    assert "method.name" in res.output and "did you mean 'tmkt'?" in res.output

@@ -31,7 +31,6 @@ from tmkt_cli.config.loading import (
     to_dict,
 )
 from tmkt_cli.config.schema import (
-    METHOD_DEFAULTS,
     STAGE_IGNORED_KEYS,
     STAGE_SECTIONS,
     THREADS_DEFAULT,
@@ -49,12 +48,12 @@ from tmkt_cli.config.schema import (
     TrainConfig,
     eval_folder_name,
     param,
-    resolve_method,
-    trains_both_heads,
 )
+from tmkt_cli.methods.registry import resolve as resolve_method
+from tmkt_cli.methods.registry import trains_both_heads
 
 __all__ = [
-    "KEY_NAME", "METHOD_DEFAULTS", "STAGE_IGNORED_KEYS", "STAGE_SECTIONS", "THREADS_DEFAULT",
+    "KEY_NAME", "STAGE_IGNORED_KEYS", "STAGE_SECTIONS", "THREADS_DEFAULT",
     "CamConfig", "DataConfig", "DistillConfig", "EmulatorConfig", "EvalConfig", "MethodConfig",
     "ModelConfig", "PathsConfig", "PrepareConfig", "PretrainAnnConfig", "Recipe", "TrainConfig",
     "all_keys", "apply_overrides", "build", "check_path_lengths", "config_hash", "deep_merge",

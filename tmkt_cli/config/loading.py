@@ -27,8 +27,9 @@ from typing import Any, Literal
 import yaml
 
 from tmkt_cli.config import safe_yaml
-from tmkt_cli.config.schema import STAGE_IGNORED_KEYS, STAGE_SECTIONS, Recipe, resolve_method
+from tmkt_cli.config.schema import STAGE_IGNORED_KEYS, STAGE_SECTIONS, Recipe
 from tmkt_cli.errors import TmktError
+from tmkt_cli.methods.registry import resolve as resolve_method
 
 # --------------------------------------------------------------------------------------------
 # Field documentation (attribute docstrings)
@@ -127,6 +128,12 @@ def _closest_field(prefix: str, name: str, hints: dict[str, Any]) -> str:
 
 
 def _check_range(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if meta.get("choices") is not None:
+        allowed = meta["choices"]()
+        if value not in allowed:
+            raise TmktError(f"recipe key '{key}': expected one of "
+                            f"{', '.join(map(repr, allowed))}, got {value!r}"
+                            + _closest_value(value, allowed))
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
     if isinstance(value, float) and not math.isfinite(value):

@@ -1,4 +1,4 @@
-"""Render the recipe reference (docs/recipes.md) from the schema in config.py."""
+"""Render the recipe reference (docs/recipes.md) from the schema in config/schema.py."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from tmkt_cli.config import Recipe, describe_type, field_docs, iter_fields
 def _range(meta) -> str:
     parts = [f"{sym} {meta[k]}" for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="),
                                                ("lt", "<")) if meta.get(k) is not None]
+    if meta.get("choices") is not None:
+        parts.append("one of " + ", ".join(f"`{c}`" for c in meta["choices"]()))
     return ", ".join(parts)
 
 
 def render() -> str:
     lines = ["# Recipe reference", "",
-             "Generated from `tmkt_cli/config.py` by `tmkt recipe-doc`; do not edit by hand.",
+             "Generated from `tmkt_cli/config/schema.py` by `tmkt recipe-doc`; do not edit by hand.",
              "Every key below may appear in a recipe YAML file or be set with",
              "`--set key=value`. Keys marked *volatile* change how a run executes but not what",
              "it computes: they are left out of the config hash.", ""]

@@ -16,16 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tmkt_cli.methods.registry import method_names
+
 
 def param(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None,
-          volatile: bool = False, factory=None):
+          volatile: bool = False, factory=None, choices=None):
     """A recipe field with an allowed range.
 
     ``volatile`` marks keys that change how a run executes but not what it computes (worker
     counts, logging cadence, the device): they are left out of the config hash, so changing
-    them never invalidates a finished or resumable run.
+    them never invalidates a finished or resumable run. ``choices``, a function returning the
+    allowed values, is for a set that grows at run time (the registered methods).
     """
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "volatile": volatile}
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "volatile": volatile, "choices": choices}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -297,11 +300,12 @@ class MethodConfig:
     """What train-tmkt optimises. Switches left at ``null`` take the method's default
     (see docs/methods.md); the resolved values are printed by --dry-run and saved."""
 
-    name: Literal["event_only", "finetune", "kt", "tmkt", "static_only"] = "tmkt"
+    name: str = param("tmkt", choices=method_names)
     """event_only (TET on events), finetune (static then events), kt, tmkt; static_only: the
     SNN on the static training images alone (repeated over T, static head), tested on the
     static test images: what the images can teach this network (the headroom measure).
-    static_only needs ``model.test_head: static``."""
+    static_only needs ``model.test_head: static``. Each is declared once in
+    tmkt_cli/methods/builtin.py (its inputs, default switches and step)."""
     tsm: bool | None = None
     """Time-step mixup stream (static prefix, event suffix). tmkt: on."""
     sliding_replacement: bool | None = None
@@ -502,36 +506,3 @@ STAGE_IGNORED_KEYS: dict[str, tuple[str, ...]] = {
     # where the teacher lives is not configuration: its identity is the input hash
     "distill": ("distill.teacher",),
 }
-
-# Method defaults for the switches left at null (docs/methods.md explains each choice).
-METHOD_DEFAULTS: dict[str, dict[str, bool]] = {
-    "event_only": dict(tsm=False, sliding_replacement=False, mag=False, mrp=False,
-                       domain_alignment=False, str_weights=False),
-    "finetune": dict(tsm=False, sliding_replacement=False, mag=False, mrp=False,
-                     domain_alignment=False, str_weights=False),
-    "kt": dict(tsm=False, sliding_replacement=True, mag=False, mrp=False,
-               domain_alignment=True, str_weights=True),
-    # TMKT leaves the STR weights open; with them the event loss is scaled by
-    # 1 - sigma(eta_t) ~ 0.27 from the start, which slows the event head (docs/methods.md).
-    "tmkt": dict(tsm=True, sliding_replacement=False, mag=True, mrp=True,
-                 domain_alignment=True, str_weights=False),
-    "static_only": dict(tsm=False, sliding_replacement=False, mag=False, mrp=False,
-                        domain_alignment=False, str_weights=False),
-}
-
-
-def resolve_method(method: MethodConfig) -> MethodConfig:
-    """Fill the switches left at null with the method's defaults."""
-    defaults = METHOD_DEFAULTS[method.name]
-    values = {k: (defaults[k] if getattr(method, k) is None else getattr(method, k))
-              for k in defaults}
-    return dataclasses.replace(method, **values)
-
-
-def trains_both_heads(method: MethodConfig, distilled: bool = False) -> bool:
-    """Whether a run trains the static head too (a static stream through the trunk: KT,
-    TMKT, or a CKD student): only then is that head's accuracy on events worth reading, or
-    choosing. event_only and finetune train the event head alone. ``method`` as a loaded
-    recipe holds it (its switches resolved)."""
-    return bool(method.tsm or method.sliding_replacement or method.domain_alignment
-                or distilled)

@@ -39,6 +39,7 @@ from tmkt_cli.analysis.stats import (
     verdict,
 )
 from tmkt_cli.errors import TmktError
+from tmkt_cli.methods.registry import METHODS
 from tmkt_cli.runs.artifacts import write_bytes, write_text
 
 RUNS_CSV = "runs.csv"
@@ -48,9 +49,10 @@ EFFICIENCY_PNG = "efficiency.png"
 CURVES_PNG = "curves.png"
 
 HEADS = ("event", "static")
-TWO_STREAM = ("kt", "tmkt", "ckd")
-"""Methods that train an event and a static stream (two heads unless ``heads: shared``)."""
-IMAGE_ONLY = ("static_only", "teacher")
+TWO_STREAM = (*(m.name for m in METHODS.values() if m.trains_both_heads), "ckd")
+"""Methods that train an event and a static stream (two heads unless ``heads: shared``): kt,
+tmkt (their declarations, tmkt_cli/methods/builtin.py) and the CKD student."""
+IMAGE_ONLY = (*(m.name for m in METHODS.values() if m.on_images), "teacher")
 """Runs tested on the test images, not on events: never compared with the event runs."""
 TWO_HEAD_LAYOUTS = ("separate", "residual")
 METHOD_ORDER = ("event_only", "finetune", "kt", "tmkt", "ckd", "static_only", "teacher")

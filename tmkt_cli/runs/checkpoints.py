@@ -90,6 +90,50 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict:
     return state
 
 
+def training_checkpoint(stage: str, model_info: dict, model, optimizer, scheduler, scaler,
+                        loop: dict, config_hash: str) -> dict:
+    """What ``last.pt`` holds: the weights, the optimizer, scheduler and scaler states, every
+    random generator's state and the loop counters, so a resumed run continues bitwise."""
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage": stage,
+            "model_info": model_info, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(), "loop": loop,
+            "config_hash": config_hash}
+
+
+def rng_state() -> dict:
+    """Every random generator a training step may draw from (torch, CUDA, NumPy, Python), as
+    tensors and numbers that ``weights_only`` loading accepts."""
+    import random
+
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                      "cached": float(np_state[4])},
+            "python": random.getstate()}
+
+
+def restore_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
 def weights_only(state: dict) -> dict:
     """A checkpoint without its training state: what ``best.pt`` and ``model.pt`` hold."""
     return {k: v for k, v in state.items() if k not in TRAINING_STATE}
@@ -98,6 +142,11 @@ def weights_only(state: dict) -> dict:
 def export_weights(source: Path, target: Path) -> None:
     """Write the weights-only copy of the checkpoint ``source`` to ``target``."""
     save_checkpoint(target, weights_only(load_checkpoint(source)))
+
+
+def write_model_file(folder: Path) -> None:
+    """``model.pt``: a finished run's weights without its training state (from ``last.pt``)."""
+    export_weights(folder / LAST, folder / MODEL)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,10 +191,14 @@ def expected_model_info(recipe: Recipe, source: str, facts: PreparedFacts) -> di
             "classes": facts.classes, "size": facts.size, "time_steps": facts.time_steps}
 
 
-def checkpoint_mismatches(info: dict, expected: dict) -> list[str]:
+def checkpoint_mismatches(info: dict, expected: dict, strict: bool = False) -> list[str]:
     """What differs between a checkpoint's ``model_info`` and what the recipe and dataset
     expect (same keys: kind, backbone, model, classes, size, time_steps; a key absent from
-    ``expected`` is not checked). Each entry reads "<checkpoint's value> (<expected>)"."""
+    ``expected`` is not checked). Each entry reads "<checkpoint's value> (<expected>)".
+
+    Loading (eval, cam, a teacher, a student's init) ignores model settings one side lacks:
+    they come from another tmkt version's schema. ``strict`` (resume: the very same network
+    goes on training) compares them too, and every other key of ``expected``."""
     diffs = []
     if "kind" in expected and info.get("kind") != expected["kind"]:
         diffs.append(f"an {str(info.get('kind')).upper()} model (expected an "
@@ -154,11 +207,7 @@ def checkpoint_mismatches(info: dict, expected: dict) -> list[str]:
     if "backbone" in expected and info.get("backbone") != expected["backbone"]:
         diffs.append(f"backbone {info.get('backbone')!r} (recipe: {expected['backbone']!r})")
     elif "model" in expected:
-        ours, theirs = info.get("model") or {}, expected["model"]
-        # Keys one side lacks come from another tmkt version's schema: not a difference.
-        for key in sorted(set(ours) & set(theirs)):
-            if key != "backbone" and ours[key] != theirs[key]:
-                diffs.append(f"model.{key} {ours[key]!r} (recipe: {theirs[key]!r})")
+        diffs += _model_differences(info.get("model") or {}, expected["model"], strict)
     if "classes" in expected:
         got, want = list(info.get("classes") or []), list(expected["classes"])
         if len(got) != len(want):
@@ -171,7 +220,29 @@ def checkpoint_mismatches(info: dict, expected: dict) -> list[str]:
         diffs.append(f"{info.get('size')}px inputs (dataset: {expected['size']}px)")
     if "time_steps" in expected and info.get("time_steps") != expected["time_steps"]:
         diffs.append(f"T={info.get('time_steps')} (dataset: T={expected['time_steps']})")
+    if strict:
+        for key in sorted(set(expected) - _COMPARED):
+            if info.get(key, _ABSENT) != expected[key]:
+                diffs.append(f"{key} {_shown(info.get(key))} (this run: {_shown(expected[key])})")
     return diffs
+
+
+_COMPARED = {"kind", "backbone", "model", "classes", "size", "time_steps"}
+_ABSENT = object()
+
+
+def _model_differences(ours: dict, theirs: dict, strict: bool) -> list[str]:
+    keys = set(ours) | set(theirs) if strict else set(ours) & set(theirs)
+    return [f"model.{key} {_shown(ours.get(key, 'absent'))} (recipe: "
+            f"{_shown(theirs.get(key, 'absent'))})"
+            for key in sorted(keys)
+            if key != "backbone" and ours.get(key, _ABSENT) != theirs.get(key, _ABSENT)]
+
+
+def describe_model(info: dict) -> str:
+    """A checkpoint's network in a few words, for messages."""
+    keys = ("kind", "backbone", "num_classes", "size", "time_steps")
+    return ", ".join(f"{k} {info.get(k)}" for k in keys if k in info)
 
 
 def check_teacher(path: Path, classes: list[str], size: int) -> dict:
@@ -181,13 +252,10 @@ def check_teacher(path: Path, classes: list[str], size: int) -> dict:
     if info.get("kind") != "ann":
         raise TmktError(f"{path}: not an ANN teacher checkpoint (it holds a "
                         f"{info.get('kind', 'unknown')} model)")
-    if list(info.get("classes", [])) != list(classes):
-        raise TmktError(f"{path}: the teacher was trained on other classes "
-                        f"({info.get('num_classes')} classes) than this dataset "
-                        f"({len(classes)} classes)")
-    if info.get("size") != size:
-        raise TmktError(f"{path}: the teacher was trained at {info.get('size')}px, the dataset "
-                        f"is {size}px")
+    diffs = checkpoint_mismatches(info, {"classes": classes, "size": size})
+    if diffs:
+        raise TmktError(f"{path}: the teacher does not fit this dataset: it has "
+                        f"{'; '.join(diffs)}")
     return state
 
 

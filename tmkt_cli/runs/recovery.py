@@ -30,11 +30,6 @@ def _step_of(path: Path) -> int | None:
         return None
 
 
-def describe_model(info: dict) -> str:
-    keys = ("kind", "backbone", "num_classes", "size", "time_steps")
-    return ", ".join(f"{k} {info.get(k)}" for k in keys if k in info)
-
-
 def resumable_state(last_path: Path, best_path: Path, metrics_path: Path, model_info: dict,
                     config_hash: str, say) -> dict | None:
     """The checkpoint state to resume from, or None to train again from step 0.
@@ -45,18 +40,17 @@ def resumable_state(last_path: Path, best_path: Path, metrics_path: Path, model_
     gone, removes the checkpoints and returns None (the run starts over, which on the CPU
     gives bitwise the same result). ``say`` prints one line of explanation.
     """
-    from tmkt_cli.runs.checkpoints import load_checkpoint
+    from tmkt_cli.runs.checkpoints import checkpoint_mismatches, describe_model, load_checkpoint
 
     if not last_path.is_file():
         return None
     state = load_checkpoint(last_path)
     theirs = state.get("model_info", {})
-    ours_keys = {k: model_info.get(k) for k in model_info if k != "model"}
-    if {k: theirs.get(k) for k in ours_keys} != ours_keys or (
-            "model" in model_info and theirs.get("model") != model_info["model"]):
+    if diffs := checkpoint_mismatches(theirs, model_info, strict=True):
         raise TmktError(f"{last_path}: the checkpoint to resume from holds another model "
-                        f"({describe_model(theirs)}; this run trains {describe_model(model_info)})"
-                        f"; run with --resume never to start this run again")
+                        f"({describe_model(theirs)}: {'; '.join(diffs)}; this run trains "
+                        f"{describe_model(model_info)}); run with --resume never to start "
+                        f"this run again")
     if state.get("config_hash") != config_hash:
         raise TmktError(f"{last_path}: the checkpoint to resume from was made with another "
                         f"config (hash {state.get('config_hash')}, this run {config_hash}); "

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from tmkt_cli.config import Recipe, config_hash, dump_yaml, stage_config
 from tmkt_cli.errors import TmktError
+from tmkt_cli.methods.registry import batch_streams
 from tmkt_cli.runs.artifacts import StageRun, Upstream, open_stage
 
 
@@ -135,7 +136,7 @@ def check_fits(stage: str, recipe: Recipe) -> None:
                 f"(prepare.flush_every + 2 x prepare.workers)")
     elif stage in ("train-tmkt", "distill", "pretrain-ann"):
         train = recipe.pretrain_ann.train if stage == "pretrain-ann" else recipe.train
-        streams = 1 if stage == "pretrain-ann" or recipe.method.name in ("event_only", "static_only") else 2
+        streams = batch_streams(stage, recipe.method.name)
         time_steps = 1 if stage == "pretrain-ann" else p.time_steps
         need = memory.batch_input_bytes(train.batch_size, time_steps, p.size, streams)
         what = (f"train.batch_size={train.batch_size} at T={time_steps}, {p.size}x{p.size} "

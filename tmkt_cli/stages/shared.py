@@ -21,7 +21,7 @@ from tmkt_cli.runs.checkpoints import (
     CHECKPOINT_OUTPUTS,
     LAST,
     MODEL,
-    export_weights,
+    write_model_file,
 )
 from tmkt_cli.runs.runlog import METRICS
 
@@ -129,7 +129,7 @@ def training_outputs(run: StageRun) -> dict[str, str]:
     """Write ``model.pt`` (the finished weights without the training state) and name the
     files a training run lists in its manifest."""
     if run.writer:
-        export_weights(run.folder / LAST, run.folder / MODEL)
+        write_model_file(run.folder)
     best_test = BEST_TEST if (run.folder / BEST_TEST).is_file() else BEST
     return {"checkpoint": LAST, "best": BEST, "best_test": best_test, "model": MODEL,
             "metrics": METRICS}

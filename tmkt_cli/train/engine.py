@@ -12,7 +12,6 @@ checkpoint holds the model, optimizer, scheduler, scaler and loop position.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,9 @@ from tmkt_cli.runs.checkpoints import (  # noqa: F401  (engine.LAST etc. stay im
     CHECKPOINT_VERSION,
     LAST,
     load_checkpoint,
+    restore_rng_state,
     save_checkpoint,
+    training_checkpoint,
     weights_only,
 )
 from tmkt_cli.runs.runlog import METRICS, MetricsLog, read_metrics  # noqa: F401
@@ -182,31 +183,6 @@ def evaluate_classifier(predict: Callable[[dict], torch.Tensor | dict[str, torch
     for name, (_, other_correct, _) in zip(names[1:], values[1:], strict=True):
         metrics[f"acc_{name}_head"] = other_correct / max(1, n)
     return metrics
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints (the format lives in tmkt_cli/runs/checkpoints.py)
-# --------------------------------------------------------------------------------------------
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                      "cached": float(np_state[4])},
-            "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,7 +493,7 @@ def start_or_resume(f: Fit) -> int | None:
         group.update(fused=True, foreach=None)
     f.opt.scheduler.load_state_dict(state["scheduler"])
     f.opt.scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"])
+    restore_rng_state(state["rng"])
     f.loop = _Loop(**state["loop"])
     if f.loop.head:
         f.model.test_head = f.loop.head
@@ -540,12 +516,9 @@ def save_state(f: Fit, path: Path) -> None:
     if not DIST.is_main:
         return
     keep = dict if path == f.last_path else weights_only
-    save_checkpoint(path, keep({
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "stage": f.run.stage,
-        "model_info": f.model_info, "model": f.model.state_dict(),
-        "optimizer": f.opt.optimizer.state_dict(), "scheduler": f.opt.scheduler.state_dict(),
-        "scaler": f.opt.scaler.state_dict(), "rng": _rng_state(),
-        "loop": f.loop.__dict__, "config_hash": f.run.config_hash}))
+    save_checkpoint(path, keep(training_checkpoint(
+        f.run.stage, f.model_info, f.model, f.opt.optimizer, f.opt.scheduler, f.opt.scaler,
+        f.loop.__dict__, f.run.config_hash)))
 
 
 # -- training --------------------------------------------------------------------------------

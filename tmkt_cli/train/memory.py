@@ -11,6 +11,8 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from tmkt_cli.methods.registry import batch_streams
+
 FLOAT32 = 4
 POLARITIES = 2
 
@@ -147,7 +149,7 @@ def training_memory(recipe, stage: str, classes: int = 10) -> dict[str, Training
     from tmkt_cli.models import build_snn
 
     p, train = recipe.prepare, recipe.train
-    streams = 1 if recipe.method.name in ("event_only", "static_only") and stage == "train-tmkt" else 2
+    streams = batch_streams(stage, recipe.method.name)
     params = sum(q.numel() for q in build_snn(recipe.model, classes, p.size,
                                               p.time_steps).parameters() if q.requires_grad)
     out = {}

@@ -1,6 +1,6 @@
 """What one training step computes, for every method: the engine's :class:`Task` objects.
 
-``SNNTransferTask`` covers event_only, finetune, kt, tmkt and (with a teacher) CKD: each
+``SNNTransferTask`` computes event_only, finetune, kt, tmkt and (with a teacher) CKD: each
 component (sliding replacement, time-step mixup, MAG, MRP, domain alignment, STR weights,
 TET, KD) is a switch in the method config, so an ablation is a recipe, not a code change.
 The equations are in docs/methods.md; the maths lives in tmkt_cli/methods/.
@@ -18,7 +18,7 @@ from spikingjelly.activation_based import functional
 from torch import nn
 
 from tmkt_cli.analysis.heads import choose_head, head_accuracies
-from tmkt_cli.config import MethodConfig, trains_both_heads
+from tmkt_cli.config import MethodConfig
 from tmkt_cli.methods.losses import (
     domain_alignment_loss,
     kd_loss,
@@ -28,6 +28,7 @@ from tmkt_cli.methods.losses import (
     mrp_loss,
     tet_loss,
 )
+from tmkt_cli.methods.registry import trains_both_heads
 from tmkt_cli.methods.schedules import kd_weight, mix_ratio_at, sliding_replacement_probability
 from tmkt_cli.methods.tsm import (
     event_frame_mask,
@@ -101,26 +102,46 @@ class SNNTransferTask:
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
         events = as_sequence(batch["events"])
         y = batch["label"]
-        T, B = events.shape[:2]
-        m = self.m
-
         if self._is_static_phase(ctx):  # finetune, phase 1: static sequences only
-            out = self._forward(repeated(batch["static"], T), "event")
-            loss = self._cls_loss(out.logits, y)
-            return {"loss": loss, "acc": _acc(out.logits, y),
-                    **self._grad_shares(ctx, {"static": loss})}
-
+            return self._one_stream_step(repeated(batch["static"], events.shape[0]), y, ctx,
+                                         "static")
         if not self.two_streams:  # event_only, finetune phase 2
-            out = self._forward(events, "event")
-            loss = self._cls_loss(out.logits, y)
-            return {"loss": loss, "acc": _acc(out.logits, y),
-                    **self._grad_shares(ctx, {"event": loss})}
+            return self._one_stream_step(events, y, ctx, "event")
+        return self._two_stream_step(batch, events, y, ctx)
 
-        # The static/mixed stream starts as the partner image repeated over T.
-        source = repeated(batch["static"], T)
-        event_mask = torch.zeros(T, B, dtype=torch.bool, device=events.device)
+    def _one_stream_step(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext,
+                         term: str) -> dict[str, torch.Tensor]:
+        """L = L_cls of one stream through the event head (``term`` names it in the shares)."""
+        out = self._forward(x, "event")
+        loss = self._cls_loss(out.logits, y)
+        return {"loss": loss, "acc": _acc(out.logits, y), **self._grad_shares(ctx, {term: loss})}
+
+    def _two_stream_step(self, batch: dict, events: torch.Tensor, y: torch.Tensor,
+                         ctx: StepContext) -> dict[str, torch.Tensor]:
+        """L = L_s + L_e + da·L_DA + mag·L_MAG + mrp·L_MRP + W·L_KD, each term where its
+        switch is on, summed in this order (the gradient shares measure each on the trunk)."""
         logs: dict[str, torch.Tensor] = {}
-        if m.sliding_replacement:
+        source, event_mask = self._static_stream(batch["static"], events, ctx, logs)
+        out_s = self._forward(source, "static")
+        out_e = self._forward(events, "event")
+        eta = self.model.eta if self.m.str_weights else None
+        terms = self._classification(out_s, out_e, y, eta, logs)
+        terms.update(self._alignment(out_s, out_e, eta, logs))
+        terms.update(self._modality_guidance(out_s, event_mask, logs))
+        terms.update(self._mix_ratio_perception(out_s, event_mask, logs))
+        terms.update(self._distillation(batch, out_s, events.device, ctx, logs))
+        loss = functools.reduce(operator.add, terms.values())
+        return {"loss": loss, **logs, **self._grad_shares(ctx, terms)}
+
+    def _static_stream(self, static: torch.Tensor, events: torch.Tensor, ctx: StepContext,
+                       logs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The static/mixed stream and which of its frames are events [T, B]: the partner
+        image repeated over T; KT replaces whole sequences by their events with probability
+        P; TSM replaces a suffix of frames from a random truncation point."""
+        T, B = events.shape[:2]
+        source = repeated(static, T)
+        event_mask = torch.zeros(T, B, dtype=torch.bool, device=events.device)
+        if self.m.sliding_replacement:
             P = sliding_replacement_probability(ctx.step, ctx.total_steps)
             replace = (torch.rand(B, generator=ctx.generator(self._REPLACE)) < P)
             replace = replace.to(events.device)
@@ -128,60 +149,80 @@ class SNNTransferTask:
                                  source)
             event_mask |= replace.view(1, B)
             logs["replace_p"] = torch.tensor(P)
-        if m.tsm:
-            r_m = mix_ratio_at(ctx.progress, m)
+        if self.m.tsm:
+            r_m = mix_ratio_at(ctx.progress, self.m)
             p = solve_trigger_probability(r_m, T)
             t_star = sample_truncation(B, T, p, ctx.generator(self._MIX)).to(events.device)
             mask = event_frame_mask(t_star, T)
             source = time_step_mixup(source, events, mask)
             event_mask |= mask
             logs["mix_ratio"] = torch.tensor(r_m)
+        return source, event_mask
 
-        out_s = self._forward(source, "static")
-        out_e = self._forward(events, "event")
-        eta = self.model.eta if m.str_weights else None
+    def _classification(self, out_s, out_e, y: torch.Tensor, eta: torch.Tensor | None,
+                        logs: dict) -> dict[str, torch.Tensor]:
+        """L_s on the static/mixed stream, L_e on the events (STR-weighted per step when
+        ``str_weights``: 1 - sigma(eta_t))."""
         event_weights = 1 - torch.sigmoid(eta) if eta is not None else None
         loss_s = self._cls_loss(out_s.logits, y)
         loss_e = self._cls_loss(out_e.logits, y, event_weights)
-        # The total loss is the sum of these weighted terms, in this order (the gradient
-        # shares measure each one on the trunk).
-        terms = {"static": loss_s, "event": loss_e}
         logs.update(loss_static=loss_s.detach(), loss_event=loss_e.detach(),
                     acc=_acc(out_e.logits, y), acc_static=_acc(out_s.logits, y))
-        # Per-step CKA, computed once: the alignment loss's input, and logged for every
-        # method (is alignment happening at all?).
-        if m.domain_alignment:
+        return {"static": loss_s, "event": loss_e}
+
+    def _alignment(self, out_s, out_e, eta: torch.Tensor | None,
+                   logs: dict) -> dict[str, torch.Tensor]:
+        """da·L_DA from the per-step CKA of the two streams' membrane potentials. The CKA is
+        computed once and logged for every method (is alignment happening at all?)."""
+        terms = {}
+        if self.m.domain_alignment:
             cka = linear_cka(out_s.features, out_e.features)
             loss_da = domain_alignment_loss(cka=cka, eta=eta)
-            terms["da"] = m.da_weight * loss_da
+            terms["da"] = self.m.da_weight * loss_da
             logs["loss_da"] = loss_da.detach()
         else:
             with torch.no_grad():
                 cka = linear_cka(out_s.features.detach(), out_e.features.detach())
         logs["cka"] = cka.detach().mean()
-        if m.tsm and m.mag:
-            loss_mag = mag_loss(self.model.mag_head(out_s.features), event_mask)
-            terms["mag"] = m.mag_weight * loss_mag
-            logs["loss_mag"] = loss_mag.detach()
-        if m.tsm and m.mrp:
-            ratio = event_mask.float().mean(0)
-            loss_mrp = mrp_loss(self.model.mrp_head(out_s.features), ratio)
-            terms["mrp"] = m.mrp_weight * loss_mrp
-            logs["loss_mrp"] = loss_mrp.detach()
-        if self.teacher is not None:
-            t = self.teacher
-            w = kd_weight(ctx.progress, t.switch_at, t.steepness)
-            logs["kd_w"] = torch.tensor(w)
-            if w > 0:  # phase II (W exactly 0) skips the teacher's forward pass
-                if next(t.model.parameters()).device != events.device:  # outside the
-                    t.model.to(events.device)                  # student's state: moved here
-                with torch.no_grad():
-                    teacher_logits = t.model(batch[t.input_key])
-                loss_kd = kd_loss(out_s.logits.mean(0), teacher_logits, t.temperature)
-                terms["kd"] = t.weight * w * loss_kd
-                logs["loss_kd"] = loss_kd.detach()
-        loss = functools.reduce(operator.add, terms.values())
-        return {"loss": loss, **logs, **self._grad_shares(ctx, terms)}
+        return terms
+
+    def _modality_guidance(self, out_s, event_mask: torch.Tensor,
+                           logs: dict) -> dict[str, torch.Tensor]:
+        """mag·L_MAG: classify each frame of the mixed stream as static or event (TMKT)."""
+        if not (self.m.tsm and self.m.mag):
+            return {}
+        loss_mag = mag_loss(self.model.mag_head(out_s.features), event_mask)
+        logs["loss_mag"] = loss_mag.detach()
+        return {"mag": self.m.mag_weight * loss_mag}
+
+    def _mix_ratio_perception(self, out_s, event_mask: torch.Tensor,
+                              logs: dict) -> dict[str, torch.Tensor]:
+        """mrp·L_MRP: regress the realised fraction of event frames (TMKT)."""
+        if not (self.m.tsm and self.m.mrp):
+            return {}
+        ratio = event_mask.float().mean(0)
+        loss_mrp = mrp_loss(self.model.mrp_head(out_s.features), ratio)
+        logs["loss_mrp"] = loss_mrp.detach()
+        return {"mrp": self.m.mrp_weight * loss_mrp}
+
+    def _distillation(self, batch: dict, out_s, device: torch.device, ctx: StepContext,
+                      logs: dict) -> dict[str, torch.Tensor]:
+        """weight·W·L_KD: the static stream's mean logits against the frozen teacher's, with
+        CKD's phase weight W (phase II, W exactly 0, skips the teacher's forward pass)."""
+        if self.teacher is None:
+            return {}
+        t = self.teacher
+        w = kd_weight(ctx.progress, t.switch_at, t.steepness)
+        logs["kd_w"] = torch.tensor(w)
+        if w <= 0:
+            return {}
+        if next(t.model.parameters()).device != device:  # outside the student's state:
+            t.model.to(device)                           # moved here
+        with torch.no_grad():
+            teacher_logits = t.model(batch[t.input_key])
+        loss_kd = kd_loss(out_s.logits.mean(0), teacher_logits, t.temperature)
+        logs["loss_kd"] = loss_kd.detach()
+        return {"kd": t.weight * w * loss_kd}
 
     def _grad_shares(self, ctx: StepContext, terms: dict[str, torch.Tensor]
                      ) -> dict[str, torch.Tensor]:
