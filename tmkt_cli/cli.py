@@ -1,7 +1,8 @@
 """The ``tmkt`` command line: one thin command per stage.
 
-Nothing heavy is imported at module level (torch, spikingjelly, tonic, h5py are imported by the
-stage modules, inside the commands), so ``tmkt --help`` answers at once.
+Nothing heavy is imported at module level (torch, spikingjelly and h5py are imported by the
+stage modules, inside the commands; each stage module is loaded with importlib when its command
+runs), so ``tmkt --help`` answers at once.
 """
 
 from __future__ import annotations
