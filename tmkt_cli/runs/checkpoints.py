@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tmkt_cli.runs import artifacts
 from tmkt_cli.config import ModelConfig, Recipe, to_dict
 from tmkt_cli.errors import TmktError, first_line
+from tmkt_cli.runs import artifacts
 
 if TYPE_CHECKING:
     from torch import nn

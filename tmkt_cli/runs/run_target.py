@@ -28,8 +28,8 @@ def is_run_target(text: str) -> bool:
 
 def eval_target(text: str) -> tuple[dict, list[str]]:
     """(the recipe as raw data, overrides) that evaluate the run at ``text``."""
-    from tmkt_cli.runs.artifacts import read_manifest
     from tmkt_cli.config import read_yaml
+    from tmkt_cli.runs.artifacts import read_manifest
 
     path = Path(text)
     if path.suffix == ".pt":
