@@ -123,3 +123,52 @@ def test_load_model_refuses_a_tampered_checkpoint_naming_the_file(trained, tmp_p
     with pytest.raises(TmktError, match=pattern) as e:
         checkpoints.load_model(path)
     assert str(e.value).startswith(f"{path}: ")
+
+
+def flipped(path, offset: int = -100) -> None:
+    """One bit of ``path`` flipped, its size kept (a weight's exponent bit, a disk error)."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["model.pt", "best.pt", "last.pt"])
+def test_a_checkpoint_that_changed_after_its_run_completed_is_refused(trained, tmp_path, name):
+    """load_model, eval and cam verify a checkpoint against the sha256 its run's manifest
+    recorded: one flipped bit, or the same file of another seed, is refused naming it."""
+    import shutil
+
+    run = tmp_path / "copy" / "seed42" / "train-tmkt"
+    shutil.copytree(trained, run)
+    assert checkpoints.verify_checkpoint(run / name)
+    flipped(run / name)
+    with pytest.raises(TmktError, match=rf"{name}: not the file its run recorded \(sha256 "):
+        checkpoints.load_model(run / name)
+    if name != "model.pt":  # eval reads last.pt for model.pt (the same weights)
+        res = CliRunner().invoke(app, ["eval", str(run / name)])
+        assert res.exit_code == 2 and "not the file its run recorded" in res.output, res.output
+
+
+def test_a_checkpoint_copied_from_another_run_is_refused(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    shutil.copy(run / "last.pt", run / "model.pt")  # another step's weights, another size
+    with pytest.raises(TmktError, match=r"model\.pt: not the file its run recorded \(\d+ "
+                                        r"bytes; its manifest\.json says \d+ bytes\)"):
+        checkpoints.load_model(run)
+
+
+def test_load_model_says_when_there_is_nothing_to_verify_against(trained, tmp_path):
+    import shutil
+
+    loose = tmp_path / "loose.pt"
+    shutil.copy(trained / "model.pt", loose)
+    with pytest.warns(UserWarning, match="not verified"):
+        checkpoints.load_model(loose)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        checkpoints.load_model(trained)  # verified: no warning

@@ -182,7 +182,7 @@ def test_teacher_is_frozen_during_a_step(world):
     assert not teacher.training
 
 
-@pytest.mark.parametrize("case", ["missing", "incomplete", "other-classes"])
+@pytest.mark.parametrize("case", ["missing", "incomplete", "other-classes", "changed"])
 def test_distill_refuses_a_bad_teacher(world, case):
     recipe = toy_recipe_file(world, f"toy-bad-{case}")
     folder = world / "runs" / f"toy-bad-{case}" / "seed42" / "pretrain-ann"
@@ -199,6 +199,12 @@ def test_distill_refuses_a_bad_teacher(world, case):
         tmkt("pretrain-ann", str(other_recipe), *TEACHER)
         pattern = r"the teacher does not fit this dataset: it has \d+ classes \(dataset: \d+\)"
         folder = other / "runs" / "toy-other" / "seed42" / "pretrain-ann"
+    elif case == "changed":  # one bit of the finished teacher's last.pt flipped, size kept
+        tmkt("pretrain-ann", str(recipe), *TEACHER)
+        data = bytearray((folder / "last.pt").read_bytes())
+        data[-100] ^= 0x40
+        (folder / "last.pt").write_bytes(bytes(data))
+        pattern = r"last\.pt: not the file its run recorded \(sha256 "
     else:
         pattern = r"not found \(from recipe key distill\.teacher\)"
     res = runner.invoke(app, ["distill", str(recipe), *STEPS, "--set",

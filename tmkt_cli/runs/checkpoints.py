@@ -23,6 +23,7 @@ torch is imported inside the functions, so modules that only need the names stay
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,6 +133,46 @@ def restore_rng_state(state: dict) -> None:
                          n["has_gauss"], n["cached"]))
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+"""sha256 of files already hashed by this process, by (path, size, mtime): a report or an
+export that reads one checkpoint several times hashes it once."""
+
+
+def cached_file_hash(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = artifacts.file_hash(path)
+    return _HASHES[key]
+
+
+def verify_checkpoint(path: Path) -> bool:
+    """Refuse, in one line, a checkpoint whose content is not what its run's manifest recorded
+    at completion (another size or sha256: a file copied from another run or seed, a flipped
+    bit, a partial copy). True when a complete run's manifest beside it lists the file and it
+    matches; False when there is nothing to check against (no manifest, a run still training,
+    a file the manifest does not list)."""
+    manifest = artifacts.read_manifest(path.parent)
+    if not manifest or manifest.get("status") != "complete":
+        return False
+    entry = next((out for out in manifest.get("outputs", {}).values()
+                  if isinstance(out, dict) and out.get("path") == path.name), None)
+    if entry is None or not entry.get("sha256"):
+        return False
+    if not path.is_file():
+        return False  # the caller's "not found" says it
+    size = path.stat().st_size
+    actual = cached_file_hash(path) if size == entry.get("size") else None
+    if actual != entry["sha256"]:
+        found = f"sha256 {actual[:12]}" if actual else f"{size} bytes"
+        recorded = (f"sha256 {str(entry['sha256'])[:12]}" if actual
+                    else f"{entry.get('size')} bytes")
+        raise TmktError(f"{path}: not the file its run recorded ({found}; its manifest.json "
+                        f"says {recorded}): replaced or damaged after the run completed; "
+                        f"rerun the stage to write it again")
+    return True
 
 
 def weights_only(state: dict) -> dict:
@@ -246,7 +287,9 @@ def describe_model(info: dict) -> str:
 
 
 def check_teacher(path: Path, classes: list[str], size: int) -> dict:
-    """The teacher checkpoint's state, if it is an ANN of these classes at this size."""
+    """The teacher checkpoint's state, if it is the file its run recorded and an ANN of these
+    classes at this size."""
+    verify_checkpoint(Path(path))
     state = load_checkpoint(path, "teacher checkpoint")
     info = state.get("model_info", {})
     if info.get("kind") != "ann":
@@ -275,12 +318,14 @@ class TrainedModel:
 
 
 def load_trained_model(path: Path, expected: dict, what: str) -> TrainedModel:
-    """Load the checkpoint at ``path``, refuse it with one line when its ``model_info``
-    differs from ``expected`` (see :func:`checkpoint_mismatches`), and build its network.
+    """Load the checkpoint at ``path``, refuse it with one line when it is not the file its
+    run recorded (:func:`verify_checkpoint`) or its ``model_info`` differs from ``expected``
+    (see :func:`checkpoint_mismatches`), and build its network.
 
     The network is built from the checkpoint's own ``model_info`` (equal to the recipe's
     where ``expected`` says so).
     """
+    verify_checkpoint(Path(path))
     state = load_checkpoint(path, f"{what} checkpoint")
     info = state.get("model_info") if isinstance(state.get("model_info"), dict) else {}
     if info.get("kind") not in ("snn", "ann"):
@@ -417,6 +462,9 @@ def load_model(path_or_run_folder: str | Path, which: str = "model") -> nn.Modul
     (the finished weights), ``best`` or ``last``.
     """
     path = checkpoint_path(path_or_run_folder, which)
+    if path.is_file() and not verify_checkpoint(path):
+        warnings.warn(f"{path}: no complete run's manifest.json beside it lists this file, so "
+                      f"its content is not verified", stacklevel=2)
     trained = load_trained_model(path, {}, "a tmkt model")
     model = trained.model.eval()
     model.tmkt_info = trained.info
