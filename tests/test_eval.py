@@ -439,6 +439,10 @@ def test_eval_stage_end_to_end(toy_world):
     recipe = toy_recipe(toy_world)
     folder, text = _run_eval(recipe)
     report = json.loads((folder / "eval.json").read_text())
+    # per-recording results live in predictions.csv only (eval.json once held them as the
+    # truncated text of numpy arrays)
+    assert not {"labels", "predictions"} & set(report)
+    assert (folder / "predictions.csv").is_file()
 
     # The same numbers computed directly from the checkpoint, without the stage.
     state = engine.load_checkpoint(recipe.stage_dir("train-tmkt") / "last.pt")

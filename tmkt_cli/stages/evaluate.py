@@ -218,6 +218,9 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     results = _measure(model, trained.kind, recipe, loader, facts, device)
     results["energy"] = _energy(results["operations"], trained.kind == "snn",
                                 cfg.energy_ac_pj, cfg.energy_mac_pj)
+    # per-recording labels and predictions go to predictions.csv, not into eval.json
+    per_recording = ((results.pop("labels"), results.pop("predictions"))
+                     if trained.kind == "snn" else None)
     report = _report(cfg.source, cfg.checkpoint, run.inputs["run"]["path"], trained, h5, facts,
                      results)
 
@@ -228,8 +231,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
         # drawn in the method's colour, as in every figure (tmkt_cli/analysis/style.py)
         method = "ckd" if cfg.source == "distill" else recipe.method.name
         outputs.update(_save_snn_figures(results, title, method, run.folder))
-        write_predictions(run.folder / PREDICTIONS, h5, results.pop("labels"),
-                          results.pop("predictions"))
+        write_predictions(run.folder / PREDICTIONS, h5, *per_recording)
         outputs["predictions"] = PREDICTIONS
         report["test_head"] = model.test_head
         report["head_rule"] = getattr(model, "head_rule", model.test_head)
