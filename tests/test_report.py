@@ -335,3 +335,35 @@ def test_report_imports_no_torch():
     code = ("import sys, tmkt_cli.results.report; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_copied_run_folder_counts_once(world, tmp_path):
+    """A run folder copied elsewhere (same config, seed and outputs) is one run, not a second
+    seed: the copy is skipped with a line naming the folder counted."""
+    import shutil
+
+    from tmkt_cli.results.report import collect_runs
+
+    source = world / "runs" / "toy-kt" / "seed1" / "train-tmkt"
+    copy = tmp_path / "copy" / "toy-kt" / "seed1" / "train-tmkt"
+    shutil.copytree(source, copy)
+    collection = collect_runs([world / "runs", tmp_path / "copy"])
+    kt = [r for r in collection.records if r.method == "kt" and r.seed == 1
+          and r.folder.resolve() in (source.resolve(), copy.resolve())]
+    assert len(kt) == 1
+    assert any(folder == copy and "the same run as" in why and "counted once" in why
+               for folder, why in collection.skipped)
+
+
+def test_out_that_is_a_file_is_one_line_before_any_work(world, tmp_path):
+    from tmkt_cli.cli import app
+
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("mine")
+    run = world / "runs" / "toy-kt" / "seed1" / "train-tmkt"
+    for args in (["report", str(world / "runs"), "--out", str(a_file)],
+                 ["report", str(world / "runs"), "--out", str(a_file / "sub")],
+                 ["landscape", str(run), "--out", str(a_file)]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2 and "is a file, not a folder" in res.output, res.output
+        assert a_file.read_text() == "mine"

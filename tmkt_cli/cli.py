@@ -298,6 +298,8 @@ def report(
     def body():
         if summary:
             return _summary(table, evidence)
+        if not check_docs:
+            _output_folder(out)
         if table is not None or docs or check_docs:
             return _report_from_table(table, list(runs or []), out, docs, check_docs)
         if not runs:
@@ -311,6 +313,16 @@ def report(
             figures, grids = draw_landscapes(list(landscape), out, ui)
         make_report(list(runs), out, ui, extra_figures=figures, grids=grids)
     _guarded(body, debug)
+
+
+def _output_folder(out: Path) -> None:
+    """--out names a folder (made when missing): refuse a path that is a file before any work."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise TmktError(f"--out {out}: {path} is a file, not a folder; name a folder for "
+                            f"the output")
+        if path.exists():
+            return
 
 
 def _summary(table: Path | None, evidence: Path | None) -> None:
@@ -372,6 +384,7 @@ def landscape(
     random directions, Li et al. 2018)."""
     def body():
         from tmkt_cli.stages.landscape import draw_landscapes
+        _output_folder(out)
         draw_landscapes(list(runs), out, ui, grid=grid, samples=samples)
     _guarded(body, debug)
 

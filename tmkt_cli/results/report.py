@@ -247,6 +247,7 @@ def collect_runs(paths: list[Path]) -> Collection:
     out = Collection()
     evals: list[tuple[Path, dict]] = []
     by_folder: dict[Path, RunRecord] = {}
+    first_of: dict[str, Path] = {}  # output hash -> the folder counted
     for folder in find_run_folders(paths):
         try:
             manifest = read_manifest(folder)
@@ -266,6 +267,11 @@ def collect_runs(paths: list[Path]) -> Collection:
         if record is None:  # one damaged folder should not hide the others
             out.skipped.append((folder, why))
             continue
+        if record.output_hash in first_of:  # a copied folder: the same config, seed, weights
+            out.skipped.append((folder, f"the same run as {first_of[record.output_hash]} "
+                                        f"(same config, seed and outputs): counted once"))
+            continue
+        first_of[record.output_hash] = folder
         by_folder[folder.resolve()] = record
         out.records.append(record)
     _join_evals(out, evals, by_folder)
