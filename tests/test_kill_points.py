@@ -70,6 +70,7 @@ model:
   backbone: digitsnet
 data:
   crop_padding: 1
+  val_fraction: 0.34
 train:
   epochs: 2
   batch_size: 3
@@ -175,6 +176,10 @@ def same_checkpoint(a: Path, b: Path) -> None:
 def same_training(folder: Path, reference: Path) -> None:
     same_checkpoint(folder / engine.LAST, reference / engine.LAST)
     same_checkpoint(folder / engine.BEST, reference / engine.BEST)
+    # the recipe holds out a validation split, so best_test.pt is a file of its own
+    same_checkpoint(folder / engine.BEST_TEST, reference / engine.BEST_TEST)
+    outputs = read_manifest(folder)["outputs"]
+    assert outputs["best_test"]["path"] == engine.BEST_TEST
     ours = [(r["kind"], r["step"]) for r in engine.read_metrics(folder)]
     assert ours == [(r["kind"], r["step"]) for r in engine.read_metrics(reference)]
     assert read_manifest(folder)["metrics"] == read_manifest(reference)["metrics"]
@@ -248,6 +253,16 @@ def test_train_killed_between_last_and_best(world, tmp_path):
     kill_after_write(world, "train-tmkt", k, tmp_path)
 
 
+def test_train_killed_between_best_and_best_test_at_the_last_step(world, tmp_path):
+    """Issue 27: a kill after best.pt, before best_test.pt of the last evaluation left an older
+    best_test.pt under a manifest that said complete."""
+    world.reference("train-tmkt")
+    names = [Path(p).name for p in world.writes["train-tmkt"]]
+    k = max(i + 1 for i in range(len(names) - 1)
+            if names[i:i + 2] == [engine.BEST, engine.BEST_TEST])
+    kill_after_write(world, "train-tmkt", k, tmp_path)
+
+
 def test_train_killed_before_its_manifest_says_complete(world, tmp_path):
     world.reference("train-tmkt")
     kill_after_write(world, "train-tmkt", len(world.writes["train-tmkt"]) - 1, tmp_path)
@@ -294,7 +309,7 @@ def copy_of(world: World, stage: str, where: Path) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.parametrize("damage", ["delete-best", "delete-last", "truncate-last",
-                                    "same-size-other-best"])
+                                    "same-size-other-best", "delete-best-test"])
 def test_damaged_training_output_is_not_up_to_date(world, tmp_path, damage):
     folder, args = copy_of(world, "train-tmkt", tmp_path)
     reference = world.reference("train-tmkt")
@@ -302,6 +317,8 @@ def test_damaged_training_output_is_not_up_to_date(world, tmp_path, damage):
         (folder / engine.BEST).unlink()
     elif damage == "delete-last":
         (folder / engine.LAST).unlink()
+    elif damage == "delete-best-test":  # rebuilt, never pointed at best.pt
+        (folder / engine.BEST_TEST).unlink()
     elif damage == "truncate-last":
         data = (folder / engine.LAST).read_bytes()
         (folder / engine.LAST).write_bytes(data[: len(data) // 2])

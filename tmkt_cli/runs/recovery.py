@@ -1,8 +1,9 @@
 """What a training run checks before it resumes from ``last.pt``.
 
-The engine writes ``last.pt`` and then, when the evaluation improved, ``best.pt`` with the
-same state. A SIGKILL between the two leaves a ``last.pt`` whose loop says "the best is me"
-beside an older (or no) ``best.pt``. Resuming must repair that, or the finished run's
+The engine writes ``last.pt`` and then, when the evaluation improved, ``best.pt`` (and, beside
+a validation split, ``best_test.pt`` when the test figure improved) with the same state. A
+SIGKILL between them leaves a ``last.pt`` whose loop says "the best is me" beside an older (or
+no) ``best.pt`` or ``best_test.pt``. Resuming must repair that, or the finished run's
 ``best.pt`` holds other weights than its manifest says. A hand-copied ``last.pt`` of another
 model or another config must not be resumed either (``load_state_dict`` would fail half-way or,
 worse, succeed).
@@ -16,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tmkt_cli.errors import TmktError
+from tmkt_cli.runs.checkpoints import BEST_TEST
 
 
 def _step_of(path: Path) -> int | None:
@@ -56,32 +58,43 @@ def resumable_state(last_path: Path, best_path: Path, metrics_path: Path, model_
                         f"config (hash {state.get('config_hash')}, this run {config_hash}); "
                         f"run with --resume never to start this run again")
     loop = state.get("loop", {})
+    best_test_path = last_path.parent / BEST_TEST
     if not metrics_path.is_file():
         say(f"resume: {metrics_path.name} is missing beside {last_path.name}; training again "
             f"from the start")
-        return _start_over(last_path, best_path)
-    best_step = (loop.get("best") or {}).get("step")
-    if best_step is None:  # no evaluation yet: a best.pt here belongs to steps to be redone
-        if best_path.exists():
-            best_path.unlink()
-        return state
-    if _step_of(best_path) == best_step:
-        return state
-    if best_step == loop.get("step"):
-        # Killed between writing last.pt and best.pt: best.pt is last.pt's weights.
+        return _start_over(last_path, best_path, best_test_path)
+    # best.pt (chosen on validation, or on test without a split) and best_test.pt (the best on
+    # test beside a validation split) must hold the steps last.pt's loop records
+    for path, best in ((best_path, loop.get("best")), (best_test_path, loop.get("best_test"))):
+        if not _agrees(path, (best or {}).get("step"), loop.get("step"), last_path, say):
+            return _start_over(last_path, best_path, best_test_path)
+    return state
+
+
+def _agrees(path: Path, best_step: int | None, step: int | None, last_path: Path,
+            say) -> bool:
+    """Make the best checkpoint ``path`` hold ``best_step``, or say it cannot (False)."""
+    if best_step is None:  # no evaluation yet: a file here belongs to steps to be redone
+        if path.exists():
+            path.unlink()
+        return True
+    if _step_of(path) == best_step:
+        return True
+    if best_step == step:
+        # Killed between writing last.pt and this file: it is last.pt's weights.
         from tmkt_cli.runs.checkpoints import export_weights
 
-        export_weights(last_path, best_path)
-        say(f"resume: {best_path.name} restored from {last_path.name} (step {best_step}; the "
+        export_weights(last_path, path)
+        say(f"resume: {path.name} restored from {last_path.name} (step {best_step}; the "
             f"run was stopped between writing the two)")
-        return state
-    say(f"resume: {best_path.name} does not hold the best step ({best_step}) that "
+        return True
+    say(f"resume: {path.name} does not hold the best step ({best_step}) that "
         f"{last_path.name} records and cannot be restored; training again from the start")
-    return _start_over(last_path, best_path)
+    return False
 
 
-def _start_over(last_path: Path, best_path: Path) -> None:
-    for p in (last_path, best_path):
+def _start_over(*paths: Path) -> None:
+    for p in paths:
         if p.exists():
             p.unlink()
     return None

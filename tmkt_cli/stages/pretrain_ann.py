@@ -65,7 +65,7 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
                         num_workers=recipe.data.num_workers, val_set=val,
                         model_info=ann_model_info(cfg.backbone, info.classes, info.size,
                                                   3 if rgb else 2))
-    run.complete(outputs=training_outputs(run),
+    run.complete(outputs=training_outputs(run, val is not None),
                  metrics={"test_acc": result.metrics.get("acc"),
                           "best_acc": result.best.get("acc"), "steps": result.steps,
                           "best_chosen_on": "validation" if val is not None else "test",

@@ -125,12 +125,18 @@ def build_training_data(recipe: Recipe, run: StageRun, with_static: bool,
     return info, train, test, indices
 
 
-def training_outputs(run: StageRun) -> dict[str, str]:
+def training_outputs(run: StageRun, validation: bool) -> dict[str, str]:
     """Write ``model.pt`` (the finished weights without the training state) and name the
-    files a training run lists in its manifest."""
+    files a training run lists in its manifest. ``best_test`` is ``best_test.pt`` beside a
+    validation split (``validation``) and ``best.pt`` without one (then best.pt is the best on
+    test); a run with a split whose best_test.pt is missing is refused, never pointed at
+    best.pt."""
+    if validation and not (run.folder / BEST_TEST).is_file():
+        raise TmktError(f"{run.folder / BEST_TEST}: missing at the end of a run with a "
+                        f"validation split; run with --resume never to train it again")
     if run.writer:
         write_model_file(run.folder)
-    best_test = BEST_TEST if (run.folder / BEST_TEST).is_file() else BEST
+    best_test = BEST_TEST if validation else BEST
     return {"checkpoint": LAST, "best": BEST, "best_test": best_test, "model": MODEL,
             "metrics": METRICS}
 
@@ -151,7 +157,7 @@ def fit_and_record(task, recipe: Recipe, run: StageRun, ui: Console, info, train
                         val_set=val,
                         model_info=snn_model_info(recipe, info.classes, info.size,
                                                   info.time_steps))
-    run.complete(outputs=training_outputs(run),
+    run.complete(outputs=training_outputs(run, val is not None),
                  metrics={"test_acc": result.metrics.get("acc"),
                           "test_top5": result.metrics.get("top5"),
                           # best.pt: chosen on validation when there is a split, else on test
