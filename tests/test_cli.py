@@ -77,12 +77,19 @@ def test_bad_set_and_resume_values(tmp_path):
     assert res.exit_code == 2 and "--resume: expected auto or never" in res.output
 
 
-def test_dry_run_prints_resolved_recipe_and_plan(tmp_path):
-    res = invoke("train-tmkt", str(REPO / "recipes/digits/kt.yaml"), "--dry-run",
-                 "--set", f"paths.runs={tmp_path}/runs", "--set", "train.epochs=3",
-                 "--set", f"paths.dataset={tmp_path}/prepared")
+def test_dry_run_leads_with_the_plan_and_shows_the_recipe_on_request(tmp_path):
+    args = ("train-tmkt", str(REPO / "recipes/digits/kt.yaml"),
+            "--set", f"paths.runs={tmp_path}/runs", "--set", "train.epochs=3",
+            "--set", f"paths.dataset={tmp_path}/prepared")
+    plan = invoke(*args, "--dry-run")
+    assert plan.exit_code == 0, plan.output
+    assert plan.output.startswith("# plan") and "name: digits-kt" not in plan.output
+    assert "--show-recipe" in plan.output.splitlines()[-1]
+    assert len(plan.output.splitlines()) < 15
+    res = invoke(*args, "--show-recipe")  # a dry run too
     assert res.exit_code == 0, res.output
     out = res.output
+    assert out.index("# plan") < out.index("# resolved recipe")
     assert "name: digits-kt" in out and "epochs: 3" in out
     assert "sliding_replacement: true" in out  # kt's resolved default
     # a --set variant of the recipe gets its own folder (tmkt_cli/config/variants.py)

@@ -68,7 +68,7 @@ def test_a_local_recipe_wins_over_the_shipped_one_of_that_name(text, tmp_path, m
     own.parent.mkdir()
     own.write_text("name: mine\nmethod:\n  name: kt\n")
     assert resolve_recipe(text).resolve() == own
-    res = invoke("train-tmkt", text, "--dry-run")
+    res = invoke("train-tmkt", text, "--show-recipe")
     assert res.exit_code == 0, res.output
     assert "name: mine" in res.output and "folder:  runs/mine/seed42/train-tmkt" in res.output
 
@@ -77,7 +77,7 @@ def test_unknown_recipe_name_is_one_line_with_a_suggestion(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TmktError, match="did you mean 'digits/tmkt'"):
         resolve_recipe("digits/tmk")
-    res = invoke("train-tmkt", "digits/tmk", "--dry-run")
+    res = invoke("train-tmkt", "digits/tmk", "--show-recipe")
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
     with pytest.raises(TmktError, match="recipe not found"):
         resolve_recipe("../../etc/passwd")
@@ -85,7 +85,7 @@ def test_unknown_recipe_name_is_one_line_with_a_suggestion(tmp_path, monkeypatch
 
 def test_run_a_recipe_by_name_from_another_folder(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tmkt_cli", "train-tmkt", "digits/kt",
-                           "--dry-run"], capture_output=True, text=True, cwd=tmp_path,
+                           "--show-recipe"], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
@@ -95,16 +95,16 @@ def test_run_a_recipe_by_name_from_another_folder(tmp_path):
 def test_prepare_dataset_name_uses_its_recipes_settings():
     """`tmkt prepare digits -T 8 --size 32` makes the store recipes/digits/*.yaml read, so
     the README's chain (demo, then prepare, then train) is not refused."""
-    res = invoke("prepare", "digits", "--time-steps", "8", "--size", "32", "--dry-run")
+    res = invoke("prepare", "digits", "--time-steps", "8", "--size", "32", "--show-recipe")
     assert res.exit_code == 0, res.output
     assert "recordings_per_image: 3" in res.output
     assert "folder:  prepared/digits-T8-32px" in res.output
-    from_recipe = invoke("prepare", "digits/tmkt", "--dry-run")
+    from_recipe = invoke("prepare", "digits/tmkt", "--show-recipe")
     hashes = [re.search(r"config hash of prepare: (\w+)", r.output).group(1)
               for r in (res, from_recipe)]
     assert hashes[0] == hashes[1]
     # a dataset without shipped recipes starts from the schema's defaults
-    res = invoke("prepare", "images", "--root", str(REPO), "--dry-run")
+    res = invoke("prepare", "images", "--root", str(REPO), "--show-recipe")
     assert "recordings_per_image: 1" in res.output
 
 

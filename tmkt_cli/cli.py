@@ -72,7 +72,10 @@ ResumeOpt = Annotated[str, typer.Option(
     "--resume", help="auto: continue an unfinished run; never: start it again.",
     metavar="auto|never")]
 DryRunOpt = Annotated[bool, typer.Option(
-    "--dry-run", help="Print the resolved recipe and what would run, then exit.")]
+    "--dry-run", help="Print the plan (folder, inputs, what would happen) and the memory "
+                      "estimate, then exit.")]
+ShowRecipeOpt = Annotated[bool, typer.Option(
+    "--show-recipe", help="A dry run that also prints the resolved recipe after the plan.")]
 VerifyOpt = Annotated[bool, typer.Option(
     "--verify", help="Before saying 'up to date', re-hash every output, large ones too "
                      "(small ones always are).")]
@@ -135,7 +138,7 @@ def _resume_value(resume: str) -> Literal["auto", "never"]:
 
 def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[str] | None,
                force: bool, resume: str, dry_run: bool, base_raw: dict | None = None,
-               verify: bool = False) -> None:
+               verify: bool = False, show_recipe: bool = False) -> None:
     from tmkt_cli.config import load_recipe
     from tmkt_cli.config.catalog import resolve_recipe
     from tmkt_cli.stages.common import execute
@@ -144,7 +147,8 @@ def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[
     recipe = load_recipe(recipe_path, overrides or [], base_raw=base_raw)
     mod = importlib.import_module(f"tmkt_cli.stages.{module}")
     execute(stage, recipe, mod.folder(recipe), mod.inputs, mod.run, ui, force=force,
-            resume=_resume_value(resume), dry_run=dry_run, verify=verify)
+            resume=_resume_value(resume), dry_run=dry_run or show_recipe, verify=verify,
+            show_recipe=show_recipe)
 
 
 # -- stages ---------------------------------------------------------------------------------------
@@ -169,7 +173,7 @@ def prepare(
     workers: Annotated[int | None, typer.Option(
         help="Worker processes (prepare.workers).")] = None,
     set_: SetOpt = None, force: ForceOpt = False, resume: ResumeOpt = "auto",
-    dry_run: DryRunOpt = False, verify: VerifyOpt = False, debug: DebugOpt = False,
+    dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False, verify: VerifyOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Integrate raw event recordings into T frames and store them, with the paired images,
     in one HDF5 file ([N, T, 2, H, W] per split)."""
@@ -182,7 +186,7 @@ def prepare(
             if value is not None:
                 overrides.append(f"{key}={value}")
         _run_stage("prepare", "prepare", recipe_arg, overrides, force, resume, dry_run,
-                   base_raw=base, verify=verify)
+                   base_raw=base, verify=verify, show_recipe=show_recipe)
     _guarded(body, debug)
 
 
@@ -201,36 +205,36 @@ def _prepare_target(target: str) -> tuple[str | None, dict | None]:
 
 @app.command("pretrain-ann")
 def pretrain_ann(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
-                 resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
+                 resume: ResumeOpt = "auto", dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False,
                  verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Train the ANN teacher of CKD on the prepared dataset's static images."""
     _guarded(lambda: _run_stage("pretrain-ann", "pretrain_ann", recipe, set_, force, resume,
-                                dry_run, verify=verify), debug)
+                                dry_run, verify=verify, show_recipe=show_recipe), debug)
 
 
 @app.command()
 def distill(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
-            resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
+            resume: ResumeOpt = "auto", dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False,
             verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """CKD: distil the ANN teacher (pretrain-ann) into a two-stream SNN student, in phases."""
     _guarded(lambda: _run_stage("distill", "distill", recipe, set_, force, resume, dry_run,
-                                verify=verify),
+                                verify=verify, show_recipe=show_recipe),
              debug)
 
 
 @app.command("train-tmkt")
 def train_tmkt(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
-               resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
+               resume: ResumeOpt = "auto", dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False,
                verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Train an SNN with method.name = tmkt, kt, finetune, event_only or static_only (and
     any ablation of their components)."""
     _guarded(lambda: _run_stage("train-tmkt", "train_tmkt", recipe, set_, force, resume,
-                                dry_run, verify=verify), debug)
+                                dry_run, verify=verify, show_recipe=show_recipe), debug)
 
 
 @app.command("eval")
 def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
-          resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
+          resume: ResumeOpt = "auto", dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False,
           verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Evaluate a trained run on the event test split: top-1/top-5, per-class accuracy,
     accuracy against time steps, firing rates, synaptic operations and energy. RECIPE may
@@ -245,17 +249,17 @@ def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
                        dry_run, base_raw=base, verify=verify)
         else:
             _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run,
-                       verify=verify)
+                       verify=verify, show_recipe=show_recipe)
     _guarded(body, debug)
 
 
 @app.command()
 def cam(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
-        resume: ResumeOpt = "auto", dry_run: DryRunOpt = False,
+        resume: ResumeOpt = "auto", dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False,
         verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
     """Class activation maps (Grad-CAM or spike activation maps) of the event stream."""
     _guarded(lambda: _run_stage("cam", "cam", recipe, set_, force, resume, dry_run,
-                                verify=verify), debug)
+                                verify=verify, show_recipe=show_recipe), debug)
 
 
 @app.command()

@@ -298,7 +298,7 @@ class TrainConfig:
 @dataclass
 class MethodConfig:
     """What train-tmkt optimises. Switches left at ``null`` take the method's default
-    (see docs/methods.md); the resolved values are printed by --dry-run and saved."""
+    (see docs/methods.md); the resolved values are printed by --show-recipe and saved."""
 
     name: str = param("tmkt", choices=method_names)
     """event_only (TET on events), finetune (static then events), kt, tmkt; static_only: the

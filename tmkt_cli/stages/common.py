@@ -23,34 +23,21 @@ def execute(stage: str, recipe: Recipe, folder: Path,
             inputs: Callable[[Recipe], dict[str, Upstream]],
             body: Callable[[Recipe, StageRun, Console], None], ui: Console, *,
             force: bool = False, resume: Literal["auto", "never"] = "auto",
-            dry_run: bool = False, verify: bool = False) -> StageRun | None:
+            dry_run: bool = False, verify: bool = False,
+            show_recipe: bool = False) -> StageRun | None:
     """Run ``body`` in ``folder`` unless it is up to date; with ``dry_run`` only say what
-    would happen. Returns the StageRun (None for a dry run)."""
+    would happen (and with ``show_recipe``, print the resolved recipe after it). Returns the
+    StageRun (None for a dry run)."""
     cfg = stage_config(recipe, stage)
     chash = config_hash(cfg)
     check_fits(stage, recipe)
     if dry_run:
-        ui.print(f"[bold]# resolved recipe[/bold] (config hash of {stage}: {chash})")
-        ui.print(dump_yaml(recipe), markup=False, highlight=False)
-        try:
-            ups = inputs(recipe)
-            needs = ", ".join(f"{k}={u.folder}" for k, u in ups.items()) or "nothing"
-        except TmktError as e:
-            ups, needs = None, f"(not ready: {e})"
-        ui.print(f"[bold]# plan[/bold]\nstage:   {stage}\nfolder:  {folder}\nreads:   {needs}")
-        if stage in ("train-tmkt", "distill"):
-            from tmkt_cli.train import memory
-
-            ui.print(memory.describe_training_memory(
-                memory.training_memory(recipe, stage, classes=_classes(recipe)),
-                recipe.train.batch_size), markup=False, highlight=False)
-        if ups is not None:
-            try:
-                run = open_stage(folder, stage, "", cfg, chash, _input_hashes(ups),
-                                 force=force, resume=resume, dry_run=True, verify=verify)
-                ui.print(f"action:  {_describe(run.decision, folder, run.reason)}")
-            except TmktError as e:
-                ui.print(f"action:  refused: {e}")
+        _print_plan(stage, recipe, folder, inputs, ui, cfg, chash, force, resume, verify)
+        if show_recipe:
+            ui.print(f"[bold]# resolved recipe[/bold] (config hash of {stage}: {chash})")
+            ui.print(dump_yaml(recipe), markup=False, highlight=False)
+        else:
+            ui.print("(the resolved recipe: add --show-recipe)")
         return None
 
     from tmkt_cli.train.runtime import DIST
@@ -62,6 +49,31 @@ def execute(stage: str, recipe: Recipe, folder: Path,
     # it) while another still finishes its part; a rank that raised skips this and fails.
     DIST.barrier()
     return run
+
+
+def _print_plan(stage: str, recipe: Recipe, folder: Path,
+                inputs: Callable[[Recipe], dict[str, Upstream]], ui: Console, cfg: dict,
+                chash: str, force: bool, resume: Literal["auto", "never"], verify: bool) -> None:
+    """What a run would do: its folder, inputs and decision, then the memory estimate."""
+    try:
+        ups = inputs(recipe)
+        needs = ", ".join(f"{k}={u.folder}" for k, u in ups.items()) or "nothing"
+    except TmktError as e:
+        ups, needs = None, f"(not ready: {e})"
+    ui.print(f"[bold]# plan[/bold]\nstage:   {stage}\nfolder:  {folder}\nreads:   {needs}")
+    if ups is not None:
+        try:
+            run = open_stage(folder, stage, "", cfg, chash, _input_hashes(ups),
+                             force=force, resume=resume, dry_run=True, verify=verify)
+            ui.print(f"action:  {_describe(run.decision, folder, run.reason)}")
+        except TmktError as e:
+            ui.print(f"action:  refused: {e}")
+    if stage in ("train-tmkt", "distill"):
+        from tmkt_cli.train import memory
+
+        ui.print(memory.describe_training_memory(
+            memory.training_memory(recipe, stage, classes=_classes(recipe)),
+            recipe.train.batch_size), markup=False, highlight=False)
 
 
 def _run_on_every_rank(stage: str, recipe: Recipe, folder: Path,
