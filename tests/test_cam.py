@@ -245,3 +245,30 @@ def test_cam_stage_chooses_samples_itself(world):
         outcomes = (predictions[labels == c] == c).tolist()
         assert len(outcomes) == len(set(outcomes))
     assert_png(cam.folder(recipe) / "cam.png")
+
+
+def test_cam_takes_a_run_folder_or_its_checkpoint_as_eval_does(world, tmp_path):
+    """`tmkt cam RUN` and `tmkt cam RUN/best.pt` as `tmkt eval` takes them: the recipe comes
+    from the run folder, the maps go beside the run."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tmkt_cli.cli import app
+
+    run = tmp_path / "copied" / "seed42" / "train-tmkt"
+    shutil.copytree(toy_recipe(world).stage_dir("train-tmkt"), run)
+    res = CliRunner().invoke(app, ["cam", str(run), "--set", "cam.samples=[0]"])
+    assert res.exit_code == 0, res.output
+    manifest = read_manifest(run.parent / "cam")
+    assert manifest["status"] == "complete"
+    assert manifest["inputs"]["model"]["path"].endswith("last.pt")
+    # one cam folder per run: another checkpoint replaces it with --force
+    res = CliRunner().invoke(app, ["cam", str(run / "best.pt"), "--set", "cam.samples=[0]",
+                                   "--force"])
+    assert res.exit_code == 0, res.output
+    assert read_manifest(run.parent / "cam")["inputs"]["model"]["path"].endswith("best.pt")
+    if not (run / "best_test.pt").exists():
+        shutil.copy(run / "best.pt", run / "best_test.pt")
+    res = CliRunner().invoke(app, ["cam", str(run / "best_test.pt")])
+    assert res.exit_code == 2 and "cam reads last.pt, model.pt or best.pt" in res.output

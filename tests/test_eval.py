@@ -554,7 +554,7 @@ def test_eval_of_a_run_folder_or_a_checkpoint_file(tmp_path):
     assert Path(best["source"]["checkpoint"]).resolve() == (moved / "best.pt").resolve()
     assert not (trained.parent / "eval").exists()  # the original stays untouched
 
-    for target, message in ((tmp_path / "prepared", "a prepare run; eval evaluates"),
+    for target, message in ((tmp_path / "prepared", "a prepare run; eval reads a training run"),
                             (tmp_path / "nowhere.pt", "checkpoint not found")):
         res = runner.invoke(app, ["eval", str(target)])
         assert res.exit_code == 2 and message in res.output, res.output

@@ -257,9 +257,20 @@ def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
 def cam(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
         resume: ResumeOpt = "auto", dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False,
         verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
-    """Class activation maps (Grad-CAM or spike activation maps) of the event stream."""
-    _guarded(lambda: _run_stage("cam", "cam", recipe, set_, force, resume, dry_run,
-                                verify=verify, show_recipe=show_recipe), debug)
+    """Class activation maps (Grad-CAM or spike activation maps) of the event stream. RECIPE
+    may also be a train-tmkt or distill run folder, or its last.pt, model.pt or best.pt (as
+    for eval): the maps are written beside the run."""
+    def body():
+        from tmkt_cli.runs.run_target import cam_target, is_run_target
+
+        if is_run_target(recipe):
+            base, overrides = cam_target(recipe)
+            _run_stage("cam", "cam", None, [*overrides, *(set_ or [])], force, resume,
+                       dry_run, base_raw=base, verify=verify, show_recipe=show_recipe)
+        else:
+            _run_stage("cam", "cam", recipe, set_, force, resume, dry_run, verify=verify,
+                       show_recipe=show_recipe)
+    _guarded(body, debug)
 
 
 @app.command()

@@ -1,10 +1,11 @@
-"""``tmkt eval RUN_FOLDER`` and ``tmkt eval CHECKPOINT``: a trained run as the target.
+"""``tmkt eval|cam RUN_FOLDER`` and ``tmkt eval|cam CHECKPOINT``: a trained run as the target.
 
 A training run folder holds the whole resolved recipe that made it (``config.yaml``) and, in
 its manifest, the prepared dataset it read. That is all ``eval`` needs: the recipe is taken
 from the folder, placed so that the run is exactly this folder (whatever the names and roots
 were where it was trained: a copied or downloaded run works), and the evaluation is written
-beside it (``<run>/../eval/``, ``eval-best/``...). A checkpoint file inside a run folder picks
+beside it (``<run>/../eval/``, ``eval-best/``..., ``<run>/../cam/``). A checkpoint file inside a
+run folder picks
 the checkpoint (``last.pt``, ``best.pt``, ``best_test.pt``; ``model.pt`` holds the weights of
 ``last.pt``).
 """
@@ -28,6 +29,35 @@ def is_run_target(text: str) -> bool:
 
 def eval_target(text: str) -> tuple[dict, list[str]]:
     """(the recipe as raw data, overrides) that evaluate the run at ``text``."""
+    raw, overrides, stage, which = _run_recipe(text, "eval")
+    overrides.append(f"eval.source={stage}")
+    if which is not None:
+        overrides.append(f"eval.checkpoint={which}")
+    return raw, overrides
+
+
+CAM_SOURCES = ("train-tmkt", "distill")
+CAM_CHECKPOINTS = ("last", "best")
+
+
+def cam_target(text: str) -> tuple[dict, list[str]]:
+    """(the recipe as raw data, overrides) that explain the run at ``text`` with ``tmkt cam``
+    (an SNN: train-tmkt or distill; its last or best checkpoint)."""
+    raw, overrides, stage, which = _run_recipe(text, "cam")
+    if stage not in CAM_SOURCES:
+        raise TmktError(f"{text}: a {stage} run; cam explains an SNN "
+                        f"({', '.join(CAM_SOURCES)})")
+    if which is not None and which not in CAM_CHECKPOINTS:
+        raise TmktError(f"{text}: cam reads last.pt, model.pt or best.pt of a run")
+    overrides.append(f"cam.source={stage}")
+    if which is not None:
+        overrides.append(f"cam.checkpoint={which}")
+    return raw, overrides
+
+
+def _run_recipe(text: str, command: str) -> tuple[dict, list[str], str, str | None]:
+    """(raw recipe, overrides placing the run at exactly this folder, its stage, the
+    checkpoint a file names or None) of the training run at ``text``."""
     from tmkt_cli.config import read_yaml
     from tmkt_cli.runs.artifacts import read_manifest
 
@@ -37,7 +67,7 @@ def eval_target(text: str) -> tuple[dict, list[str]]:
             raise TmktError(f"{path}: checkpoint not found")
         if path.name not in CHECKPOINT_CHOICE:
             raise TmktError(f"{path}: not a checkpoint a run writes "
-                            f"({', '.join(CHECKPOINT_CHOICE)}); evaluate its run folder")
+                            f"({', '.join(CHECKPOINT_CHOICE)}); give {command} its run folder")
         folder, which = path.parent, CHECKPOINT_CHOICE[path.name]
     else:
         folder, which = path, None
@@ -48,19 +78,17 @@ def eval_target(text: str) -> tuple[dict, list[str]]:
     manifest = read_manifest(folder)
     stage = manifest.get("stage")
     if stage not in TRAINING_STAGES:
-        raise TmktError(f"{folder}: a {stage} run; eval evaluates a training run "
+        raise TmktError(f"{folder}: a {stage} run; {command} reads a training run "
                         f"({', '.join(TRAINING_STAGES)})")
     raw = read_yaml(folder / "config.yaml", "run config")
     seed = raw.get("seed")
     if folder.parent.name != f"seed{seed}":
         raise TmktError(f"{folder}: expected it inside a seed{seed}/ folder, as tmkt writes "
-                        f"runs; evaluate it with its recipe instead")
+                        f"runs; give {command} its recipe instead")
     overrides = [f"paths.runs={folder.parent.parent.parent}",
-                 f"name={folder.parent.parent.name}", "variant=", f"eval.source={stage}"]
+                 f"name={folder.parent.parent.name}", "variant="]
     dataset = (manifest.get("inputs") or {}).get("dataset", {}).get("path")
     if dataset:
         overrides.append(f"paths.dataset={dataset}")
-    if which is not None:
-        overrides.append(f"eval.checkpoint={which}")
     raw.pop("base", None)
-    return raw, overrides
+    return raw, overrides, stage, which
