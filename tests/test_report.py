@@ -251,6 +251,17 @@ def test_figures_also_in_vector_formats_on_request(world, tmp_path, monkeypatch)
         assert b"<svg" in (tmp_path / f"{name}.svg").read_bytes()[:1000]
     res = CliRunner().invoke(app, ["--figure-format", "gif", "report", str(world / "runs")])
     assert res.exit_code == 2 and "'gif' is not one of pdf, svg" in res.output
+    # after the command too (issue 29: "No such option")
+    monkeypatch.setenv("TMKT_FIGURE_FORMATS", "")
+    after = tmp_path / "after"
+    res = CliRunner().invoke(app, ["report", str(world / "runs"), "--out", str(after),
+                                   "--figure-format", "svg"])
+    assert res.exit_code == 0, res.output
+    assert b"<svg" in (after / "training_curves.svg").read_bytes()[:1000]
+    assert not (after / "training_curves.pdf").exists()
+    for command in ("eval", "cam", "landscape"):
+        res = CliRunner().invoke(app, [command, "x", "--figure-format", "gif"])
+        assert res.exit_code == 2 and "'gif' is not one of pdf, svg" in res.output, command
 
 
 # --------------------------------------------------------------------------------------------

@@ -81,6 +81,10 @@ VerifyOpt = Annotated[bool, typer.Option(
                      "(small ones always are).")]
 DebugOpt = Annotated[bool, typer.Option(
     "--debug", help="Show the full traceback of an error.")]
+FigureFormatOpt = Annotated[list[str] | None, typer.Option(
+    "--figure-format", metavar="pdf|svg",
+    help="Also write every figure in this vector format, beside its PNG (repeatable).",
+    show_default=False)]
 
 
 def _show_version(value: bool) -> None:
@@ -101,6 +105,11 @@ def _main(version: Annotated[bool, typer.Option(
     KT). Each command is one stage; stages read and write run folders, so they resume after a
     kill and compose in Makefiles and SLURM jobs. `tmkt recipes` lists the shipped recipes,
     `tmkt env` describes this machine."""
+    _set_figure_formats(figure_format)
+
+
+def _set_figure_formats(figure_format: list[str] | None) -> None:
+    """--figure-format, given before the command or after it (eval, cam, report, landscape)."""
     if figure_format:
         from tmkt_cli.analysis.plotting import FORMATS_VARIABLE, VECTOR_FORMATS
 
@@ -235,11 +244,13 @@ def train_tmkt(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
 @app.command("eval")
 def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
           resume: ResumeOpt = "auto", dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False,
-          verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
+          verify: VerifyOpt = False, debug: DebugOpt = False,
+          figure_format: FigureFormatOpt = None) -> None:
     """Evaluate a trained run on the event test split: top-1/top-5, per-class accuracy,
     accuracy against time steps, firing rates, synaptic operations and energy. RECIPE may
     also be a training run folder or a checkpoint in one (`tmkt eval runs/x/seed42/train-tmkt`,
     `.../best.pt`): the evaluation is written beside the run, one folder per checkpoint."""
+    _set_figure_formats(figure_format)
     def body():
         from tmkt_cli.runs.run_target import eval_target, is_run_target
 
@@ -256,10 +267,12 @@ def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
 @app.command()
 def cam(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
         resume: ResumeOpt = "auto", dry_run: DryRunOpt = False, show_recipe: ShowRecipeOpt = False,
-        verify: VerifyOpt = False, debug: DebugOpt = False) -> None:
+        verify: VerifyOpt = False, debug: DebugOpt = False,
+          figure_format: FigureFormatOpt = None) -> None:
     """Class activation maps (Grad-CAM or spike activation maps) of the event stream. RECIPE
     may also be a train-tmkt or distill run folder, or its last.pt, model.pt or best.pt (as
     for eval): the maps are written beside the run."""
+    _set_figure_formats(figure_format)
     def body():
         from tmkt_cli.runs.run_target import cam_target, is_run_target
 
@@ -304,12 +317,14 @@ def report(
     landscape: Annotated[list[Path] | None, typer.Option(
         help="Deprecated (use `tmkt landscape`): also draw the loss landscape around these "
              "run folders' checkpoints.")] = None,
+    figure_format: FigureFormatOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Gather finished runs into a table (mean and spread over seeds, beside the published
     numbers), write runs.csv and curves.csv (one row per run), and draw training curves and
     the data-efficiency curve. With --table runs.csv: the benchmark's tables and figures, with
     95% intervals, from that CSV; with --docs, its generated blocks in Markdown files."""
+    _set_figure_formats(figure_format)
     def body():
         if summary:
             return _summary(table, evidence)
@@ -393,10 +408,12 @@ def landscape(
     grid: Annotated[int, typer.Option(help="Points per axis over [-1, 1].", min=2)] = 11,
     samples: Annotated[int, typer.Option(help="Training samples the loss is measured on.",
                                          min=1)] = 128,
+    figure_format: FigureFormatOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Draw the loss landscape around each run's last checkpoint (two filter-normalised
     random directions, Li et al. 2018)."""
+    _set_figure_formats(figure_format)
     def body():
         from tmkt_cli.stages.landscape import draw_landscapes
         _output_folder(out)
