@@ -32,3 +32,14 @@ def test_found_under_root_and_not_found(tmp_path: Path):
                              env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "found: 16 train and 2 test recordings" in res.output
+
+
+def test_piped_output_is_readable_at_80_columns_and_cuts_nothing():
+    """Issue 29: piped, or under 120 columns, the layout column was cut with an ellipsis."""
+    res = CliRunner().invoke(app, ["datasets"])  # CliRunner's output is not a terminal
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in res.output
+    text = " ".join(line.strip() for line in lines)
+    for d in overview(None):  # every layout is there whole, however wrapped
+        assert " ".join(d.needs.split()) in text, d.name

@@ -594,18 +594,13 @@ def datasets(
     """List the datasets `tmkt prepare` reads: what each raw folder must hold, and with
     --root whether it is there."""
     def body():
-        from rich.markup import escape
-        from rich.table import Table
+        from tmkt_cli.stages.datasets import overview, render
 
-        from tmkt_cli.stages.datasets import overview
-        table = Table(title="datasets (docs/datasets.md: sources, citations, layouts)",
-                      title_justify="left", show_lines=True)
-        for column in ("name", "dataset", "raw folder must hold", "status"):
-            table.add_column(column, no_wrap=column == "name")
-        for d in overview(root):
-            where = f" in {d.root}" if d.root and d.status.startswith("found") else ""
-            table.add_row(d.name, escape(d.title), escape(d.needs), escape(d.status + where))
-        Console(highlight=False).print(table)
+        console = Console(highlight=False)
+        # a table where it fits; piped or under 120 columns, one block per dataset (wrapped,
+        # nothing cut: a cell cut at 80 columns hid the layout it exists to show)
+        width = console.width if console.is_terminal else 0
+        console.print(render(overview(root), width), markup=False)
     _guarded(body, debug)
 
 

@@ -70,3 +70,37 @@ def overview(root: Path | None) -> list[DatasetStatus]:
             at, status = (found or tried or [(None, f"not found: no folder {root / name}")])[0]
             out.append(DatasetStatus(name, facts.title, facts.layout, status, at))
     return out
+
+
+TITLE = "datasets (docs/datasets.md: sources, citations, layouts)"
+
+
+def render(statuses: list[DatasetStatus], width: int):
+    """A rich table on a terminal at least 120 columns wide, else plain text: one block per
+    dataset, its lines wrapped at 80 columns (or the terminal's width) and nothing cut."""
+    if width >= 120:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=TITLE, title_justify="left", show_lines=True)
+        for column in ("name", "dataset", "raw folder must hold", "status"):
+            table.add_column(column, no_wrap=column == "name", overflow="fold")
+        for d in statuses:
+            table.add_row(d.name, escape(d.title), escape(d.needs), escape(_status(d)))
+        return table
+    import textwrap
+
+    wrap = max(40, min(width or 80, 80))
+    lines = [TITLE, ""]
+    for d in statuses:
+        lines += textwrap.wrap(f"{d.name}: {d.title}", wrap, subsequent_indent="    ")
+        for label, text in (("raw folder must hold", d.needs), ("status", _status(d))):
+            lines += textwrap.wrap(f"{label}: {text}", wrap, initial_indent="  ",
+                                   subsequent_indent="    ", break_on_hyphens=False)
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _status(d: DatasetStatus) -> str:
+    where = f" in {d.root}" if d.root and d.status.startswith("found") else ""
+    return d.status + where
