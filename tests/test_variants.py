@@ -64,6 +64,17 @@ def test_a_long_variant_stays_readable_and_unique():
     assert name != Path(folder(*many[:-1], "method.mix_ratio_start=0.2")).parent.parent.name
 
 
+def test_variants_that_read_alike_never_share_a_folder():
+    """Issue 29: 0.1234567 and 0.1234568 both read 0.123457, prepare.root a/b and a_b both read
+    a_b: where the readable name drops something, a hash of the exact values is appended."""
+    a, b = folder("data.event_fraction=0.1234567"), folder("data.event_fraction=0.1234568")
+    assert a != b and "event_fraction-0.123457-" in a and "event_fraction-0.123457-" in b
+    assert folder("data.event_fraction=0.1234567") == a  # still the same folder each time
+    slash, underscore = folder("prepare.root=a/b"), folder("prepare.root=a_b")
+    assert slash != underscore and "root-a_b/" in underscore and "root-a_b-" in slash
+    assert folder("data.event_fraction=0.05").endswith("/event_fraction-0.05/seed42/train-tmkt")
+
+
 def test_variant_runs_sit_beside_the_recipes_own_run(tmp_path):
     """Through the CLI: the recipe's run, then a variant; neither refuses the other, and
     eval with the same --set finds the variant's run."""

@@ -67,8 +67,24 @@ def variant_name(plain: dict, overridden: dict, volatile: set[str], every_key: l
         return ""
     short = _short_keys(changed, every_key)
     text = "+".join(f"{short[k]}-{_format(after[k])}" for k in changed)
-    text = re.sub(r"[^A-Za-z0-9._+=-]", "_", text)
-    if len(text) > MAX_LENGTH:  # still readable, still unique
-        digest = hashlib.sha256(text.encode()).hexdigest()[:10]
-        text = f"{text[:MAX_LENGTH - 11].rstrip('+-')}-{digest}"
-    return text
+    readable = re.sub(r"[^A-Za-z0-9._+=-]", "_", text)
+    exact = "\n".join(f"{k}={after[k]!r}" for k in changed)
+    digest = hashlib.sha256(exact.encode()).hexdigest()[:10]
+    if readable != text or not all(_shown_exactly(after[k]) for k in changed):
+        # the readable name drops something (0.1234567 and 0.1234568 both read 0.123457;
+        # prepare.root a/b and a_b both read a_b): the exact values' hash keeps them apart
+        return f"{readable[:MAX_LENGTH - 11].rstrip('+-')}-{digest}"
+    if len(readable) > MAX_LENGTH:  # still readable, still unique
+        return f"{readable[:MAX_LENGTH - 11].rstrip('+-')}-{digest}"
+    return readable
+
+
+def _shown_exactly(value: Any) -> bool:
+    """Whether :func:`_format` gives back ``value`` without loss."""
+    if isinstance(value, float):
+        return float(_format(value)) == value
+    if isinstance(value, list | tuple):
+        return bool(value) and all(_shown_exactly(v) and "_" not in str(v) for v in value)
+    if isinstance(value, str):  # "+" joins keys; "none" is how an empty value reads
+        return "+" not in value and value != "none"
+    return True
