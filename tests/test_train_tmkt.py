@@ -235,3 +235,18 @@ def test_an_unregistered_method_is_one_line_naming_the_choices(world):
     res = runner.invoke(app, ["train-tmkt", str(recipe), "--set", "method.name=tmtk", *STEPS])
     assert res.exit_code == 2
     assert "method.name" in res.output and "did you mean 'tmkt'?" in res.output
+
+
+def test_eval_of_a_recipe_finds_its_one_variant_run_or_lists_several(world):
+    """Issue 29: a smoke run trained with --set flags lands in a variant folder, and `tmkt eval
+    RECIPE` found it only when given the same flags again."""
+    recipe = toy_recipe_file(world, "toy-eval-variant")
+    recipe.write_text(recipe.read_text().replace("variant: ''\n", ""))  # variant: auto
+    tmkt("train-tmkt", str(recipe), *STEPS)
+    res = tmkt("eval", str(recipe))
+    assert "own run is not there; evaluating its variant run" in res.output
+    variant = next((world / "runs" / "toy-eval-variant").glob("*/seed42/train-tmkt"))
+    assert read_manifest(variant.parent / "eval")["status"] == "complete"
+    tmkt("train-tmkt", str(recipe), *STEPS, "--set", "train.lr=0.002")
+    res = runner.invoke(app, ["eval", str(recipe)])
+    assert res.exit_code == 2 and "2 finished variant runs" in res.output, res.output

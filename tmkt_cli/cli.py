@@ -139,6 +139,16 @@ def _guarded(fn, debug: bool):
         raise typer.Exit(130) from None
 
 
+def _variant_run_of(recipe_arg: str):
+    """The finished variant run ``tmkt eval RECIPE`` evaluates when the recipe's own run is
+    not there (tmkt_cli/runs/run_target.variant_run)."""
+    from tmkt_cli.config import load_recipe
+    from tmkt_cli.config.catalog import resolve_recipe
+    from tmkt_cli.runs.run_target import variant_run
+
+    return variant_run(load_recipe(resolve_recipe(recipe_arg)))
+
+
 def _resume_value(resume: str) -> Literal["auto", "never"]:
     if resume not in ("auto", "never"):
         raise TmktError(f"--resume: expected auto or never, got {resume!r}")
@@ -258,6 +268,12 @@ def eval_(recipe: RecipeArg, set_: SetOpt = None, force: ForceOpt = False,
             base, overrides = eval_target(recipe)
             _run_stage("eval", "evaluate", None, [*overrides, *(set_ or [])], force, resume,
                        dry_run, base_raw=base, verify=verify)
+        elif not set_ and (found := _variant_run_of(recipe)) is not None:
+            ui.print(f"eval: {recipe}'s own run is not there; evaluating its variant run "
+                     f"{found}")
+            base, overrides = eval_target(str(found))
+            _run_stage("eval", "evaluate", None, overrides, force, resume, dry_run,
+                       base_raw=base, verify=verify, show_recipe=show_recipe)
         else:
             _run_stage("eval", "evaluate", recipe, set_, force, resume, dry_run,
                        verify=verify, show_recipe=show_recipe)

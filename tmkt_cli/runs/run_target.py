@@ -92,3 +92,30 @@ def _run_recipe(text: str, command: str) -> tuple[dict, list[str], str, str | No
         overrides.append(f"paths.dataset={dataset}")
     raw.pop("base", None)
     return raw, overrides, stage, which
+
+
+def variant_run(recipe) -> Path | None:
+    """The one finished variant run of a recipe whose own run is not there: ``tmkt eval
+    digits/tmkt`` after ``tmkt train-tmkt digits/tmkt --set train.max_steps=5`` evaluates that
+    run. None when the recipe's own run is there (or nothing is: the stage says what is
+    missing); several variants are listed, never picked among."""
+    from tmkt_cli.runs.artifacts import read_manifest
+
+    source = recipe.eval.source
+    own = recipe.stage_dir(source)
+    if (own / "manifest.json").is_file() or recipe.variant:
+        return None
+    pattern = f"*/seed{recipe.seed}/{source}/manifest.json"
+    found = []
+    for manifest in sorted(Path(recipe.paths.runs, recipe.name).glob(pattern)):
+        try:
+            if (read_manifest(manifest.parent) or {}).get("status") == "complete":
+                found.append(manifest.parent)
+        except TmktError:
+            continue
+    if len(found) > 1:
+        listed = "; ".join(str(f) for f in found)
+        raise TmktError(f"{own}: not there, and the recipe has {len(found)} finished variant "
+                        f"runs: {listed}; give tmkt eval one of them, or the --set flags "
+                        f"that made it")
+    return found[0] if found else None
