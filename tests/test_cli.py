@@ -116,3 +116,24 @@ def test_recipe_doc_is_current():
     assert "| `train.epochs` |" in res.output
     committed = (REPO / "docs" / "recipes.md").read_text()
     assert committed == res.output, "docs/recipes.md is stale: run `make docs`"
+
+
+def _complete(words: str) -> list[str]:
+    """What bash completion offers for the last word of ``words`` (Typer's protocol)."""
+    res = CliRunner().invoke(app, [], prog_name="tmkt", env={
+        "_TMKT_COMPLETE": "complete_bash", "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - 1), "_TYPER_COMPLETE_ARGS": words})
+    return res.output.split()
+
+
+def test_completion_offers_recipe_names_files_and_keys(tmp_path, monkeypatch):
+    """Issue 29: completion covered commands and flags, not recipe names or keys."""
+    assert {"digits/tmkt", "digits/tmkt-paper"} <= set(_complete("tmkt train-tmkt digits/tm"))
+    assert "control/kt" in _complete("tmkt eval control/")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("name: mine\n")
+    (tmp_path / "notes.txt").write_text("")
+    offered = _complete("tmkt train-tmkt mi")
+    assert "mine.yaml" in offered and "notes.txt" not in _complete("tmkt train-tmkt no")
+    assert _complete("tmkt train-tmkt digits/tmkt --set train.ep") == ["train.epochs="]
+    assert "method.mix_ratio=" in _complete("tmkt train-tmkt digits/tmkt -s method.mi")

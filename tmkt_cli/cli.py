@@ -59,13 +59,38 @@ app = _App(
 ui = Console(stderr=True, highlight=False, soft_wrap=True,
              width=None if sys.stderr.isatty() else 160)
 
+# -- shell completion: recipe names and files, recipe keys ----------------------------------------
+
+def complete_recipe(incomplete: str) -> list[str]:
+    """Shipped recipe names (digits/tmkt) and YAML files or folders under the typed path."""
+    from tmkt_cli.config.catalog import shipped_recipes
+
+    names = [r.name for r in shipped_recipes() if r.name.startswith(incomplete)]
+    typed = Path(incomplete or ".")
+    folder = typed if incomplete.endswith("/") or not incomplete else typed.parent
+    try:
+        files = [str(p) + ("/" if p.is_dir() else "") for p in sorted(folder.iterdir())
+                 if str(p).startswith(incomplete.removeprefix("./")) and not
+                 p.name.startswith(".") and (p.is_dir() or p.suffix in (".yaml", ".yml"))]
+    except OSError:
+        files = []
+    return names + files
+
+
+def complete_key(incomplete: str) -> list[str]:
+    """``KEY=`` for every recipe key starting with what is typed."""
+    from tmkt_cli.config import all_keys
+
+    return [f"{key}=" for key in all_keys() if key.startswith(incomplete)]
+
+
 # -- options shared by the stage commands -------------------------------------------------------
 RecipeArg = Annotated[str, typer.Argument(
     help="Recipe: a YAML file, or a shipped recipe's name such as digits/tmkt ('tmkt recipes' "
-         "lists them).", show_default=False, metavar="RECIPE")]
+         "lists them).", show_default=False, metavar="RECIPE", autocompletion=complete_recipe)]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="KEY=VALUE", help="Override a recipe key, e.g. --set train.epochs=5 (repeatable).",
-    show_default=False)]
+    show_default=False, autocompletion=complete_key)]
 ForceOpt = Annotated[bool, typer.Option(
     "--force", help="Discard an existing run made with another config or other inputs.")]
 ResumeOpt = Annotated[str, typer.Option(
