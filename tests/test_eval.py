@@ -576,3 +576,32 @@ def test_progress_bar_on_a_terminal_only():
     piped = Console(force_terminal=False, record=True, width=80)
     assert list(track(iter("ab"), 2, piped, "cam")) == ["a", "b"]
     assert piped.export_text() == ""
+
+
+def test_eval_refuses_another_dataset_at_the_runs_dataset_path(tmp_path, monkeypatch):
+    """Issue 27: a run trained on the default relative prepared/ path, evaluated from another
+    folder whose prepared/ holds another dataset, used it and exited 0. The run's recorded
+    dataset hash decides, not the path: another dataset is refused, the run and its dataset
+    moved together still work."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tmkt_cli.cli import app
+
+    make_prepared_dataset(tmp_path / "prepared")
+    trained = fake_training_run(toy_recipe(tmp_path))
+    other = tmp_path / "other"
+    make_prepared_dataset(other / "prepared", n_test=4, seed=3)  # same path, other content
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", str(trained), "--set",
+                              f"paths.dataset={other / 'prepared'}"])
+    assert res.exit_code == 2, res.output
+    assert "not the prepared dataset" in res.output and "was trained on" in res.output
+    assert not (trained.parent / "eval").exists()
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "prepared", moved / "prepared")
+    shutil.copytree(trained, moved / "toy" / "seed42" / "train-tmkt")
+    res = runner.invoke(app, ["eval", str(moved / "toy" / "seed42" / "train-tmkt"), "--set",
+                              f"paths.dataset={moved / 'prepared'}"])
+    assert res.exit_code == 0, res.output

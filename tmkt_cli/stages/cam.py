@@ -34,7 +34,7 @@ from tmkt_cli.runs.checkpoints import (
     load_trained_model,
     read_dataset_facts,
 )
-from tmkt_cli.stages.shared import checkpoint_input, dataset_input, source_input
+from tmkt_cli.stages.shared import checkpoint_input, dataset_input, source_input, trained_on
 
 if TYPE_CHECKING:
     import torch
@@ -80,9 +80,9 @@ def inputs(recipe: Recipe) -> dict[str, Upstream]:
     # Checked here, before the run folder is made: a typo in cam.classes then costs no
     # failed run that the corrected recipe would have to --force away.
     chosen_positions(recipe, dataset.folder / "dataset.h5")
-    ups = {"dataset": dataset,
-           "model": checkpoint_input(source_input(recipe, cam_source(recipe), key),
-                                     cam_checkpoint(recipe), key)}
+    source = source_input(recipe, cam_source(recipe), key)
+    ups = {"dataset": trained_on(dataset, source),
+           "model": checkpoint_input(source, cam_checkpoint(recipe), key)}
     if recipe.cam.baseline:
         ups["baseline"] = baseline_input(recipe.cam.baseline, cam_checkpoint(recipe))
     return ups

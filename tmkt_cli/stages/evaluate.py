@@ -33,7 +33,7 @@ from tmkt_cli.runs.checkpoints import (
     load_trained_model,
     read_dataset_facts,
 )
-from tmkt_cli.stages.shared import dataset_input, source_input
+from tmkt_cli.stages.shared import dataset_input, source_input, trained_on
 from tmkt_cli.train.progress import track
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ def folder(recipe: Recipe) -> Path:
 
 
 def inputs(recipe: Recipe) -> dict[str, Upstream]:
-    return {"dataset": dataset_input(recipe),
-            "run": source_input(recipe, recipe.eval.source, "recipe key eval.source")}
+    run = source_input(recipe, recipe.eval.source, "recipe key eval.source")
+    return {"dataset": trained_on(dataset_input(recipe), run), "run": run}
 
 
 def load_source_model(recipe: Recipe, run: StageRun, source: str, which: str, key: str

@@ -39,6 +39,19 @@ def source_input(recipe: Recipe, source: str, key: str) -> Upstream:
                          hint=f"tmkt {source} RECIPE")
 
 
+def trained_on(dataset: Upstream, run: Upstream) -> Upstream:
+    """``dataset``, when it is the prepared dataset ``run`` was trained on (by content hash,
+    wherever either lives now: a run moved together with its dataset keeps working); refused
+    in one line when another dataset sits at the path (another folder's ``prepared/``, other
+    emulator settings)."""
+    recorded = (run.manifest.get("inputs") or {}).get("dataset") or {}
+    if recorded.get("hash") and recorded["hash"] != dataset.output_hash:
+        raise TmktError(f"{dataset.folder}: not the prepared dataset {run.folder} was trained "
+                        f"on (hash {dataset.output_hash}; the run read {recorded['hash']} at "
+                        f"{recorded.get('path')}); set paths.dataset to that dataset")
+    return dataset
+
+
 def checkpoint_input(run_input: Upstream, which: str, key: str) -> Upstream:
     """One checkpoint of a finished training run, as an input of its own: its path, and as
     its hash the checkpoint's sha256 from the run's manifest (the file is not reread). A
