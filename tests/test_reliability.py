@@ -102,6 +102,40 @@ def test_gzip_archive_expanding_past_the_limit_is_refused(tmp_path, monkeypatch)
     archives.clear_cache()
 
 
+def test_compressed_archives_are_streamed_not_held_in_memory(tmp_path):
+    """Issue 27: a .tar.gz (and a compressed archive nested in a zip) was expanded whole in
+    memory, so one that expands past memory was a MemoryError. Streamed into a temporary file
+    a chunk at a time, 64 MiB of expanded archive costs a few MiB of Python memory."""
+    import tracemalloc
+    import zipfile
+
+    expanded = 64 << 20
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as archive:
+        info = tarfile.TarInfo("a/zeros.bin")
+        info.size = expanded
+        archive.addfile(info, io.BytesIO(b"\0" * info.size))
+        small = tarfile.TarInfo("a/small.bin")
+        small.size = 5
+        archive.addfile(small, io.BytesIO(b"hello"))
+    (tmp_path / "big.tar.gz").write_bytes(buffer.getvalue())
+    with zipfile.ZipFile(tmp_path / "outer.zip", "w", zipfile.ZIP_DEFLATED) as outer:
+        outer.writestr("inner.tar", (tmp_path / "big.tar.gz").read_bytes())  # stays gzip
+    del buffer
+    for path, inner in ((tmp_path / "big.tar.gz", ()), (tmp_path / "outer.zip",
+                                                         ("inner.tar",))):
+        archives.clear_cache()
+        tracemalloc.start()
+        try:
+            assert "a/zeros.bin" in archives.list_members(path, inner)
+            assert archives.read_member(path, "a/small.bin", inner) == b"hello"
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            archives.clear_cache()
+        assert peak < 16 << 20, (path.name, peak)
+
+
 # --------------------------------------------------------------------------------------------
 # Memory estimates
 # --------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ How members are reached, and what it costs:
 - a zip member or an uncompressed tar member is read at its offset;
 - a zip stored inside a zip without compression (or inside a plain tar) is opened in place as
   a window onto the outer file, so nesting costs nothing;
-- a compressed nested archive, and any ``.tar.gz``, has to be decompressed into memory once
-  per process (gzip cannot seek). Above :data:`MAX_GZIP_BYTES` of compressed data tmkt asks for
-  the archive to be extracted instead.
+- a compressed nested archive, and any ``.tar.gz``, has to be decompressed once per process
+  (gzip cannot seek): it is streamed, a chunk at a time, into an anonymous temporary file
+  (``TMPDIR``), so memory stays a chunk, and refused past :data:`MAX_GUNZIP_BYTES` expanded or
+  :data:`MAX_GZIP_BYTES` compressed (extract it then).
 
 Open archives are cached per process (a file handle inherited across ``fork`` would share its
 offset with the parent, so a child never reuses its parent's handles).
@@ -31,6 +32,7 @@ import os
 import re
 import struct
 import tarfile
+import tempfile
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from tmkt_cli.errors import TmktError
+from tmkt_cli.errors import TmktError, disk_full
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 MAX_GZIP_BYTES = 1 << 30
@@ -181,24 +183,48 @@ def _decompress_gzip(fileobj: BinaryIO, label: str, owns: bool) -> BinaryIO:
     size = fileobj.seek(0, io.SEEK_END)
     fileobj.seek(0)
     if size > MAX_GZIP_BYTES:
-        raise TmktError(f"{label}: a gzip-compressed archive is read into memory and this one "
-                        f"holds {size / 2**30:.1f} GiB: extract it (tar xzf) and point tmkt "
-                        f"at the extracted folder")
+        raise TmktError(f"{label}: a gzip-compressed archive is decompressed before it is "
+                        f"read and this one holds {size / 2**30:.1f} GiB: extract it "
+                        f"(tar xzf) and point tmkt at the extracted folder")
     try:
-        # Bounded: a few MB of gzip can expand to terabytes (a "gzip bomb").
-        data = gzip.GzipFile(fileobj=fileobj).read(MAX_GUNZIP_BYTES + 1)
-        if len(data) > MAX_GUNZIP_BYTES:
-            raise TmktError(f"{label}: expands past {MAX_GUNZIP_BYTES / 2**30:.1f} GiB when "
-                            f"decompressed (from {size / 2**20:.1f} MiB); refused: extract "
-                            f"it (tar xzf) and point tmkt at the extracted folder")
-    except (OSError, EOFError, zlib.error) as e:
-        raise TmktError(f"{label}: damaged gzip data ({e})") from None
+        return _spool(gzip.GzipFile(fileobj=fileobj), label,
+                      f"(from {size / 2**20:.1f} MiB)")
     finally:
         if owns:
             fileobj.close()
-    return io.BytesIO(data)
 
 
+def _spool(stream: BinaryIO, label: str, origin: str = "") -> BinaryIO:
+    """``stream`` decompressed into an anonymous temporary file (removed when closed or when
+    the process ends), a chunk at a time: memory stays a chunk whatever the archive expands
+    to, and more than :data:`MAX_GUNZIP_BYTES` (a "gzip bomb": a few MB can expand to
+    terabytes) is refused. Returns the file, seekable, at its start."""
+    out = tempfile.TemporaryFile(prefix="tmkt-archive-")
+    try:
+        total = 0
+        with stream:
+            while chunk := stream.read(SPOOL_CHUNK):
+                total += len(chunk)
+                if total > MAX_GUNZIP_BYTES:
+                    raise TmktError(f"{label}: expands past {MAX_GUNZIP_BYTES / 2**30:.1f} GiB "
+                                    f"when decompressed {origin}; refused: extract it and "
+                                    f"point tmkt at the extracted folder".replace("  ", " "))
+                out.write(chunk)
+        out.seek(0)
+        return out
+    except TmktError:
+        out.close()
+        raise
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError) as e:
+        out.close()
+        if reason := disk_full(e):
+            raise TmktError(f"{label}: {reason} while decompressing it into "
+                            f"{tempfile.gettempdir()} (set TMPDIR to a folder with room, or "
+                            f"extract the archive)") from None
+        raise TmktError(f"{label}: damaged compressed data ({e})") from None
+
+
+SPOOL_CHUNK = 1 << 20
 MAX_GUNZIP_BYTES = 8 << 30
 """The most a gzip-compressed archive may expand to in memory."""
 MAX_MEMBER_RATIO = 200
@@ -265,7 +291,12 @@ class _ZipArchive(_Archive):
     def open_member(self, name: str) -> BinaryIO:
         info = self._info(name)
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-            return _in_memory(self.read(name), f"{self.label}{MEMBER_SEPARATOR}{name}")
+            label = f"{self.label}{MEMBER_SEPARATOR}{name}"
+            try:
+                stream = self._zip.open(info)
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError) as e:
+                raise TmktError(f"{label}: damaged member ({e})") from None
+            return _spool(stream, label)
         # Stored: the member's bytes sit contiguously after its local header.
         self._fileobj.seek(info.header_offset)
         header = self._fileobj.read(_ZIP_LOCAL_HEADER.size)
@@ -326,13 +357,6 @@ class _TarArchive(_Archive):
         self._tar.close()
         if self._owns:
             self._fileobj.close()
-
-
-def _in_memory(data: bytes, label: str) -> BinaryIO:
-    if len(data) > MAX_GZIP_BYTES:
-        raise TmktError(f"{label}: this compressed nested archive would be read into memory "
-                        f"({len(data) / 2**30:.1f} GiB): extract the outer archive first")
-    return io.BytesIO(data)
 
 
 class _Window(io.RawIOBase):
