@@ -873,6 +873,14 @@ CASES += [
                                                               lambda a: a.astype(np.float32))),
          r"dataset\.h5: damaged prepared dataset \(/train/labels has dtype float32, expected "
          r"integers\)"),
+    Case("dataset-frames-wrong-dtype", dataset_edited(h5_edit("train", "frames",
+                                                              lambda a: a.astype(np.float64))),
+         r"dataset\.h5: damaged prepared dataset \(/train/frames has dtype float64, expected "
+         r"float32\)"),
+    Case("dataset-images-wrong-dtype", dataset_edited(h5_edit("test", "images",
+                                                              lambda a: a.astype(np.int16))),
+         r"dataset\.h5: damaged prepared dataset \(/test/images has dtype int16, expected "
+         r"uint8\)"),
     Case("dataset-image-index-out-of-range", dataset_edited(h5_edit(
         "train", "image_index", lambda a: a + 100)),
         r"dataset\.h5: damaged prepared dataset \(/train/image_index\[0\] is 100, outside "

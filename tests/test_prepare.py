@@ -209,3 +209,25 @@ def test_replaced_raw_files_make_a_finished_prepare_refuse(tmp_path):
     Image.new("RGB", (9, 9)).save(root / "a" / "extra.png")
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "inputs changed (raw)" in res.output
+
+
+def test_prepare_warns_of_recordings_without_events_and_events_off_the_sensor(tmp_path):
+    """Issue 27: recordings that integrate to nothing (a wrong time unit, an empty file) and
+    events dropped outside the sensor trained silently; prepare now says so, with counts."""
+    from tmkt_cli.stages.prepare import plausibility_warnings
+
+    res = invoke("prepare", "digits", *TINY, "--out", str(tmp_path / "blank"),
+                 "-s", "prepare.emulator.contrast_threshold=50",
+                 "-s", "prepare.emulator.noise_rate_hz=0")
+    assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "have no event in their frames" in res.output
+    splits = {"train": {"recordings": 10, "empty_recordings": 0},
+              "test": {"recordings": 4, "empty_recordings": 1}}
+    assert plausibility_warnings({"events": 96, "dropped_events": 4, "splits": splits}) == [
+        "1 recording(s) have no event in their frames (1 of 4 in test): a wrong time unit or "
+        "empty files? They train as blank samples; dataset.h5's /<split>/sources names them "
+        "(event_counts 0)"]
+    splits["test"]["empty_recordings"] = 0
+    assert plausibility_warnings({"events": 96, "dropped_events": 4, "splits": splits}) == []
+    (dropped,) = plausibility_warnings({"events": 90, "dropped_events": 10, "splits": splits})
+    assert dropped.startswith("10% of the events fell outside the sensor (10 of 100)")

@@ -696,6 +696,13 @@ def _validate(path: Path, f) -> None:
             if g[name].shape != shape:
                 raise TmktError(f"{path}: damaged prepared dataset (/{split}/{name} has shape "
                                 f"{g[name].shape}, expected {shape})")
+        # frames of another dtype (integers cast by hand, float64, float16) are read, cast and
+        # train to something else without a word: the writer's dtypes or nothing
+        for name, dtype in (("frames", np.float32), ("images", np.uint8)):
+            if g[name].dtype != dtype:
+                raise TmktError(f"{path}: damaged prepared dataset (/{split}/{name} has dtype "
+                                f"{g[name].dtype}, expected {np.dtype(dtype).name}); "
+                                f"prepare it again")
         _check_indices(path, f"/{split}/labels", g["labels"], len(f["classes"]), "classes")
         _check_indices(path, f"/{split}/image_labels", g["image_labels"], len(f["classes"]),
                        "classes")

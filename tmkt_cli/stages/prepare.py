@@ -251,6 +251,33 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     ui.print(f"prepare: {metrics['recordings']} recordings ({metrics['events']:,} events, "
              f"{metrics['dropped_events']:,} dropped outside the sensor) and "
              f"{metrics['images']} images in {path}")
+    for warning in plausibility_warnings(metrics):
+        ui.print(f"[yellow]prepare: warning:[/yellow] {warning}")
+
+
+DROPPED_WARNING = 0.05
+"""A share of events outside the sensor past which prepare warns (a wrong sensor size, or
+another dataset's format under the expected extension)."""
+
+
+def plausibility_warnings(metrics: dict) -> list[str]:
+    """What a finished prepare should say out loud: recordings that integrated to no event at
+    all (a wrong time unit squeezes a recording into nothing, or a file held only
+    bookkeeping), and events dropped outside the sensor past :data:`DROPPED_WARNING`."""
+    out = []
+    empty = {s: v.get("empty_recordings", 0) for s, v in metrics["splits"].items()}
+    if sum(empty.values()):
+        where = ", ".join(f"{n} of {metrics['splits'][s]['recordings']} in {s}"
+                          for s, n in empty.items() if n)
+        out.append(f"{sum(empty.values())} recording(s) have no event in their frames ({where})"
+                   f": a wrong time unit or empty files? They train as blank samples; "
+                   f"dataset.h5's /<split>/sources names them (event_counts 0)")
+    kept, dropped = metrics["events"], metrics["dropped_events"]
+    if kept + dropped and dropped / (kept + dropped) > DROPPED_WARNING:
+        out.append(f"{dropped / (kept + dropped):.0%} of the events fell outside the sensor "
+                   f"({dropped:,} of {kept + dropped:,}): a wrong sensor size, or files of "
+                   f"another format under this dataset's extension?")
+    return out
 
 
 def _already_written(path: Path, header: StoreHeader, plans: dict[str, SplitPlan]
