@@ -231,3 +231,25 @@ def test_prepare_warns_of_recordings_without_events_and_events_off_the_sensor(tm
     assert plausibility_warnings({"events": 96, "dropped_events": 4, "splits": splits}) == []
     (dropped,) = plausibility_warnings({"events": 90, "dropped_events": 10, "splits": splits})
     assert dropped.startswith("10% of the events fell outside the sensor (10 of 100)")
+
+
+def test_a_recipe_with_other_prepare_settings_refuses_the_default_dataset(tmp_path,
+                                                                          monkeypatch):
+    """Issue 27: `--set prepare.emulator.*` changed the run folder's name but not the default
+    dataset path, so training read a dataset prepared with other settings."""
+    monkeypatch.chdir(tmp_path)
+    res = invoke("prepare", "digits", *TINY)
+    assert res.exit_code == 0, res.output
+    same = ["-s", "prepare.time_steps=4", "-s", "prepare.size=8", *TINY[4:]]
+    ok = invoke("train-tmkt", "digits/tmkt", *same, "--dry-run")
+    assert ok.exit_code == 0 and "reads:   dataset=prepared/digits-T4-8px" in ok.output, \
+        ok.output
+    other = invoke("train-tmkt", "digits/tmkt", *same,
+                   "-s", "prepare.emulator.contrast_threshold=0.3", "--dry-run")
+    assert "prepared with other settings than this recipe's (prepare.emulator." \
+           "contrast_threshold 0.2 (recipe: 0.3))" in other.output, other.output
+    # a dataset path given by hand is the user's choice
+    mine = invoke("train-tmkt", "digits/tmkt", *same, "-s",
+                  "prepare.emulator.contrast_threshold=0.3", "-s",
+                  "paths.dataset=prepared/digits-T4-8px", "--dry-run")
+    assert "reads:   dataset=prepared/digits-T4-8px" in mine.output, mine.output

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from tmkt_cli.config import Recipe, TrainConfig
+from tmkt_cli.config import Recipe, TrainConfig, stage_config
 from tmkt_cli.errors import TmktError
 from tmkt_cli.runs.artifacts import StageRun, Upstream, read_upstream
 from tmkt_cli.runs.checkpoints import (
@@ -30,8 +30,43 @@ from tmkt_cli.runs.runlog import METRICS
 # --------------------------------------------------------------------------------------------
 
 def dataset_input(recipe: Recipe) -> Upstream:
-    return read_upstream(recipe.dataset_dir(), "prepare", "recipe key paths.dataset",
-                         hint="tmkt prepare RECIPE")
+    upstream = read_upstream(recipe.dataset_dir(), "prepare", "recipe key paths.dataset",
+                             hint="tmkt prepare RECIPE")
+    if not recipe.paths.dataset:
+        _check_prepared_as_the_recipe_says(upstream, recipe)
+    return upstream
+
+
+def _check_prepared_as_the_recipe_says(upstream: Upstream, recipe: Recipe) -> None:
+    """The default dataset folder is named by dataset, T and size alone, so a recipe with other
+    prepare settings (``--set prepare.emulator.contrast_threshold=0.3``) would read a dataset
+    prepared without them: refused, naming the settings that differ. (A ``paths.dataset``
+    given by hand is the user's choice, and not checked here.) ``prepare.root`` says where
+    the raw data lived, not what was computed; keys one side lacks come from another tmkt
+    version's schema."""
+    recorded = (upstream.manifest.get("stage_config") or {}).get("prepare")
+    if not isinstance(recorded, dict):
+        return  # not written by tmkt prepare's stage config (a hand-made or older folder)
+    ours = _leaves(stage_config(recipe, "prepare")["prepare"])
+    theirs = _leaves(recorded)
+    diffs = [f"prepare.{k} {theirs[k]!r} (recipe: {ours[k]!r})"
+             for k in sorted(set(ours) & set(theirs)) if k != "root" and ours[k] != theirs[k]]
+    if diffs:
+        shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        raise TmktError(f"{upstream.folder}: prepared with other settings than this recipe's "
+                        f"({shown}); prepare this recipe's dataset into a folder of its own "
+                        f"and use it: --set paths.dataset=prepared/NAME on tmkt prepare and "
+                        f"on this stage")
+
+
+def _leaves(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def source_input(recipe: Recipe, source: str, key: str) -> Upstream:
