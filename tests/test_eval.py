@@ -605,3 +605,28 @@ def test_eval_refuses_another_dataset_at_the_runs_dataset_path(tmp_path, monkeyp
     res = runner.invoke(app, ["eval", str(moved / "toy" / "seed42" / "train-tmkt"), "--set",
                               f"paths.dataset={moved / 'prepared'}"])
     assert res.exit_code == 0, res.output
+
+
+def test_figure_format_on_an_up_to_date_eval_redraws_from_eval_json(tmp_path, monkeypatch):
+    """Issue 29: --figure-format wrote nothing on an up-to-date stage. The vector files are
+    drawn from eval.json; nothing is recomputed and the recorded PNGs stay as they were."""
+    from typer.testing import CliRunner
+
+    from tmkt_cli.cli import app
+
+    monkeypatch.setenv("TMKT_FIGURE_FORMATS", "")
+    make_prepared_dataset(tmp_path / "prepared")
+    trained = fake_training_run(toy_recipe(tmp_path))
+    runner = CliRunner()
+    assert runner.invoke(app, ["eval", str(trained)]).exit_code == 0
+    folder = trained.parent / "eval"
+    pngs = {p.name: p.read_bytes() for p in folder.glob("*.png")}
+    res = runner.invoke(app, ["eval", str(trained), "--figure-format", "pdf"])
+    assert res.exit_code == 0 and "up to date" in res.output, res.output
+    assert "redrew 3 figure file(s) from eval.json" in res.output
+    for name in pngs:
+        assert (folder / name).read_bytes() == pngs[name]
+        assert (folder / name).with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    monkeypatch.setenv("TMKT_FIGURE_FORMATS", "")
+    res = runner.invoke(app, ["eval", str(trained)])
+    assert "up to date" in res.output and "redrew" not in res.output

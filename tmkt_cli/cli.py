@@ -192,7 +192,7 @@ def _run_stage(stage: str, module: str, recipe_arg: str | None, overrides: list[
     mod = importlib.import_module(f"tmkt_cli.stages.{module}")
     execute(stage, recipe, mod.folder(recipe), mod.inputs, mod.run, ui, force=force,
             resume=_resume_value(resume), dry_run=dry_run or show_recipe, verify=verify,
-            show_recipe=show_recipe)
+            show_recipe=show_recipe, redraw=getattr(mod, "redraw", None))
 
 
 # -- stages ---------------------------------------------------------------------------------------

@@ -41,6 +41,17 @@ def extra_formats() -> list[str]:
     return [f for f in VECTOR_FORMATS if f in asked]
 
 
+def save_vectors(fig: Figure, path: str | Path) -> list[Path]:
+    """Only the vector formats asked for, beside the PNG at ``path`` (which is left as it is):
+    a finished stage's figures redrawn from its saved data. Returns the files written."""
+    path, written = Path(path), []
+    for fmt in extra_formats():
+        with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.05)
+        written.append(path.with_suffix(f".{fmt}"))
+    return written
+
+
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` (temporary name, then rename), and beside it each
     vector format asked for (same name, ``.pdf`` / ``.svg``). Returns the PNG's path."""

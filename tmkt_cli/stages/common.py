@@ -24,10 +24,12 @@ def execute(stage: str, recipe: Recipe, folder: Path,
             body: Callable[[Recipe, StageRun, Console], None], ui: Console, *,
             force: bool = False, resume: Literal["auto", "never"] = "auto",
             dry_run: bool = False, verify: bool = False,
-            show_recipe: bool = False) -> StageRun | None:
+            show_recipe: bool = False,
+            redraw: Callable[[Recipe, Path, Console], None] | None = None) -> StageRun | None:
     """Run ``body`` in ``folder`` unless it is up to date; with ``dry_run`` only say what
-    would happen (and with ``show_recipe``, print the resolved recipe after it). Returns the
-    StageRun (None for a dry run)."""
+    would happen (and with ``show_recipe``, print the resolved recipe after it). An up-to-date
+    stage with ``redraw`` draws its figures again in the vector formats asked for
+    (``--figure-format``), from its saved data. Returns the StageRun (None for a dry run)."""
     cfg = stage_config(recipe, stage)
     chash = config_hash(cfg)
     check_fits(stage, recipe)
@@ -45,6 +47,11 @@ def execute(stage: str, recipe: Recipe, folder: Path,
     DIST.init()
     run = _run_on_every_rank(stage, recipe, folder, inputs, body, ui, cfg, chash,
                              force=force, resume=resume, verify=verify)
+    if run.decision == "up-to-date" and redraw is not None and DIST.is_main:
+        from tmkt_cli.analysis.plotting import extra_formats
+
+        if extra_formats():
+            redraw(recipe, folder, ui)
     # The ranks leave the stage together: none exits (rank 0 takes the rendezvous store with
     # it) while another still finishes its part; a rank that raised skips this and fails.
     DIST.barrier()

@@ -322,6 +322,32 @@ def _report(source: str, which: str, run_path: str, trained: TrainedModel, h5: P
     }
 
 
+def redraw(recipe: Recipe, folder: Path, ui: Console) -> None:
+    """``--figure-format`` on an up-to-date eval: its figures in the vector formats asked
+    for, drawn from eval.json (nothing is recomputed; the recorded PNGs stay as they are)."""
+    import json
+
+    from tmkt_cli.analysis import plotting
+
+    report = json.loads((folder / EVAL_JSON).read_text())
+    cfg = recipe.eval
+    title = f"{recipe.name} seed {recipe.seed}: {cfg.source} ({cfg.checkpoint}.pt)"
+    figures = {"confusion": plotting.confusion_figure(
+        report["confusion"], list(report["per_class"]), f"Confusion, {title}")}
+    if (report.get("source") or {}).get("kind") == "snn":
+        method = "ckd" if cfg.source == "distill" else recipe.method.name
+        figures["accuracy_vs_time_steps"] = plotting.accuracy_vs_time_figure(
+            report["accuracy_vs_time_steps"], f"Accuracy vs time steps, {title}", method)
+        figures["firing_rates"] = plotting.firing_rate_figure(
+            [r["layer"] for r in report["firing_rates"]],
+            [r["firing_rate"] for r in report["firing_rates"]], f"Firing rates, {title}",
+            method)
+    written = [p for name, fig in figures.items()
+               for p in plotting.save_vectors(fig, folder / FIGURES[name])]
+    ui.print(f"{STAGE}: redrew {len(written)} figure file(s) from {EVAL_JSON}: "
+             + ", ".join(p.name for p in written))
+
+
 def _save_confusion(confusion, classes: list[str], title: str, folder: Path) -> None:
     """The confusion matrix, drawn for every model."""
     from tmkt_cli.analysis import plotting
