@@ -221,3 +221,17 @@ def test_teacher_hash_ignores_the_event_fraction():
     a, b = load_recipe(None), load_recipe(None, ["data.event_fraction=0.05"])
     assert h(a, "pretrain-ann") == h(b, "pretrain-ann")
     assert h(a, "distill") != h(b, "distill")
+
+
+def test_a_key_added_later_leaves_the_hash_of_earlier_runs_alone():
+    """model.conv_init and data.rotation_interpolation came after runs were made: at their
+    defaults (what those runs computed) they are left out of the config hash, so the runs stay
+    up to date; set to another value they are in it."""
+    from tmkt_cli.config import config_hash, stage_config
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "digits" / "tmkt.yaml"
+    plain = stage_config(load_recipe(recipe), "train-tmkt")
+    assert "conv_init" not in plain["model"] and "rotation_interpolation" not in plain["data"]
+    for override in ("model.conv_init=torch_default", "data.rotation_interpolation=nearest"):
+        changed = stage_config(load_recipe(recipe, [override]), "train-tmkt")
+        assert config_hash(changed) != config_hash(plain), override

@@ -17,7 +17,8 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from tmkt_cli.config import ModelConfig, load_recipe
+from tmkt_cli.config import DataConfig, ModelConfig, load_recipe
+from tmkt_cli.errors import TmktError
 from tmkt_cli.models import build_snn
 from tmkt_cli.models.neurons import FusedLIFNode
 from tmkt_cli.models.snn import SeqNorm
@@ -256,6 +257,65 @@ def test_scnn_kt_layout_matches_transfer_scnn():
     assert out.features.shape == (12, 2, 300)  # node1.mem (scnn.py 139, 150)
 
 
+# --------------------------------------------------------------------------------------------
+# Initialisation: KT's Transfer_VGG_SNN (vgg_snn.py 199-241) and its BaseModule
+# (base_module.py 113-150) set none, so each BaseConvModule's nn.Conv2d (base_module.py 86-91,
+# no bias) keeps what PyTorch's constructor drew: kaiming_uniform_ with a = sqrt(5), a gain of
+# sqrt(2 / (1 + 5)) = 1/sqrt(3) and so a bound of gain * sqrt(3 / fan_in) = 1/sqrt(fan_in):
+# uniform in +-1/sqrt(fan_in), std 1/sqrt(3 fan_in). tmkt's default draws He-normal with
+# fan-out, std sqrt(2 / fan_out) (TET's VGGSNN; KT's Transfer_ResNet, resnet.py 600-604).
+# --------------------------------------------------------------------------------------------
+
+# (in, out) channels of Transfer_VGG_SNN's 3x3 convolutions (vgg_snn.py 219-229)
+KT_VGG_CONVS = [(2, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512),
+                (512, 512), (512, 512)]
+
+
+def _trunk_convs(model) -> list[nn.Conv2d]:
+    return [m for m in model.trunk.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("recipe", ["recipes/ncaltech101/kt.yaml", "recipes/cifar10dvs/kt.yaml"])
+def test_published_vggsnn_keeps_pytorchs_default_conv_init(recipe):
+    cfg = _published_model(recipe)
+    assert cfg.backbone == "vggsnn"
+    torch.manual_seed(0)
+    convs = _trunk_convs(build_snn(cfg, 101, 48, 2))
+    assert [(c.in_channels, c.out_channels) for c in convs] == KT_VGG_CONVS
+    # the reference's convolutions built in its order from the same seed: the same draws
+    # (BatchNorm and the neurons draw nothing), so nothing re-initialised them
+    torch.manual_seed(0)
+    for conv, (c_in, c_out) in zip(convs, KT_VGG_CONVS, strict=True):
+        reference = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        assert torch.equal(conv.weight, reference.weight)
+    for conv in convs:  # the distribution, from the formula above
+        w = conv.weight.detach()
+        bound = 1 / math.sqrt(conv.in_channels * 9)
+        assert float(w.abs().max()) <= bound
+        assert float(w.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05)
+
+
+def test_vggsnn_default_conv_init_is_kaiming_fan_out():
+    """tmkt's default, which the published VGG-SNN recipes switch off: a different scale in
+    every layer (at 2-64 the default init's std is 2.3 times He fan-out's, at 512-512 0.41)."""
+    assert ModelConfig().conv_init == "kaiming_fan_out"
+    cfg = _published_model("recipes/ncaltech101/kt.yaml")
+    torch.manual_seed(0)
+    model = build_snn(ModelConfig(**{**cfg.__dict__, "conv_init": "kaiming_fan_out"}),
+                      101, 48, 2)
+    for conv in _trunk_convs(model):
+        fan_out = conv.out_channels * 9
+        he = math.sqrt(2 / fan_out)
+        default = 1 / math.sqrt(3 * conv.in_channels * 9)
+        assert float(conv.weight.detach().std()) == pytest.approx(he, rel=0.05)
+        assert abs(he / default - 1) > 0.5  # the two inits differ at every layer
+    # KT's ResNet-18 draws He fan-out (resnet.py 600-604): the CEP-DVS recipes keep the default
+    assert _published_model("recipes/cepdvs/kt.yaml").conv_init == "kaiming_fan_out"
+    # KT's SCNN has its own initialisation (scnn.py 112-119), which scnn_kt builds
+    with pytest.raises(TmktError, match=r"model\.conv_init"):
+        build_snn(ModelConfig(backbone="scnn_kt", conv_init="torch_default"), 5, 28, 2)
+
+
 def test_published_neuron_settings():
     for recipe in ("recipes/ncaltech101/kt.yaml", "recipes/cepdvs/kt.yaml",
                    "recipes/cifar10dvs/kt.yaml"):
@@ -312,7 +372,8 @@ def test_class_balanced_sampler_draws_classes_equally():
 
 # --------------------------------------------------------------------------------------------
 # Last partial batch: datasets.py 1335-1339 (N-Caltech101), 1457 (CEP-DVS), 1755 (N-Omniglot)
-# build the training DataLoader with drop_last=True: an epoch is len // batch_size batches
+# build the training DataLoader with drop_last=True: an epoch is len // batch_size batches.
+# CIFAR10-DVS's (get_dvsc10_data, 1072-1076) has drop_last=False: it keeps the last one.
 # --------------------------------------------------------------------------------------------
 
 
@@ -330,9 +391,44 @@ def test_drop_last_yields_only_full_batches(n):
 
 
 @pytest.mark.parametrize("recipe", ["recipes/ncaltech101/kt.yaml", "recipes/cepdvs/kt.yaml",
-                                    "recipes/cifar10dvs/kt.yaml", "recipes/nomniglot/kt.yaml"])
+                                    "recipes/nomniglot/kt.yaml"])
 def test_published_recipes_drop_the_last_partial_batch(recipe):
     assert load_recipe(recipe).train.drop_last is True
+
+
+def _torch_epoch(indices: np.ndarray, batch_size: int, drop_last: bool) -> list[int]:
+    """Batch sizes of one epoch of torch's DataLoader over a SubsetRandomSampler (what the
+    reference's loaders iterate: DataLoader wraps the sampler in a BatchSampler)."""
+    sampler = torch.utils.data.SubsetRandomSampler(indices.tolist())
+    return [len(b) for b in torch.utils.data.BatchSampler(sampler, batch_size, drop_last)]
+
+
+@pytest.mark.parametrize("recipe", ["recipes/cifar10dvs/kt.yaml", "recipes/cifar10dvs/tmkt.yaml",
+                                    "recipes/cifar10dvs/event_only.yaml"])
+def test_cifar10dvs_keeps_the_last_partial_batch_like_the_reference(recipe):
+    from tmkt_cli.data.sampling import KeyedBatchSampler, batches_per_epoch
+
+    train = load_recipe(recipe).train
+    # get_dvsc10_data (1030-1038): 10,000 recordings, 1,000 per class, the first 900 of each
+    # class (int(1000 * 0.9), train_data_ratio 1) train
+    num_per_cls = 10_000 // 10
+    n_train = 10 * int(num_per_cls * 0.9)
+    assert n_train == 9_000
+    # (a last batch of one sample would differ: tmkt always drops it, as BatchNorm cannot
+    # normalise one)
+    for n, batch_size in [(n_train, train.batch_size), (n_train, 128), (100, 16)]:
+        indices = np.arange(n)
+        reference = _torch_epoch(indices, batch_size, drop_last=False)  # datasets.py 1075
+        tmkt = list(KeyedBatchSampler(indices, batch_size, seed=1, epoch=0,
+                                      drop_last=train.drop_last))
+        assert [len(b) for b in tmkt] == reference
+        assert batches_per_epoch(n, batch_size, train.drop_last) == len(reference)
+        assert sorted(k for b in tmkt for k, _ in b) == indices.tolist()  # every one, once
+    # at the published batch of 120 the 9,000 recordings make 75 full batches: no partial
+    # batch to keep, so the switch changes the published run only at other batch sizes or
+    # event fractions (at KT's default batch of 128, main_transfer.py 95: a last batch of 40)
+    assert _torch_epoch(np.arange(n_train), 120, False) == [120] * 75
+    assert _torch_epoch(np.arange(n_train), 128, False)[-1] == 40
 
 
 def test_published_sampling_and_augmentation():
@@ -350,6 +446,85 @@ def test_published_sampling_and_augmentation():
     # get_dvsc10_data without --DVS-DA: resize only (1012-1016), SubsetRandomSampler (1074)
     assert (c10.sampler, c10.crop_padding, c10.hflip, c10.rotation) == \
         ("uniform", 0, False, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# CEP-DVS rotation: run_aba.sh --DVS-DA, datasets.py 1420-1428: RandomCrop(48, padding 4),
+# RandomHorizontalFlip, RandomRotation(15) on the [T, 2, H, W] frame tensor. torchvision's
+# RandomRotation defaults to nearest-neighbour interpolation, fill 0, the image centre; its
+# tensor path builds the inverse matrix for -angle (_get_inverse_affine_matrix), maps each
+# output pixel centre through it and samples with grid_sample(mode="nearest",
+# padding_mode="zeros", align_corners=False).
+# --------------------------------------------------------------------------------------------
+
+
+def reference_rotate_nearest(planes: np.ndarray, degrees: float):
+    """torchvision's rotate of ``[..., H, W]`` by ``degrees`` (counter-clockwise), nearest
+    neighbour, zeros outside: the output pixel at (row i, column j), taken relative to the
+    centre ((H - 1) / 2, (W - 1) / 2), reads the input at x = cos a x' - sin a y',
+    y = sin a x' + cos a y', rounded to the nearest pixel. Also returns where that rounding is
+    within 1e-4 of a tie (float32 arithmetic may go either way there)."""
+    h, w = planes.shape[-2:]
+    a = math.radians(degrees)
+    yo, xo = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+    x = math.cos(a) * xo - math.sin(a) * yo + (w - 1) / 2
+    y = math.sin(a) * xo + math.cos(a) * yo + (h - 1) / 2
+    near_tie = (np.abs(x - np.floor(x) - 0.5) < 1e-4) | (np.abs(y - np.floor(y) - 0.5) < 1e-4)
+    col, row = np.rint(x).astype(int), np.rint(y).astype(int)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    out = np.zeros_like(planes)
+    out[..., inside] = planes[..., row[inside], col[inside]]
+    return out, near_tie
+
+
+def reference_crop(planes: np.ndarray, padding: int, top: int, left: int) -> np.ndarray:
+    """RandomCrop(size, padding): zero-pad every side, cut the original size at (top, left)."""
+    h, w = planes.shape[-2:]
+    pad = [(0, 0)] * (planes.ndim - 2) + [(padding, padding)] * 2
+    return np.pad(planes, pad)[..., top:top + h, left:left + w]
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 48, 48), (3, 9, 14), (1, 14, 9)])
+def test_nearest_rotation_matches_torchvisions(shape):
+    from tmkt_cli.data.loaders import _rotate
+
+    planes = np.random.default_rng(0).random(shape).astype(np.float32)
+    for degrees in (-15.0, -7.3, 4.1, 11.0, 15.0):
+        reference, near_tie = reference_rotate_nearest(planes, degrees)
+        assert near_tie.mean() < 0.01
+        got = _rotate(planes, degrees, "nearest")
+        np.testing.assert_array_equal(got[..., ~near_tie], reference[..., ~near_tie])
+        bilinear = _rotate(planes, degrees)  # tmkt's default: values between pixels
+        assert np.abs(bilinear - reference).max() > 0.1
+
+
+def test_published_cepdvs_augmentation_is_the_reference_chain():
+    """The published CEP-DVS recipe's event augmentation equals crop, flip, nearest rotation
+    on the same random parameters (tmkt draws shift, flip, angle in that order)."""
+    from tmkt_cli.data.loaders import augment_planes
+
+    assert DataConfig().rotation_interpolation == "bilinear"  # tmkt's default
+    cfg = load_recipe("recipes/cepdvs/kt.yaml").data
+    assert cfg.rotation_interpolation == "nearest"
+    planes = np.random.default_rng(1).random((6, 2, 48, 48)).astype(np.float32)
+    rotated = 0
+    for seed in range(8):
+        got = augment_planes(planes, np.random.default_rng(seed), crop_padding=cfg.crop_padding,
+                             hflip=cfg.hflip, rotation=cfg.rotation,
+                             rotation_interpolation=cfg.rotation_interpolation)
+        draws = np.random.default_rng(seed)
+        shift_y, shift_x = draws.integers(-cfg.crop_padding, cfg.crop_padding + 1, size=2)
+        flip = bool(draws.integers(0, 2))
+        degrees = float(draws.uniform(-cfg.rotation, cfg.rotation))
+        # a shift (dy, dx) is RandomCrop's window at (padding - dy, padding - dx)
+        reference = reference_crop(planes, cfg.crop_padding, cfg.crop_padding - shift_y,
+                                   cfg.crop_padding - shift_x)
+        if flip:
+            reference = reference[..., ::-1]
+        reference, near_tie = reference_rotate_nearest(np.ascontiguousarray(reference), degrees)
+        np.testing.assert_array_equal(got[..., ~near_tie], reference[..., ~near_tie])
+        rotated += abs(degrees) > 1
+    assert rotated >= 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -576,6 +751,68 @@ def test_kt_total_loss_and_gradients_of_one_step():
             assert a is None or not a.any()
             continue
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# The N-Omniglot KT loss: run_omni.sh passes --domain-loss --domain-loss-coefficient 0.5 but no
+# --regularization (store_true, main_transfer.py 364-365: off) and no --TET-loss
+# --------------------------------------------------------------------------------------------
+
+
+def reference_kt_loss_plain(logits_rgb, logits_dvs, feat_rgb, feat_dvs, y, weight=0.5):
+    """main_transfer.py without --regularization: domain loss sum_t (1 - |CKA_t|) / T
+    (1000-1009, the unweighted branch at 1008); without --TET-loss: CE on each stream's
+    time-averaged output (1050-1054); total rgb + dvs + coefficient x domain (1058-1063)."""
+    T, B = logits_rgb.shape[0], y.shape[0]
+    domain = sum(1 - reference_linear_cka(feat_rgb[t].reshape(B, -1),
+                                          feat_dvs[t].reshape(B, -1)).abs()
+                 for t in range(T)) / T
+    ce = nn.functional.cross_entropy
+    return ce(logits_rgb.mean(0), y) + ce(logits_dvs.mean(0), y) + weight * domain
+
+
+def test_nomniglot_kt_loss_has_no_str_weights():
+    from dataclasses import replace
+
+    from tmkt_cli.train.engine import StepContext
+    from tmkt_cli.train.tasks import SNNTransferTask
+
+    recipe = load_recipe("recipes/nomniglot/kt.yaml")
+    m = recipe.method
+    assert not m.str_weights and not m.tet and m.domain_alignment and m.da_weight == 0.5
+    cfg = recipe.model
+    torch.manual_seed(0)
+    model = build_snn(cfg, 5, 28, 4).train()
+    g = torch.Generator().manual_seed(2)
+    batch = {"events": torch.rand(6, 4, 2, 28, 28, generator=g) * 3,
+             "static": torch.rand(6, 2, 28, 28, generator=g) * 3,
+             "label": torch.tensor([0, 1, 2, 3, 4, 0])}
+    ctx = StepContext(0, 100, 0, torch.device("cpu"), 0)  # step 0: replacement P = 0
+    loss = SNNTransferTask(model, m, threshold=cfg.threshold).training_step(batch, ctx)["loss"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+
+    static = batch["static"].unsqueeze(1).expand(6, 4, 2, 28, 28).transpose(0, 1)
+    out_s = model(static, "static")
+    functional.reset_net(model)
+    out_e = model(batch["events"].transpose(0, 1), "event")
+    functional.reset_net(model)
+    assert float(out_e.features.detach().abs().sum()) > 0  # something to align
+    ref = reference_kt_loss_plain(out_s.logits, out_e.logits, out_s.features, out_e.features,
+                                  batch["label"])
+    ref_grads = torch.autograd.grad(ref, params, allow_unused=True)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    for p, a, b in zip(params, grads, ref_grads, strict=True):
+        if p is model.eta:  # no sigma(eta_t) anywhere: eta gets no gradient
+            assert a is None or not a.any()
+        if a is None or b is None:
+            assert (a is None or not a.any()) and (b is None or not b.any())
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # with the STR weights (tmkt's kt default) the same step is another loss
+    functional.reset_net(model)
+    weighted = SNNTransferTask(model, replace(m, str_weights=True), threshold=cfg.threshold)
+    assert not torch.isclose(weighted.training_step(batch, ctx)["loss"], loss)
 
 
 # --------------------------------------------------------------------------------------------

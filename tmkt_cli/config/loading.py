@@ -466,6 +466,8 @@ def _strip_volatile(cls: type, data: dict) -> dict:
         if f.metadata.get("volatile"):
             continue
         v = data[f.name]
+        if f.metadata.get("hash_at_default") is False and v == f.default:
+            continue  # a key added later, at the value runs made before it computed
         out[f.name] = _strip_volatile(hints[f.name], v) if dataclasses.is_dataclass(
             hints[f.name]) else v
     return out

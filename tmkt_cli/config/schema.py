@@ -20,15 +20,19 @@ from tmkt_cli.methods.registry import method_names
 
 
 def param(default: Any = dataclasses.MISSING, *, ge=None, gt=None, le=None, lt=None,
-          volatile: bool = False, factory=None, choices=None):
+          volatile: bool = False, factory=None, choices=None, hash_at_default: bool = True):
     """A recipe field with an allowed range.
 
     ``volatile`` marks keys that change how a run executes but not what it computes (worker
     counts, logging cadence, the device): they are left out of the config hash, so changing
     them never invalidates a finished or resumable run. ``choices``, a function returning the
     allowed values, is for a set that grows at run time (the registered methods).
+    ``hash_at_default=False`` is for a key added after runs were made whose default is what
+    those runs computed: left out of the config hash while at its default, so they stay up to
+    date under the new version.
     """
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "volatile": volatile, "choices": choices}
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "volatile": volatile, "choices": choices,
+            "hash_at_default": hash_at_default}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -152,6 +156,11 @@ class DataConfig:
     """Random horizontal flip."""
     rotation: float = param(0.0, ge=0, le=180)
     """Random rotation in degrees, uniform in [-rotation, rotation] (0 disables)."""
+    rotation_interpolation: Literal["bilinear", "nearest"] = param("bilinear",
+                                                                   hash_at_default=False)
+    """How the random rotation resamples what it turns: ``bilinear``, or ``nearest``
+    neighbour (KT's CEP-DVS code: torchvision's RandomRotation default); zeros come in from
+    outside either way."""
     augment_static: bool = True
     """Augment the static partners of event samples like the event frames (false: KT's code,
     which only resizes and converts its static images)."""
@@ -166,6 +175,13 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "vggsnn"
     """Spiking backbone from the registry: vggsnn, resnet18, scnn, digitsnet."""
+    conv_init: Literal["kaiming_fan_out", "torch_default"] = param("kaiming_fan_out",
+                                                                   hash_at_default=False)
+    """Initialisation of the trunk's convolutions: He-normal with fan-out
+    (``kaiming_fan_out``: TET's VGG-SNN, KT's ResNet-18) or PyTorch's default, uniform in
+    +-1/sqrt(fan_in) (``torch_default``: KT's VGG-SNN sets none). BN starts at unit scale and
+    linear layers at PyTorch's default either way; ``scnn_kt`` has KT's SCNN initialisation
+    and takes only the default. docs/methods.md, "Reference fidelity"."""
     tau: float = param(2.0, gt=1)
     """LIF membrane time constant."""
     threshold: float = param(0.5, gt=0)
@@ -224,8 +240,8 @@ class TrainConfig:
     batch_size: int = param(64, ge=1)
     """Samples per optimizer step (global, over all processes)."""
     drop_last: bool = True
-    """Drop each epoch's last partial batch (KT's training loaders, ``drop_last=True``); a split
-    smaller than one batch is still one batch. false: train on the partial batch too (one of a
+    """Drop each epoch's last partial batch (KT's training loaders, ``drop_last=True``, but for
+    CIFAR10-DVS); a split smaller than one batch is still one batch. false: train on the partial batch too (one of a
     single sample is always dropped). A last batch of a few samples costs BatchNorm and the
     gradient dearly: docs/methods.md, "The last partial batch"."""
     lr: float = param(5e-3, gt=0)

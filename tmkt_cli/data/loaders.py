@@ -146,11 +146,14 @@ def static_from_image(image: np.ndarray, mode: str) -> np.ndarray:
 
 
 def augment_planes(planes: np.ndarray, rng: np.random.Generator, *, crop_padding: int,
-                   hflip: bool, rotation: float) -> np.ndarray:
+                   hflip: bool, rotation: float,
+                   rotation_interpolation: str = "bilinear") -> np.ndarray:
     """One random transform applied alike to every plane of ``[..., H, W]`` (all T frames and
     both polarities of a recording): a crop of the zero-padded planes (a shift of up to
     ``crop_padding`` pixels), a horizontal flip with probability 1/2, and a rotation by an
-    angle uniform in ``[-rotation, rotation]`` degrees (bilinear, zeros outside).
+    angle uniform in ``[-rotation, rotation]`` degrees about the centre (counter-clockwise for
+    a positive angle, as torchvision's; ``rotation_interpolation`` bilinear or nearest, zeros
+    outside).
 
     The draws happen in a fixed order whether or not a transform is enabled, so enabling one
     does not change the others.
@@ -165,7 +168,7 @@ def augment_planes(planes: np.ndarray, rng: np.random.Generator, *, crop_padding
     if flip:
         out = out[..., ::-1]
     if angle:
-        out = _rotate(out, angle)
+        out = _rotate(out, angle, rotation_interpolation)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -181,7 +184,7 @@ def _shift(planes: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def _rotate(planes: np.ndarray, degrees: float) -> np.ndarray:
+def _rotate(planes: np.ndarray, degrees: float, mode: str = "bilinear") -> np.ndarray:
     shape = planes.shape
     height, width = shape[-2:]
     x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32)).reshape(
@@ -194,7 +197,7 @@ def _rotate(planes: np.ndarray, degrees: float) -> np.ndarray:
     matrix = torch.tensor([[cos, -sin / aspect, 0.0], [sin * aspect, cos, 0.0]],
                           dtype=torch.float32)[None]
     grid = F.affine_grid(matrix, list(x.shape), align_corners=False)
-    rotated = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+    rotated = F.grid_sample(x, grid, mode=mode, padding_mode="zeros",
                             align_corners=False)
     return rotated.reshape(shape).numpy()
 
@@ -360,7 +363,8 @@ class EventDataset(torch.utils.data.Dataset):
 
     def _augment(self, planes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return augment_planes(planes, rng, crop_padding=self.cfg.crop_padding,
-                              hflip=self.cfg.hflip, rotation=self.cfg.rotation)
+                              hflip=self.cfg.hflip, rotation=self.cfg.rotation,
+                              rotation_interpolation=self.cfg.rotation_interpolation)
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -398,7 +402,8 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.augment:
             planes = augment_planes(planes, _stream(self.seed, sample_seed, _STATIC_AUGMENT),
                                     crop_padding=self.cfg.crop_padding, hflip=self.cfg.hflip,
-                                    rotation=self.cfg.rotation)
+                                    rotation=self.cfg.rotation,
+                                    rotation_interpolation=self.cfg.rotation_interpolation)
         return {"image": torch.from_numpy(np.ascontiguousarray(planes)),
                 "label": torch.tensor(int(self.labels[position]), dtype=torch.int64),
                 "index": row}

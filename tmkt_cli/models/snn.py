@@ -51,6 +51,7 @@ def relu_factory(record_charge: bool = False) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 NormMode = str  # "pooled" | "per_step" (recipe key model.norm)
+ConvInit = str  # "kaiming_fan_out" | "torch_default" (recipe key model.conv_init)
 
 
 class SeqNorm(nn.Sequential):
@@ -110,11 +111,18 @@ class FlattenSteps(nn.Module):
         return x.flatten(2)
 
 
-def init_weights(module: nn.Module) -> None:
-    """He initialisation for convolutions (fan-out, as in the VGG/ResNet SNNs of TET and KT),
-    unit-scale BN; linear layers keep PyTorch's default."""
+def init_weights(module: nn.Module, conv_init: ConvInit = "kaiming_fan_out") -> None:
+    """Unit-scale BN, and the convolutions per ``conv_init`` (recipe key ``model.conv_init``):
+    ``kaiming_fan_out`` draws them He-normal with fan-out (TET's VGGSNN, models/VGG_models.py
+    29-31; KT's Transfer_ResNet, resnet.py 600-604); ``torch_default`` keeps what PyTorch's
+    constructor drew, uniform in +-1/sqrt(fan_in) (KT's Transfer_VGG_SNN, which sets no
+    initialisation: vgg_snn.py 199-241, base_module.py 86-94). Linear layers keep PyTorch's
+    default either way."""
+    if conv_init not in ("kaiming_fan_out", "torch_default"):
+        raise ValueError(f"unknown conv_init {conv_init!r}; expected kaiming_fan_out or "
+                         f"torch_default")
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and conv_init == "kaiming_fan_out":
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -161,13 +169,13 @@ class SequentialTrunk(Trunk):
     """A trunk that is a plain chain of named layers (VGG-SNN, SCNN, digitsnet)."""
 
     def __init__(self, layers: OrderedDict[str, nn.Module], tap_name: str, out_features: int,
-                 feature_shape: tuple[int, int, int]):
+                 feature_shape: tuple[int, int, int], conv_init: ConvInit = "kaiming_fan_out"):
         super().__init__()
         self.layers = nn.Sequential(layers)
         self.tap_name = f"layers.{tap_name}"
         self.out_features = out_features
         self.feature_shape = feature_shape
-        init_weights(self)
+        init_weights(self, conv_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -183,14 +191,15 @@ def _require_size(name: str, size: int, smallest: int) -> None:
 # Registry
 # --------------------------------------------------------------------------------------------
 
-# builder(make_neuron, size, in_channels, norm) -> Trunk
+# builder(make_neuron, size, in_channels, norm, conv_init) -> Trunk
 TrunkBuilder = Callable[..., Trunk]
 BACKBONES: dict[str, TrunkBuilder] = {}
 
 
 def register_backbone(name: str) -> Callable[[TrunkBuilder], TrunkBuilder]:
-    """Make ``builder(make_neuron, size, in_channels, norm) -> Trunk`` available to recipes
-    (``norm``: ``pooled`` or ``per_step`` BatchNorm, recipe key ``model.norm``)."""
+    """Make ``builder(make_neuron, size, in_channels, norm, conv_init) -> Trunk`` available to
+    recipes (``norm``: ``pooled`` or ``per_step`` BatchNorm, recipe key ``model.norm``;
+    ``conv_init``: the convolutions' initialisation, recipe key ``model.conv_init``)."""
     def add(builder: TrunkBuilder) -> TrunkBuilder:
         BACKBONES[name] = builder
         return builder
@@ -198,14 +207,14 @@ def register_backbone(name: str) -> Callable[[TrunkBuilder], TrunkBuilder]:
 
 
 def build_trunk(name: str, make_neuron: NeuronFactory, size: int, in_channels: int = 2,
-                norm: NormMode = "pooled") -> Trunk:
+                norm: NormMode = "pooled", conv_init: ConvInit = "kaiming_fan_out") -> Trunk:
     """The backbone ``name`` for square inputs of side ``size``."""
     try:
         builder = BACKBONES[name]
     except KeyError:
         raise TmktError(f"recipe key 'model.backbone': unknown backbone {name!r}; expected "
                         f"one of {', '.join(sorted(BACKBONES))}") from None
-    return builder(make_neuron, size, in_channels, norm=norm)
+    return builder(make_neuron, size, in_channels, norm=norm, conv_init=conv_init)
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,8 +231,8 @@ LayoutEntry = int | str | tuple[int, int]
 
 
 def sequential_convnet(layout: tuple[LayoutEntry, ...], make_neuron: NeuronFactory,
-                       size: int, in_channels: int, norm: NormMode = "pooled"
-                       ) -> SequentialTrunk:
+                       size: int, in_channels: int, norm: NormMode = "pooled",
+                       conv_init: ConvInit = "kaiming_fan_out") -> SequentialTrunk:
     """3x3 conv-BN-LIF blocks and 2x2 average pools; the tap is the last LIF."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     last_conv = max(i for i, v in enumerate(layout) if v != "pool")
@@ -243,22 +252,24 @@ def sequential_convnet(layout: tuple[LayoutEntry, ...], make_neuron: NeuronFacto
         if i == last_conv:
             tap_name, feature_shape = f"lif{n_conv}", (channels, side, side)
     layers["flatten"] = FlattenSteps()
-    return SequentialTrunk(layers, tap_name, channels * side * side, feature_shape)
+    return SequentialTrunk(layers, tap_name, channels * side * side, feature_shape, conv_init)
 
 
 @register_backbone("vggsnn")
 def vggsnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
-           norm: NormMode = "pooled") -> SequentialTrunk:
+           norm: NormMode = "pooled", conv_init: ConvInit = "kaiming_fan_out"
+           ) -> SequentialTrunk:
     """VGG-SNN: 2-64, 64-128, pool, 128-256, 256-256, pool, 256-512, 512-512, pool, 512-512,
     512-512, pool (3x3 conv-BN-LIF, average pooling), then the linear heads.
     At 48x48: features 512x6x6, heads on 512x3x3."""
     _require_size("vggsnn", size, 16)
-    return sequential_convnet(VGG_LAYOUT, make_neuron, size, in_channels, norm)
+    return sequential_convnet(VGG_LAYOUT, make_neuron, size, in_channels, norm, conv_init)
 
 
 @register_backbone("digitsnet")
 def digitsnet(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
-              norm: NormMode = "pooled") -> SequentialTrunk:
+              norm: NormMode = "pooled", conv_init: ConvInit = "kaiming_fan_out"
+              ) -> SequentialTrunk:
     """A small, fast convnet for the embedded ``digits`` dataset (32x32): 3x3 conv-BN-LIF 2-16
     with stride 2, 16-32 with stride 2, 32-64, pool. At 32x32: features 64x8x8, heads on
     64x4x4 = 1,024.
@@ -269,12 +280,12 @@ def digitsnet(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
     upsampled, so little is lost."""
     _require_size("digitsnet", size, 8)
     return sequential_convnet(((16, 2), (32, 2), 64, "pool"), make_neuron, size, in_channels,
-                              norm)
+                              norm, conv_init)
 
 
 @register_backbone("scnn")
 def scnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
-         norm: NormMode = "pooled") -> SequentialTrunk:
+         norm: NormMode = "pooled", conv_init: ConvInit = "kaiming_fan_out") -> SequentialTrunk:
     """SCNN of N-Omniglot (Li et al., Scientific Data 2022): conv5x5 2-15, pool, conv5x5
     15-40, pool, fc 640-300 LIF, then the heads (300 -> classes). Unpadded convolutions, so
     28x28 gives 40x4x4 = 640. BN after each convolution and after fc1 is tmkt's addition:
@@ -295,7 +306,7 @@ def scnn(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
                         per_step_norm=norm == "per_step")),
         ("lif3", make_neuron(True)),
     ])
-    return SequentialTrunk(layers, "lif3", 300, (300, 1, 1))
+    return SequentialTrunk(layers, "lif3", 300, (300, 1, 1), conv_init)
 
 
 class PreActBlock(nn.Module):
@@ -345,7 +356,7 @@ class PreActResNetTrunk(Trunk):
 
     def __init__(self, make_neuron: NeuronFactory, size: int, in_channels: int = 2,
                  blocks: tuple[int, ...] = (2, 2, 2, 2), norm: NormMode = "pooled",
-                 kt_layout: bool = False):
+                 kt_layout: bool = False, conv_init: ConvInit = "kaiming_fan_out"):
         super().__init__()
         self.stem = per_step(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False))
         stages, c_in, side = [], 64, size
@@ -371,7 +382,7 @@ class PreActResNetTrunk(Trunk):
             self.feature_tap = nn.Identity()
             self.tap_name = "final_lif"
             self.feature_shape = (512, side, side)
-        init_weights(self)
+        init_weights(self, conv_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -381,18 +392,21 @@ class PreActResNetTrunk(Trunk):
 
 @register_backbone("resnet18")
 def resnet18(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
-             norm: NormMode = "pooled") -> PreActResNetTrunk:
+             norm: NormMode = "pooled", conv_init: ConvInit = "kaiming_fan_out"
+             ) -> PreActResNetTrunk:
     _require_size("resnet18", size, 8)
-    return PreActResNetTrunk(make_neuron, size, in_channels, norm=norm)
+    return PreActResNetTrunk(make_neuron, size, in_channels, norm=norm, conv_init=conv_init)
 
 
 @register_backbone("resnet18_kt")
 def resnet18_kt(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
-                norm: NormMode = "pooled") -> PreActResNetTrunk:
+                norm: NormMode = "pooled", conv_init: ConvInit = "kaiming_fan_out"
+                ) -> PreActResNetTrunk:
     """KT's Transfer_ResNet18 layout (CEP-DVS): no final LIF, CKA on the pooled 512-d output,
     BN-LIF-conv shortcuts."""
     _require_size("resnet18_kt", size, 8)
-    return PreActResNetTrunk(make_neuron, size, in_channels, norm=norm, kt_layout=True)
+    return PreActResNetTrunk(make_neuron, size, in_channels, norm=norm, kt_layout=True,
+                             conv_init=conv_init)
 
 
 class KtScnnTrunk(SequentialTrunk):
@@ -406,11 +420,17 @@ class KtScnnTrunk(SequentialTrunk):
 
 @register_backbone("scnn_kt")
 def scnn_kt(make_neuron: NeuronFactory, size: int, in_channels: int = 2,
-            norm: NormMode = "pooled") -> SequentialTrunk:
+            norm: NormMode = "pooled", conv_init: ConvInit = "kaiming_fan_out"
+            ) -> SequentialTrunk:
     """SCNN as KT's N-Omniglot run builds it (scnn.py Transfer_SCNN): conv5x5 2-15 (no bias),
     LIF, pool, conv5x5 15-40, LIF, pool, fc 640-300 (bias), LIF (the tap), no BatchNorm
-    anywhere (so ``norm`` has nothing to act on)."""
+    anywhere (so ``norm`` has nothing to act on), and KT's SCNN initialisation (so
+    ``conv_init`` must stay at its default)."""
     _require_size("scnn_kt", size, 16)
+    if conv_init != "kaiming_fan_out":
+        raise TmktError("recipe key 'model.conv_init': backbone 'scnn_kt' has KT's own SCNN "
+                        "initialisation (scnn.py 112-119); leave model.conv_init at "
+                        "kaiming_fan_out")
     side = ((size - 4) // 2 - 4) // 2
     flat = 40 * side * side
     layers: OrderedDict[str, nn.Module] = OrderedDict([
@@ -612,6 +632,7 @@ class TwoStreamSNN(nn.Module):
 def build_snn(cfg: ModelConfig, num_classes: int, size: int, time_steps: int) -> TwoStreamSNN:
     """The recipe's backbone with its two heads (``model.heads``, ``model.test_head``), for
     ``size`` x ``size`` inputs of 2 channels."""
-    trunk = build_trunk(cfg.backbone, lif_factory(cfg), size, norm=cfg.norm)
+    trunk = build_trunk(cfg.backbone, lif_factory(cfg), size, norm=cfg.norm,
+                        conv_init=cfg.conv_init)
     return TwoStreamSNN(trunk, num_classes, time_steps, heads=cfg.heads,
                         test_head=cfg.test_head)
