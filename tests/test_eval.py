@@ -630,3 +630,34 @@ def test_figure_format_on_an_up_to_date_eval_redraws_from_eval_json(tmp_path, mo
     monkeypatch.setenv("TMKT_FIGURE_FORMATS", "")
     res = runner.invoke(app, ["eval", str(trained)])
     assert "up to date" in res.output and "redrew" not in res.output
+
+
+def test_a_moved_project_is_evaluated_from_anywhere(tmp_path, monkeypatch):
+    """Issue 27: a run records its dataset by path and hash; with the default relative paths,
+    a project moved or copied whole and evaluated from another folder finds its dataset beside
+    the run's ancestors, and the hash (not the path) decides it is the right one."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tmkt_cli.cli import app
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    make_prepared_dataset(project / "prepared")
+    recipe_file = project / "toy.yaml"
+    recipe_file.write_text(f"name: toy\npaths:\n  runs: runs\n  dataset: prepared\n"
+                           f"prepare:\n  time_steps: {T}\n  size: {SIZE}\nmodel:\n"
+                           f"  backbone: digitsnet\neval:\n  batch_size: 4\n")
+    fake_training_run(load_recipe(recipe_file))
+    moved = tmp_path / "archive" / "project-copy"
+    shutil.copytree(project, moved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    res = CliRunner().invoke(app, ["eval", str(moved / "runs" / "toy" / "seed42" /
+                                               "train-tmkt")])
+    assert res.exit_code == 0, res.output
+    assert read_manifest(moved / "runs" / "toy" / "seed42" / "eval")["inputs"]["dataset"][
+        "path"] == str((moved / "prepared").resolve())
