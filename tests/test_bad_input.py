@@ -81,6 +81,18 @@ def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) 
     return buffer.getvalue()
 
 
+def zip_with_symlink(members: dict[str, bytes], link: str, target: str) -> bytes:
+    """A zip whose member ``link`` is stored as a Unix symbolic link to ``target``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        info = zipfile.ZipInfo(link)
+        info.external_attr = 0o120777 << 16
+        archive.writestr(info, target)
+    return buffer.getvalue()
+
+
 def tar_gz_bytes(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
@@ -942,6 +954,21 @@ CASES += [
                                     zipfile.ZIP_DEFLATED)}),
         r"Caltech101\.zip: refusing member 'Caltech101/ant/image_0009\.bin': it expands from "
         r"[\d,]+ to 4,194,304 bytes \(a zip bomb\?\)"),
+    Case("zip-member-is-a-symlink", prepare("ncaltech101", {
+        **ncaltech_zipped({}),
+        "Caltech101.zip": zip_with_symlink({k: v for k, v in ncaltech_files().items()
+                                            if k.startswith("Caltech101/")},
+                                           "Caltech101/ant/image_0009.bin", "/etc/hosts")}),
+        r"Caltech101\.zip: refusing member 'Caltech101/ant/image_0009\.bin': a link, not a "
+        r"file"),
+    Case("dataset-train-labels-two-columns", dataset_edited(h5_edit(
+        "train", "labels", lambda a: np.stack([a, a], 1))),
+        r"dataset\.h5: damaged prepared dataset \(/train/labels has shape \(\d+, 2\), "
+        r"expected \(\d+,\)\)"),
+    Case("dataset-image-labels-two-columns", dataset_edited(h5_edit(
+        "train", "image_labels", lambda a: np.stack([a, a], 1))),
+        r"dataset\.h5: damaged prepared dataset \(/train/image_labels has shape "
+        r"\(\d+, 2\), expected \(\d+,\)\)"),
     Case("tar-member-is-a-symlink", prepare("ncaltech101", {
         **{k: v for k, v in ncaltech_files().items() if not k.startswith("101_")},
         "101_ObjectCategories.tar.gz": tar_with_link(tarfile.SYMTYPE)}),

@@ -137,3 +137,23 @@ def test_completion_offers_recipe_names_files_and_keys(tmp_path, monkeypatch):
     assert "mine.yaml" in offered and "notes.txt" not in _complete("tmkt train-tmkt no")
     assert _complete("tmkt train-tmkt digits/tmkt --set train.ep") == ["train.epochs="]
     assert "method.mix_ratio=" in _complete("tmkt train-tmkt digits/tmkt -s method.mi")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["eval"], "tmkt eval: Missing argument 'RECIPE'."),
+    (["eval", "x", "--bogus"], "tmkt eval: No such option: --bogus"),
+    (["evaluate", "x"], "No such command 'evaluate'. Did you mean 'eval'?"),
+    (["landscape", "x", "--grid", "1"], "tmkt landscape: Invalid value for '--grid'"),
+    (["landscape", "x", "--samples", "0"], "tmkt landscape: Invalid value for '--samples'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, message):
+    """Issue 27: Click's own usage errors came in a framed box of several lines."""
+    res = CliRunner().invoke(app, args, prog_name="tmkt")
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+
+
+def test_tmkt_alone_still_prints_the_help():
+    res = CliRunner().invoke(app, [], prog_name="tmkt")
+    assert "Usage: tmkt" in res.output and "train-tmkt" in res.output

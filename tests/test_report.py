@@ -378,3 +378,16 @@ def test_out_that_is_a_file_is_one_line_before_any_work(world, tmp_path):
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 2 and "is a file, not a folder" in res.output, res.output
         assert a_file.read_text() == "mine"
+
+
+def test_landscape_checks_every_run_before_writing_anything(world, tmp_path):
+    """Issue 27: the first run's figure was written before the second run was found missing,
+    and the output folder was made for runs that did not exist."""
+    from tmkt_cli.cli import app
+
+    run = world / "runs" / "toy-kt" / "seed1" / "train-tmkt"
+    out = tmp_path / "landscape"
+    res = CliRunner().invoke(app, ["landscape", str(run), str(tmp_path / "nowhere"),
+                                   "--out", str(out), "--grid", "2", "--samples", "2"])
+    assert res.exit_code == 2 and "nowhere" in res.output, res.output
+    assert not out.exists()

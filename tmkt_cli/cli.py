@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from tmkt_cli import __version__
@@ -32,6 +33,33 @@ def _flags_without_type(params: list) -> list:
 class _Group(TyperGroup):
     def get_params(self, ctx):
         return _flags_without_type(super().get_params(ctx))
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        """Click's usage errors (a missing argument, an unknown option, a value out of range)
+        as one ``error:`` line and exit code 2, like every other user error, instead of
+        Click's framed box. ``tmkt`` alone still prints the help."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _USAGE_ERROR as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `tmkt`: the help, as before
+                return super().main(args, prog_name, complete_var, True, **extra)
+            where = e.ctx.command_path if e.ctx is not None else "tmkt"
+            message = " ".join(e.format_message().split())
+            ui.print(f"[bold red]error:[/bold red] {escape(where)}: {escape(message)} "
+                     f"({escape(where)} --help)", highlight=False)
+            sys.exit(EXIT_USER_ERROR)
+        except typer.Abort:
+            ui.print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+# Click's UsageError: typer re-exports only BadParameter, a subclass of it, whether click is a
+# package of its own (typer < 0.20) or vendored inside typer
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 class _Command(TyperCommand):

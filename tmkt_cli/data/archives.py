@@ -269,6 +269,9 @@ class _ZipArchive(_Archive):
         for info in infos:
             check_member_name(info.filename, label)
             check_member_expansion(info, label)
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:  # a Unix symlink entry
+                raise TmktError(f"{label}: refusing member {info.filename!r}: a link, not a "
+                                f"file; tmkt reads no links in archives")
         self._files = {info.filename: info for info in infos if not info.is_dir()}
 
     def names(self) -> list[str]:

@@ -691,7 +691,7 @@ def _validate(path: Path, f) -> None:
         n, m = g["labels"].shape[0], g["image_labels"].shape[0]
         checks = {"frames": (n, t, 2, s, s), "images": (m, s, s, 3), "sources": (n,),
                   "image_index": (n,), "event_counts": (n,), "dropped_events": (n,),
-                  "image_sources": (m,)}
+                  "image_sources": (m,), "labels": (n,), "image_labels": (m,)}
         for name, shape in checks.items():
             if g[name].shape != shape:
                 raise TmktError(f"{path}: damaged prepared dataset (/{split}/{name} has shape "

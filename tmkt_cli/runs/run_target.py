@@ -89,12 +89,12 @@ def _run_recipe(text: str, command: str) -> tuple[dict, list[str], str, str | No
                  f"name={folder.parent.parent.name}", "variant="]
     dataset = (manifest.get("inputs") or {}).get("dataset", {}).get("path")
     if dataset:
-        overrides.append(f"paths.dataset={_dataset_of(folder, dataset)}")
+        overrides.append(f"paths.dataset={dataset_path_of(folder, dataset)}")
     raw.pop("base", None)
     return raw, overrides, stage, which
 
 
-def _dataset_of(folder: Path, recorded: str) -> str:
+def dataset_path_of(folder: Path, recorded: str) -> str:
     """Where the dataset a run recorded is now. A relative path was relative to the folder the
     run was started in: found from here, or else beside one of the run folder's ancestors (a
     project moved or copied whole, evaluated from elsewhere). Which one is right is then the

@@ -72,6 +72,7 @@ def _load_last(run_folder: Path) -> tuple[Recipe, str, Path, TrainedModel]:
     from tmkt_cli.config import load_recipe
     from tmkt_cli.runs.artifacts import read_upstream
     from tmkt_cli.runs.checkpoints import load_trained_model, read_dataset_facts
+    from tmkt_cli.runs.run_target import dataset_path_of
 
     up = read_upstream(run_folder, MODEL_STAGES, "tmkt landscape RUN")
     recipe = load_recipe(run_folder / "config.yaml")
@@ -79,7 +80,7 @@ def _load_last(run_folder: Path) -> tuple[Recipe, str, Path, TrainedModel]:
     dataset = up.manifest.get("inputs", {}).get("dataset", {}).get("path")
     if not dataset:
         raise TmktError(f"{run_folder / MANIFEST}: records no dataset input (tmkt landscape RUN)")
-    h5 = Path(dataset) / "dataset.h5"
+    h5 = Path(dataset_path_of(run_folder, dataset)) / "dataset.h5"
     facts = read_dataset_facts(h5)
     expected = {"classes": facts.classes, "size": facts.size}
     if stage in SNN_STAGES:
@@ -133,7 +134,11 @@ def _landscape_data(recipe, h5: Path, stage: str, samples: int):
 def draw_landscapes(folders: list[Path], out: Path, ui: Console, grid: int = 11,
                     samples: int = 128) -> tuple[dict[str, Path], list[Path]]:
     """:func:`draw_landscape` for each run folder: (title -> PNG, raw grids)."""
+    from tmkt_cli.runs.artifacts import read_upstream
+
     out = Path(out)
+    for folder in map(Path, folders):  # every run checked before anything is written
+        read_upstream(folder, MODEL_STAGES, "tmkt landscape RUN")
     out.mkdir(parents=True, exist_ok=True)
     figures, grids = {}, []
     for folder in map(Path, folders):
