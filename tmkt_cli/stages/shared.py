@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from tmkt_cli.config import Recipe, TrainConfig, stage_config
+from tmkt_cli.config import Recipe, TrainConfig, to_dict
 from tmkt_cli.errors import TmktError
 from tmkt_cli.runs.artifacts import StageRun, Upstream, read_upstream
 from tmkt_cli.runs.checkpoints import (
@@ -47,7 +47,9 @@ def _check_prepared_as_the_recipe_says(upstream: Upstream, recipe: Recipe) -> No
     recorded = (upstream.manifest.get("stage_config") or {}).get("prepare")
     if not isinstance(recorded, dict):
         return  # not written by tmkt prepare's stage config (a hand-made or older folder)
-    ours = _leaves(stage_config(recipe, "prepare")["prepare"])
+    # the recipe's whole prepare section (a key left out of its hash at its default is still
+    # compared with a dataset that recorded another value for it)
+    ours = _leaves(to_dict(recipe.prepare))
     theirs = _leaves(recorded)
     diffs = [f"prepare.{k} {theirs[k]!r} (recipe: {ours[k]!r})"
              for k in sorted(set(ours) & set(theirs)) if k != "root" and ours[k] != theirs[k]]
