@@ -528,6 +528,233 @@ def test_published_cepdvs_augmentation_is_the_reference_chain():
 
 
 # --------------------------------------------------------------------------------------------
+# Static partners. tmkt's prepared store holds each split's images in class order; the KT code
+# indexes one list of every image in dataset order. The tests below build a tiny raw tree,
+# run tmkt's own source over it (its split and class order), store flat images whose value
+# names the file, and compare the partners tmkt draws under the published recipe with the
+# ones the reference's index arithmetic allows.
+# --------------------------------------------------------------------------------------------
+
+
+def _store_from_source(data, folder, value_of) -> str:
+    """A prepared dataset of ``data`` (a source's output) with blank frames and a flat image
+    of value ``value_of(image_item)`` for every image, as tmkt prepare plans it."""
+    from tmkt_cli.data.store import FILENAME, DatasetWriter, StoreHeader
+    from tmkt_cli.stages.prepare import plan_split
+
+    plans = {"train": plan_split(data.train, data.train_images),
+             "test": plan_split(data.test, data.test_images)}
+    header = StoreHeader(dataset="reference", classes=data.classes, time_steps=2, size=4,
+                         split_by="time", prepare_config="", config_hash="h")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / FILENAME
+    images = {"train": data.train_images, "test": data.test_images}
+    with DatasetWriter(path, header, plans) as w:
+        for split in ("train", "test"):
+            for item in images[split]:
+                w.add_image(split, np.full((4, 4, 3), value_of(item), dtype=np.uint8))
+            for _ in range(plans[split].recordings):
+                w.add_recording(split, np.zeros((2, 2, 4, 4), np.float32), 1, 0, (4, 4))
+        w.finish()
+    return path
+
+
+def _partners(path, cfg: DataConfig, draws: int = 40) -> dict[int, set[int]]:
+    """The image values tmkt draws for each class of the training recordings."""
+    from tmkt_cli.data.loaders import EventDataset
+
+    ds = EventDataset(path, "train", cfg, seed=1, augment=False, with_static=True)
+    seen: dict[int, set[int]] = {}
+    for position in range(len(ds)):
+        for k in range(draws):  # a sample seed of its own per draw, as the sampler gives
+            item = ds[(position, position * draws + k)]
+            value = int(round(float(item["static"][0, 0, 0]) * 255))
+            seen.setdefault(int(item["label"]), set()).add(value)
+    return seen
+
+
+# CEP-DVS: get_transfer_RGBCEPDVS_data (datasets.py 1489-1541) and main_transfer.py 936-947.
+
+
+def reference_cepdvs_partner_indices(targets, cls_count, portion) -> dict[int, set[int]]:
+    """The dataset indices KT's CEP-DVS code can pair with an event sample of each class.
+    datasets.py 1527-1534: the training list holds, for each block of ``count`` dataset
+    indices, its first round(portion x count) (no shuffle here); 1539-1540: CEPDVS_list[i]
+    holds the positions p in that list whose target is i. main_transfer.py 939 draws one
+    (np.random.choice) and 947 reads source_input_list[p]: image p of every image in
+    dataset-index order (MyImageDataset sorts data/img by number, 1473; one batch of all
+    10,000 in order, 1521-1525; main_transfer.py 704). So the partner is dataset index p."""
+    train_sample_index, begin = [], 0
+    for count in cls_count:
+        train_sample_index += list(range(begin, begin + round(portion * count)))
+        begin += count
+    listed = np.asarray(targets)[train_sample_index]
+    return {i: set(np.flatnonzero(listed == i).tolist()) for i in range(len(cls_count))}
+
+
+def _write_cepdvs_tree(root, block_classes, block) -> list[str]:
+    """pathFile.csv, data/MAT/img/<i>.mat and data/img/<i>.png (empty files: the source only
+    lists them) for classes in blocks of ``block`` dataset indices, the layout KT's split
+    assumes (datasets.py 1390, 1399-1409: cls_count [500] * 20). Returns each index's class."""
+    labels = [name for name in block_classes for _ in range(block)]
+    root.mkdir(parents=True)
+    rows = ["path,label"] + [f"data/img/{i}.png 0 0 0 {c}" for i, c in enumerate(labels)]
+    (root / "pathFile.csv").write_text("\n".join(rows) + "\n")
+    for folder in ("data/MAT/img", "data/img"):
+        (root / folder).mkdir(parents=True)
+    for i in range(len(labels)):
+        (root / "data" / "MAT" / "img" / f"{i}.mat").touch()
+        (root / "data" / "img" / f"{i}.png").touch()
+    return labels
+
+
+@pytest.mark.parametrize("block_classes", [
+    ("aquatic_mammals", "fish", "flowers", "food_containers"),  # blocks in label order
+    ("flowers", "aquatic_mammals", "food_containers", "fish"),  # blocks in another order
+])
+def test_published_cepdvs_pairing_is_the_references_position_as_index(tmp_path,
+                                                                      block_classes):
+    from tmkt_cli.data.datasets.cepdvs import cepdvs_source
+    from tmkt_cli.data.loaders import dataset_index_of
+
+    # 10 recordings a class, 5 train and 2 test: KT's 500, 250 (portion 0.5, run_aba.sh
+    # --train-portion 0.5) and 500 - round(0.8 x 500) = 100 (datasets.py 1400-1401), scaled
+    block, train, test = 10, 5, 2
+    labels = _write_cepdvs_tree(tmp_path / "raw", block_classes, block)
+    data = cepdvs_source(tmp_path / "raw", train_per_class=train, test_per_class=test)
+    path = _store_from_source(data, tmp_path / "prepared",
+                              lambda item: dataset_index_of(item.source) + 1)
+    targets = [data.classes.index(c) for c in labels]  # KT's labels: the coarse order
+    reference = reference_cepdvs_partner_indices(targets, [block] * len(block_classes), 0.5)
+    stored = {dataset_index_of(i.source) for i in data.train_images + data.test_images}
+
+    cfg = load_recipe("recipes/cepdvs/kt.yaml").data
+    assert cfg.pairing == "position_as_index"
+    for in_memory in (False, True):
+        drawn = _partners(path, DataConfig(**{**cfg.__dict__, "in_memory": in_memory}))
+        drawn = {c: {v - 1 for v in values} for c, values in drawn.items()}
+        # everything the reference can draw that the store holds, and nothing else
+        assert drawn == {c: reference[c] & stored for c in reference}
+    for c, indices in drawn.items():
+        partner_classes = {targets[d] for d in indices}
+        if block_classes == tuple(sorted(block_classes, key=data.classes.index)):
+            # classes in blocks of 500 in label order: class i draws images of class i // 2,
+            # training images for even i, held-out ones (test sources) for odd i
+            assert partner_classes == {c // 2}
+            split = data.train_images if c % 2 == 0 else data.test_images
+            assert indices == {dataset_index_of(i.source) for i in split
+                               if i.label == c // 2}
+        assert len(partner_classes) == 1
+    # the positions that name an image past the split (KT's unused 150 of 500) are the only
+    # ones tmkt cannot draw: 3 of every odd class's 5 here
+    assert sum(len(reference[c] - stored) for c in reference) == 2 * (block - train - test)
+    # tmkt's default pairs every class with its own training images
+    own = _partners(path, DataConfig(**{**cfg.__dict__, "pairing": "class"}))
+    assert {c: {v - 1 for v in values} for c, values in own.items()} == \
+        {c: {dataset_index_of(i.source) for i in data.train_images if i.label == c}
+         for c in range(len(block_classes))}
+
+
+def test_position_as_index_needs_numbered_images(tmp_path):
+    from tmkt_cli.data.datasets.ncaltech101 import ncaltech101
+    from tmkt_cli.data.loaders import EventDataset
+
+    _write_ncaltech101_tree(tmp_path / "raw", {"accordion": 4, "anchor": 4})
+    path = _store_from_source(ncaltech101(tmp_path / "raw"), tmp_path / "prepared",
+                              lambda item: 1)
+    with pytest.raises(TmktError, match=r"position_as_index reads each image's dataset index"):
+        EventDataset(path, "train", DataConfig(pairing="position_as_index"), seed=0,
+                     augment=False, with_static=True)
+    with pytest.raises(TmktError, match=r"data.pairing_one_past' applies to pairing: class"):
+        EventDataset(path, "train", DataConfig(pairing="instance", pairing_one_past=True),
+                     seed=0, augment=False, with_static=True)
+
+
+# N-Caltech101: get_transfer_CALTECH101_data (datasets.py 487-516) and main_transfer.py 924-928.
+
+
+def reference_ncaltech101_partner_positions(cls_count, portion=0.9, rgbdata_ratio=1.0
+                                            ) -> dict[int, list[int]]:
+    """The positions in KT's Caltech101 image list (the classes' images one after another,
+    each class's in file-number order) its N-Caltech101 code can pair with a sample of each
+    class. datasets.py 512-515: CALTECH101_list[c] = [begin, begin + round(portion x count)];
+    main_transfer.py 927-928: torch.randint(begin, begin + 1 + int((end - begin) x
+    rgbdata_ratio)), whose upper bound is exclusive (rgbdata_ratio 1.0: its default, 350, and
+    run_aba.sh passes none)."""
+    positions, begin = {}, 0
+    for c, count in enumerate(cls_count):
+        end = begin + round(portion * count)
+        positions[c] = list(range(begin, begin + 1 + int((end - begin) * rgbdata_ratio)))
+        begin += count
+    return positions
+
+
+def _write_ncaltech101_tree(root, counts: dict[str, int]) -> None:
+    """Caltech101/<class>/image_NNNN.bin and 101_ObjectCategories/<class>/image_NNNN.jpg
+    (empty files: the source only lists them)."""
+    for name, count in counts.items():
+        for folder, suffix in (("Caltech101", "bin"), ("101_ObjectCategories", "jpg")):
+            (root / folder / name).mkdir(parents=True)
+            for number in range(1, count + 1):
+                (root / folder / name / f"image_{number:04d}.{suffix}").touch()
+
+
+def test_published_ncaltech101_pairing_reaches_one_past_like_the_reference(tmp_path):
+    from tmkt_cli.data.datasets.ncaltech101 import ncaltech101
+
+    # class sizes giving round(0.9 n) = 6 of 7, 11 of 12 (halves to even does not arise) and
+    # 28 of 31 (N-Caltech101's smallest class); names in KT's order (tonic's class dict,
+    # ncaltech101.py 57-159, and its sorted walk, 166-167: uppercase first, as tmkt sorts)
+    counts = {"BACKGROUND_Google": 7, "Faces_easy": 12, "accordion": 31}
+    _write_ncaltech101_tree(tmp_path / "raw", counts)
+    data = ncaltech101(tmp_path / "raw")
+    assert data.classes == list(counts)
+    names = list(counts)
+
+    def value_of(item) -> int:  # 1 + 32 x class + (file number - 1)
+        folder, file = item.source.split("/")[-2:]
+        return 1 + 32 * names.index(folder) + int(file[len("image_"):-len(".jpg")]) - 1
+
+    path = _store_from_source(data, tmp_path / "prepared", value_of)
+    reference = reference_ncaltech101_partner_positions(list(counts.values()))
+    begins = np.cumsum([0, *counts.values()])
+    expected = {c: {1 + 32 * c + (p - begins[c]) for p in positions}  # position -> file
+                for c, positions in reference.items()}
+
+    cfg = load_recipe("recipes/ncaltech101/kt.yaml").data
+    assert cfg.pairing == "class" and cfg.pairing_one_past
+    assert _partners(path, cfg, draws=60) == expected
+    # the one image past each class's training images is its first test image: the own
+    # image of the class's first test recording
+    for c in range(len(counts)):
+        first_test = next(r for r in data.test if r.label == c)
+        extra = max(expected[c])
+        assert value_of(data.test_images[first_test.image_index]) == extra
+        assert extra not in {value_of(i) for i in data.train_images}
+    # tmkt's default: the training images alone
+    plain = _partners(path, DataConfig(**{**cfg.__dict__, "pairing_one_past": False}),
+                      draws=60)
+    assert plain == {c: values - {max(values)} for c, values in expected.items()}
+    assert DataConfig().pairing_one_past is False
+
+
+def test_pairing_one_past_leaves_earlier_runs_and_the_teacher_alone():
+    """A key added after runs were made: at its default it is not in the config hash, so those
+    runs stay up to date; set, it changes the training stages' hash, but not the ANN teacher's,
+    which draws no partners (nor does a change of data.pairing)."""
+    from tmkt_cli.config import config_hash, stage_config
+
+    plain = load_recipe("recipes/digits/tmkt.yaml")
+    assert "pairing_one_past" not in stage_config(plain, "train-tmkt")["data"]
+    for override in ("data.pairing_one_past=true", "data.pairing=position_as_index"):
+        changed = load_recipe("recipes/digits/tmkt.yaml", [override])
+        for stage, differs in (("train-tmkt", True), ("distill", True),
+                               ("pretrain-ann", False)):
+            a, b = (config_hash(stage_config(r, stage)) for r in (plain, changed))
+            assert (a != b) is differs, (override, stage)
+
+
+# --------------------------------------------------------------------------------------------
 # Optimizer and schedule: main_transfer.py 555 create_optimizer(args, model) and 630
 # create_scheduler(args, optimizer) with KT's arguments (101-148): AdamW, weight decay 0.01,
 # lr 5e-3 x batch / 1024 (510-511), warm-up lr 1e-6 over 5 epochs, cosine to min lr 1e-5

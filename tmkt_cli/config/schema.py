@@ -139,9 +139,17 @@ class DataConfig:
     static_input: Literal["v", "grey"] = "v"
     """Static image to network input: HSV V channel (KT's choice) or grey, repeated to
     [T, 2, H, W]."""
-    pairing: Literal["class", "instance"] = "class"
+    pairing: Literal["class", "instance", "position_as_index"] = "class"
     """Static partner of an event sample: a random training image of the same class, redrawn
-    every time (``class``), or the recording's own image where the dataset has one."""
+    every time (``class``), or the recording's own image where the dataset has one
+    (``instance``). ``position_as_index`` reproduces KT's CEP-DVS indexing bug: a random
+    position among the class's rows of the training images (ordered by dataset index) is read
+    as a dataset index, so with CEP-DVS's classes in blocks of 500 class i draws images of
+    class i // 2 (docs/methods.md, "Reference fidelity")."""
+    pairing_one_past: bool = param(False, hash_at_default=False)
+    """With ``pairing: class``, draw from the class's training images and its first held-out
+    (test) image too: KT's N-Caltech101 code bounds its draw one past the class's training
+    images. false: training images only."""
     val_fraction: float = param(0.0, ge=0, lt=1)
     """Fraction of the training split held out for validation (per class, whole groups of
     recordings of one source image), on which ``best.pt`` is then chosen; 0: no validation
@@ -518,7 +526,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 # CKD teacher (images only) is not retrained when the fraction of event recordings changes.
 STAGE_IGNORED_KEYS: dict[str, tuple[str, ...]] = {
     "pretrain-ann": ("data.event_fraction", "data.subset_seed", "data.subset_draw",
-                     "data.pairing"),
+                     "data.pairing", "data.pairing_one_past"),
     # where the teacher lives is not configuration: its identity is the input hash
     "distill": ("distill.teacher",),
 }

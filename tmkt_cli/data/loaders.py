@@ -17,7 +17,10 @@ from the *training* images (``/train/images``; ``static_index`` indexes them), w
 the event sample comes from, except the rows in ``exclude_images`` (with a validation split,
 the held-out recordings' source images: :func:`held_out_images`). ``pairing: instance``
 returns the recording's own image from its split's images (``/<split>/images[image_index]``;
-``static_index`` is that row).
+``static_index`` is that row). Two reproductions of the KT code draw from the test images too
+(:func:`class_partner_pools`, :func:`position_as_index_pools`): ``pairing_one_past`` and
+``pairing: position_as_index``. Their ``static_index`` runs over the training images, then
+the test images (row ``M + r`` is ``/test/images[r]``, M the number of training images).
 
 **Memory.** Only labels and pairing indices are read at construction. Frames and images are
 read per access through an HDF5 handle opened on first use in each process (h5py handles do
@@ -126,6 +129,66 @@ def event_subset(labels: np.ndarray, fraction: float, seed: int,
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def class_partner_pools(train_image_labels: np.ndarray, test_image_labels: np.ndarray,
+                        classes, pairable: np.ndarray, *, one_past: bool = False
+                        ) -> dict[int, np.ndarray]:
+    """The partners ``pairing: class`` draws from, per class in ``classes``: the ``pairable``
+    rows of ``/train/images`` of that class. With ``one_past``, also the class's first test
+    image, as ``M + row`` (M training images): KT's N-Caltech101 draw, ``torch.randint(begin,
+    end + 1)`` over its image list, where ``end`` is one past the class's training images
+    (main_transfer.py 927-928; begin and end from datasets.py 512-515) and a class's images
+    are consecutive, in the order both splits take them (the test images follow the training
+    ones)."""
+    train_image_labels = np.asarray(train_image_labels)
+    test_image_labels = np.asarray(test_image_labels)
+    pairable = np.asarray(pairable, dtype=np.int64)
+    pools = {}
+    for c in classes:
+        rows = pairable[train_image_labels[pairable] == c]
+        if one_past:
+            first_test = np.flatnonzero(test_image_labels == c)[:1]
+            rows = np.concatenate([rows, train_image_labels.size + first_test])
+        pools[int(c)] = rows.astype(np.int64)
+    return pools
+
+
+def dataset_index_of(source: str) -> int | None:
+    """The dataset index an image's file name states (``data/img/123.png`` -> 123), or
+    None."""
+    stem = source.replace("!", "/").rsplit("/", 1)[-1].split(".", 1)[0]
+    return int(stem) if stem.isdigit() else None
+
+
+def position_as_index_pools(train_image_labels: np.ndarray, train_indices: np.ndarray,
+                            test_indices: np.ndarray, classes, pairable: np.ndarray
+                            ) -> dict[int, np.ndarray]:
+    """The partners of ``pairing: position_as_index`` per class in ``classes``: KT's CEP-DVS
+    pairing re-derived in this store's terms. KT lists, per class, the positions of its images
+    in the training image list ordered by dataset index (datasets.py 1527-1540:
+    ``np.argwhere(targets[train_sample_index] == i)``), draws one (main_transfer.py 936-939)
+    and reads it as a dataset index into all images (946-947; the image list is every image in
+    dataset-index order, datasets.py 1473, 1521-1525; main_transfer.py 704). The pool of a
+    class is the stored images whose dataset index (``train_indices``, ``test_indices``, from
+    their file names) is such a position: a training image as its row, a test image as ``M +
+    row``. Positions naming an image the store does not hold (CEP-DVS's recordings past the
+    split's 350 per class) cannot be drawn; training rows not in ``pairable`` are left out."""
+    train_image_labels = np.asarray(train_image_labels)
+    train_indices = np.asarray(train_indices, dtype=np.int64)
+    test_indices = np.asarray(test_indices, dtype=np.int64)
+    m = train_indices.size
+    order = np.argsort(train_indices, kind="stable")  # KT's train_sample_index is ascending
+    stored = {int(d): row for row, d in enumerate(train_indices)}
+    stored.update({int(d): m + row for row, d in enumerate(test_indices)})
+    allowed = set(np.asarray(pairable, dtype=np.int64).tolist()) | set(range(
+        m, m + test_indices.size))
+    pools = {}
+    for c in classes:
+        positions = np.flatnonzero(train_image_labels[order] == c)
+        ids = [stored[int(p)] for p in positions if int(p) in stored]
+        pools[int(c)] = np.array([i for i in ids if i in allowed], dtype=np.int64)
+    return pools
+
+
 def rgb_planes(image: np.ndarray) -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` to ``float32 [3, H, W]`` in [0, 1] (a colour teacher's input)."""
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
@@ -221,6 +284,10 @@ def read_rows(dataset, rows: np.ndarray, path: Path) -> np.ndarray:
     return block[order.reshape(-1)]
 
 
+def _strings(dataset) -> list[str]:
+    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in dataset[()]]
+
+
 class _LazyFile:
     """An h5py handle opened on first use in each process."""
 
@@ -285,42 +352,80 @@ class EventDataset(torch.utils.data.Dataset):
             self.labels = split_labels[self.rows]
             self.partner_image_index = ds.image_index(split)[self.rows]
             train_image_labels = ds.image_labels("train")
+            self._train_images = int(train_image_labels.size)
             # rows ``pairing: class`` may draw: every training image but those held out
             pairable = np.setdiff1d(np.arange(train_image_labels.size),
                                     np.asarray(exclude_images if exclude_images is not None
                                                else [], dtype=np.int64))
+            self.class_images = self._partner_pools(ds, train_image_labels, pairable) \
+                if with_static else {}
             if with_static:
-                self._check_pairing(train_image_labels[pairable])
+                self._check_pairing()
             self._frames = self._images = None
             self._image_slot = None
             if cfg.in_memory:
                 self._frames = read_rows(ds.split(split)["frames"], self.rows, self.path)
                 if with_static:
-                    images = ds.split(self.image_split)["images"]
-                    used = (pairable[np.isin(train_image_labels[pairable], self.labels)]
-                            if cfg.pairing == "class" else self.partner_image_index)
-                    used = np.unique(used)
-                    self._images = read_rows(images, used, self.path)
-                    self._image_slot = np.full(images.shape[0], -1, np.int64)
+                    used = np.unique(np.concatenate(
+                        [*self.class_images.values(), np.zeros(0, np.int64)])
+                        if cfg.pairing != "instance" else self.partner_image_index)
+                    self._images = self._read_partners(ds, used)
+                    self._image_slot = np.full(
+                        train_image_labels.size + ds.image_labels("test").size, -1, np.int64)
                     self._image_slot[used] = np.arange(used.size)
-        self.class_images = {int(c): pairable[train_image_labels[pairable] == c]
-                             for c in np.unique(self.labels)} \
-            if with_static and cfg.pairing == "class" else {}
         self._file = _LazyFile(self.path)
 
-    @property
-    def image_split(self) -> str:
-        """The split whose images the partners come from."""
-        return "train" if self.cfg.pairing == "class" else self.split
+    def _partner_pools(self, ds, train_image_labels: np.ndarray, pairable: np.ndarray
+                       ) -> dict[int, np.ndarray]:
+        """Per class of this split's samples, the partner ids a drawing pairing draws from
+        (none for ``instance``)."""
+        cfg, classes = self.cfg, np.unique(self.labels)
+        if cfg.pairing_one_past and cfg.pairing != "class":
+            raise TmktError(f"recipe key 'data.pairing_one_past' applies to pairing: class, "
+                            f"not {cfg.pairing}")
+        if cfg.pairing == "class":
+            return class_partner_pools(train_image_labels, ds.image_labels("test"), classes,
+                                       pairable, one_past=cfg.pairing_one_past)
+        if cfg.pairing == "position_as_index":
+            sources = {s: _strings(ds.split(s)["image_sources"]) for s in SPLITS}
+            indices = {s: [dataset_index_of(x) for x in sources[s]] for s in SPLITS}
+            unnamed = [x for s in SPLITS
+                       for x, d in zip(sources[s], indices[s], strict=True) if d is None]
+            if unnamed:
+                raise TmktError(f"{self.path}: data.pairing = position_as_index reads each "
+                                f"image's dataset index from its file name (CEP-DVS's "
+                                f"data/img/<index>.png), and {unnamed[0]} states none")
+            return position_as_index_pools(train_image_labels, indices["train"],
+                                           indices["test"], classes, pairable)
+        return {}
 
-    def _check_pairing(self, train_image_labels: np.ndarray) -> None:
-        if self.cfg.pairing == "class":
-            missing = sorted(set(np.unique(self.labels).tolist())
-                             - set(np.unique(train_image_labels).tolist()))
+    def _partner_location(self, image_id: int) -> tuple[str, int]:
+        """(split, row) of a partner id (module doc, "Pairing")."""
+        if self.cfg.pairing == "instance":
+            return self.split, image_id
+        if image_id < self._train_images:
+            return "train", image_id
+        return "test", image_id - self._train_images
+
+    def _read_partners(self, ds, ids: np.ndarray) -> np.ndarray:
+        """The images of sorted unique partner ids, in that order."""
+        located = [self._partner_location(int(i)) for i in ids]
+        blocks = [read_rows(ds.split(split)["images"],
+                            np.array([r for s, r in located if s == split], np.int64), self.path)
+                  for split in SPLITS]
+        order = np.argsort([SPLITS.index(s) for s, _ in located], kind="stable")
+        out = np.empty((len(ids), *blocks[0].shape[1:]), blocks[0].dtype)
+        out[order] = np.concatenate(blocks)
+        return out
+
+    def _check_pairing(self) -> None:
+        if self.cfg.pairing != "instance":
+            missing = sorted(c for c, pool in self.class_images.items() if pool.size == 0)
             if missing:
                 names = ", ".join(self.classes[c] for c in missing[:5])
-                raise TmktError(f"{self.path}: data.pairing = class, but class(es) {names} "
-                                f"have no training image to pair with")
+                what = "training image" if self.cfg.pairing == "class" else "image"
+                raise TmktError(f"{self.path}: data.pairing = {self.cfg.pairing}, but "
+                                f"class(es) {names} have no {what} to pair with")
         elif (self.partner_image_index < 0).any():
             raise TmktError(f"{self.path}: data.pairing = instance, but this dataset has no "
                             f"image of its own for {int((self.partner_image_index < 0).sum())} "
@@ -340,14 +445,17 @@ class EventDataset(torch.utils.data.Dataset):
         out = {"events": torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)),
                "label": torch.tensor(label, dtype=torch.int64), "index": row}
         if self.with_static:
-            if self.cfg.pairing == "class":
+            if self.cfg.pairing != "instance":
                 candidates = self.class_images[label]
                 rng = _stream(self.seed, sample_seed, _PARTNER)
                 image_row = int(candidates[rng.integers(candidates.size)])
             else:
                 image_row = int(self.partner_image_index[position])
-            image = self._images[self._image_slot[image_row]] if self._images is not None \
-                else self._file.read(f"{self.image_split}/images", image_row)
+            if self._images is not None:
+                image = self._images[self._image_slot[image_row]]
+            else:
+                image_split, row = self._partner_location(image_row)
+                image = self._file.read(f"{image_split}/images", row)
             static = static_from_image(image, self.cfg.static_input)
             if self.augment and self.cfg.augment_static:
                 static = self._augment(static, _stream(self.seed, sample_seed, _STATIC_AUGMENT))
