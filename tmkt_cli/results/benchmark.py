@@ -807,7 +807,8 @@ def findings_text(rows: list[dict], setting: str) -> str:
     from tmkt_cli.results.summary import evidence
 
     mine = setting_rows(rows, setting)
-    fractions = sorted({r["fraction"] for r in mine if r["method"] not in IMAGE_ONLY
+    # a fraction with event_only alone (a headroom run) has nothing to compare
+    fractions = sorted({r["fraction"] for r in mine if r["method"] in TWO_STREAM
                         and r["fraction"] is not None})
     paragraphs = [f"- **{fraction_text(f)} of the event recordings.** "
                   + evidence(mine, setting, f, "runs.csv") for f in fractions]
