@@ -27,11 +27,12 @@ PLACED_BY_HAND = ("name", "variant")
 MAX_LENGTH = 96
 
 
-def _leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+def flat_keys(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested recipe mapping as dotted keys: ``{"data": {"seed": 1}}`` -> ``{"data.seed": 1}``."""
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for key, value in data.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(flat_keys(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: data}
 
@@ -59,7 +60,7 @@ def variant_name(plain: dict, overridden: dict, volatile: set[str], every_key: l
                  ) -> str:
     """The variant folder for a recipe whose values are ``overridden`` (its values as the file
     says them: ``plain``), or "" when the two compute the same thing."""
-    before, after = _leaves(plain), _leaves(overridden)
+    before, after = flat_keys(plain), flat_keys(overridden)
     changed = sorted(k for k in after
                      if k.split(".", 1)[0] in SECTIONS and k not in NOT_IDENTITY
                      and k not in volatile and after[k] != before.get(k))

@@ -39,6 +39,7 @@ from tmkt_cli.analysis import style
 from tmkt_cli.analysis.metrics import SeedStats, seed_stats
 from tmkt_cli.analysis.stats import mean_interval
 from tmkt_cli.config import config_hash
+from tmkt_cli.config.variants import flat_keys
 from tmkt_cli.errors import TmktError
 from tmkt_cli.results import benchmark
 from tmkt_cli.runs.artifacts import MANIFEST, read_manifest, write_json, write_text
@@ -352,16 +353,6 @@ class Group:
                              r.event_fraction)
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
-    out = {}
-    for k, v in data.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def group_runs(records: list[RunRecord]) -> list[Group]:
     """Runs with the same recipe name, stage and configuration but for the seed, in a stable
     order. When one name and stage hold several configurations (e.g. another
@@ -374,7 +365,7 @@ def group_runs(records: list[RunRecord]) -> list[Group]:
         by_name[key[:2]].append(key)
     out = []
     for (name, _stage), keys in by_name.items():
-        flat = {key: _flatten(groups[key][0].config) for key in keys}
+        flat = {key: flat_keys(groups[key][0].config) for key in keys}
         varying = sorted({k for key in keys for k in flat[key]
                           if len({repr(flat[other].get(k)) for other in keys}) > 1})
         for key in keys:

@@ -13,6 +13,7 @@ import numpy as np
 from rich.console import Console
 
 from tmkt_cli.config import Recipe, TrainConfig, to_dict
+from tmkt_cli.config.variants import flat_keys
 from tmkt_cli.errors import TmktError
 from tmkt_cli.runs.artifacts import StageRun, Upstream, read_upstream
 from tmkt_cli.runs.checkpoints import (
@@ -49,8 +50,8 @@ def _check_prepared_as_the_recipe_says(upstream: Upstream, recipe: Recipe) -> No
         return  # not written by tmkt prepare's stage config (a hand-made or older folder)
     # the recipe's whole prepare section (a key left out of its hash at its default is still
     # compared with a dataset that recorded another value for it)
-    ours = _leaves(to_dict(recipe.prepare))
-    theirs = _leaves(recorded)
+    ours = flat_keys(to_dict(recipe.prepare))
+    theirs = flat_keys(recorded)
     diffs = [f"prepare.{k} {theirs[k]!r} (recipe: {ours[k]!r})"
              for k in sorted(set(ours) & set(theirs)) if k != "root" and ours[k] != theirs[k]]
     if diffs:
@@ -59,16 +60,6 @@ def _check_prepared_as_the_recipe_says(upstream: Upstream, recipe: Recipe) -> No
                         f"({shown}); prepare this recipe's dataset into a folder of its own "
                         f"and use it: --set paths.dataset=prepared/NAME on tmkt prepare and "
                         f"on this stage")
-
-
-def _leaves(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def source_input(recipe: Recipe, source: str, key: str) -> Upstream:
