@@ -378,14 +378,22 @@ def test_layouts_heads_and_headroom(table):
     assert line.endswith(f"| +{mean:.2f} [{low:.2f}, +{high:.2f}] (static) |")
     assert "shared" not in heads  # one head: nothing to choose
     headroom = benchmark.render_table("digits/headroom", rows)
-    # (a) 60, 61, 64; (b) static_only 95, 96, 97; (c) event_only at 100%: 90, 91
-    a = statistics.fmean([60, 61, 64])
-    assert table_line(headroom, "1%").endswith(f"| +{96 - a:.2f} | +{90.5 - a:.2f} |")
-    assert table_line(headroom, "5%").endswith(f"| +{96 - 80.5:.2f} | +{90.5 - 80.5:.2f} |")
+    # paired by seed: (a) 60, 61, 64; (b) static_only 95, 96, 97; (c) event_only at 100%:
+    # 90, 91 (seeds 1 and 2) -> (b) - (a) = 35, 35, 33; (c) - (a) = 30, 30
+    mean, low, high = interval([35, 35, 33], T_975_2)
+    assert table_line(headroom, "1%").endswith(
+        f"| +{mean:.2f} [+{low:.2f}, +{high:.2f}], ahead (n = 3) | "
+        f"+30.00 [+30.00, +30.00], ahead (n = 2) |")
+    # 5%: event_only 80, 81 (seeds 1, 2) -> (b) - (a) = 15, 15; (c) - (a) = 10, 10
+    assert table_line(headroom, "5%").endswith(
+        "| +15.00 [+15.00, +15.00], ahead (n = 2) | +10.00 [+10.00, +10.00], ahead (n = 2) |")
     assert "100%" not in headroom
-    # the control has no static_only or 100% run of its own: the digits ones (same dataset)
+    # the control has no static_only or 100% run of its own: the digits ones (same dataset);
+    # (a) 50, 52 -> (b) - (a) = 45, 44; (c) - (a) = 40, 39
     control = benchmark.render_table("control/headroom", rows)
-    assert table_line(control, "0.1%").endswith(f"| +{96 - 51:.2f} | +{90.5 - 51:.2f} |")
+    mean, low, high = interval([45, 44], T_975_1)
+    assert f"| +{mean:.2f} [+{low:.2f}, +{high:.2f}], ahead (n = 2) | " in \
+        table_line(control, "0.1%")
     teachers = benchmark.render_table("teachers", rows)
     assert "| teacher | digits | 96.50 [" in teachers and "(n=2) |" in teachers
     shares = benchmark.render_table("digits/shares", rows)

@@ -25,6 +25,7 @@ import io
 import math
 import os
 import re
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -687,8 +688,16 @@ def reference_runs(rows: list[dict], setting: str, dataset: str, method: str,
     return out
 
 
-def _gap(high: Interval, low: Interval) -> str:
-    return "–" if high.n == 0 or low.n == 0 else f"{high.mean - low.mean:+.2f}"
+def _gap(high: dict[int, float], low: dict[int, float]) -> str:
+    """``high`` minus ``low``, paired by seed, with its 95% interval and verdict; the plain
+    difference of the means where fewer than two seeds pair."""
+    iv = paired_interval(high, low)
+    if iv.n >= 2:
+        return f"{difference_text(iv)}, {verdict(iv)}"
+    if not high or not low:
+        return "–"
+    return (f"{statistics.fmean(high.values()) - statistics.fmean(low.values()):+.2f} "
+            f"(unpaired means)")
 
 
 def headroom_table(rows: list[dict], setting: str) -> str:
@@ -702,11 +711,13 @@ def headroom_table(rows: list[dict], setting: str) -> str:
         if line != BASELINE or cell[0] is None or cell[0] >= 1.0:
             continue
         dataset = next(iter(runs.values()))["dataset"]
-        a = mean_interval(values(runs, "chosen_test").values())
-        b = mean_interval(reference_runs(rows, setting, dataset, "static_only").values())
-        c = mean_interval(reference_runs(rows, setting, dataset, "event_only", 1.0).values())
-        body.append([cell_text(cell, show_draw), accuracy_text(a), accuracy_text(b),
-                     accuracy_text(c), _gap(b, a), _gap(c, a)])
+        by_seed = values(runs, "chosen_test")
+        images = reference_runs(rows, setting, dataset, "static_only")
+        every = reference_runs(rows, setting, dataset, "event_only", 1.0)
+        body.append([cell_text(cell, show_draw), accuracy_text(mean_interval(by_seed.values())),
+                     accuracy_text(mean_interval(images.values())),
+                     accuracy_text(mean_interval(every.values())),
+                     _gap(images, by_seed), _gap(every, by_seed)])
     return markdown(("events", "(a) event_only on events", "(b) the SNN on images",
                      "(c) event_only on every recording", "(b) - (a)", "(c) - (a)"), body,
                     "(no event_only runs on part of the recordings)")
