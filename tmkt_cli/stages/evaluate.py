@@ -201,6 +201,7 @@ def evaluate_ann(model: nn.Module, loader, facts: PreparedFacts, device: torch.d
 # --------------------------------------------------------------------------------------------
 
 def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
+    from tmkt_cli.analysis import plotting
     from tmkt_cli.train.runtime import select_device
 
     cfg = recipe.eval
@@ -224,13 +225,12 @@ def run(recipe: Recipe, run: StageRun, ui: Console) -> None:
     report = _report(cfg.source, cfg.checkpoint, run.inputs["run"]["path"], trained, h5, facts,
                      results)
 
-    title = f"{recipe.name} seed {recipe.seed}: {cfg.source} ({cfg.checkpoint}.pt)"
-    outputs = {"eval": EVAL_JSON, "confusion": FIGURES["confusion"]}
-    _save_confusion(results["confusion"], facts.classes, title, run.folder)
+    title = _title(recipe)
+    outputs = {"eval": EVAL_JSON}
+    for name, fig in _figures(results, facts.classes, recipe, trained.kind == "snn").items():
+        plotting.save_png(fig, run.folder / FIGURES[name])
+        outputs[name] = FIGURES[name]
     if trained.kind == "snn":
-        # drawn in the method's colour, as in every figure (tmkt_cli/analysis/style.py)
-        method = "ckd" if cfg.source == "distill" else recipe.method.name
-        outputs.update(_save_snn_figures(results, title, method, run.folder))
         write_predictions(run.folder / PREDICTIONS, h5, *per_recording)
         outputs["predictions"] = PREDICTIONS
         report["test_head"] = model.test_head
@@ -330,46 +330,37 @@ def redraw(recipe: Recipe, folder: Path, ui: Console) -> None:
     from tmkt_cli.analysis import plotting
 
     report = json.loads((folder / EVAL_JSON).read_text())
-    cfg = recipe.eval
-    title = f"{recipe.name} seed {recipe.seed}: {cfg.source} ({cfg.checkpoint}.pt)"
-    figures = {"confusion": plotting.confusion_figure(
-        report["confusion"], list(report["per_class"]), f"Confusion, {title}")}
-    if (report.get("source") or {}).get("kind") == "snn":
-        method = "ckd" if cfg.source == "distill" else recipe.method.name
-        figures["accuracy_vs_time_steps"] = plotting.accuracy_vs_time_figure(
-            report["accuracy_vs_time_steps"], f"Accuracy vs time steps, {title}", method)
-        figures["firing_rates"] = plotting.firing_rate_figure(
-            [r["layer"] for r in report["firing_rates"]],
-            [r["firing_rate"] for r in report["firing_rates"]], f"Firing rates, {title}",
-            method)
-    written = [p for name, fig in figures.items()
+    snn = (report.get("source") or {}).get("kind") == "snn"
+    written = [p for name, fig in _figures(report, list(report["per_class"]), recipe,
+                                           snn).items()
                for p in plotting.save_vectors(fig, folder / FIGURES[name])]
     ui.print(f"{STAGE}: redrew {len(written)} figure file(s) from {EVAL_JSON}: "
              + ", ".join(p.name for p in written))
 
 
-def _save_confusion(confusion, classes: list[str], title: str, folder: Path) -> None:
-    """The confusion matrix, drawn for every model."""
+def _title(recipe: Recipe) -> str:
+    cfg = recipe.eval
+    return f"{recipe.name} seed {recipe.seed}: {cfg.source} ({cfg.checkpoint}.pt)"
+
+
+def _figures(results: dict, classes: list[str], recipe: Recipe, snn: bool) -> dict:
+    """Figure name -> figure, from an evaluation's results (or its eval.json, which holds
+    the same entries): the confusion matrix for every model; accuracy against time steps and
+    the firing rates for an SNN, drawn in the method's colour (tmkt_cli/analysis/style.py)."""
     from tmkt_cli.analysis import plotting
 
-    plotting.save_png(plotting.confusion_figure(confusion, classes, f"Confusion, {title}"),
-                      folder / FIGURES["confusion"])
-
-
-def _save_snn_figures(results: dict, title: str, method: str, folder: Path) -> dict[str, str]:
-    """Accuracy against time steps and the firing rates; the outputs they add."""
-    from tmkt_cli.analysis import plotting
-
-    plotting.save_png(plotting.accuracy_vs_time_figure(results["accuracy_vs_time_steps"],
-                                                       f"Accuracy vs time steps, {title}",
-                                                       method),
-                      folder / FIGURES["accuracy_vs_time_steps"])
-    plotting.save_png(plotting.firing_rate_figure(
-        [r["layer"] for r in results["firing_rates"]],
-        [r["firing_rate"] for r in results["firing_rates"]], f"Firing rates, {title}",
-        method), folder / FIGURES["firing_rates"])
-    return {"accuracy_vs_time_steps": FIGURES["accuracy_vs_time_steps"],
-            "firing_rates": FIGURES["firing_rates"]}
+    title = _title(recipe)
+    figures = {"confusion": plotting.confusion_figure(results["confusion"], classes,
+                                                      f"Confusion, {title}")}
+    if snn:
+        method = "ckd" if recipe.eval.source == "distill" else recipe.method.name
+        figures["accuracy_vs_time_steps"] = plotting.accuracy_vs_time_figure(
+            results["accuracy_vs_time_steps"], f"Accuracy vs time steps, {title}", method)
+        figures["firing_rates"] = plotting.firing_rate_figure(
+            [r["layer"] for r in results["firing_rates"]],
+            [r["firing_rate"] for r in results["firing_rates"]], f"Firing rates, {title}",
+            method)
+    return figures
 
 
 def write_predictions(path: Path, h5: Path, labels, predictions: dict) -> None:
